@@ -1,0 +1,1 @@
+//! bridge: to be written.

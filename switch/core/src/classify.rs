@@ -1,0 +1,1 @@
+//! classify: to be written.

@@ -1,0 +1,1 @@
+//! fdb: to be written.

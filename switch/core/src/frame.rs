@@ -1,0 +1,352 @@
+//! Frames and the per-worker frame pool.
+//!
+//! A [`Frame`] is a move-only handle to one fixed-size chunk of a [`FramePool`]; the pool is
+//! either a plain heap arena (tests, benches, TAP-only use) or an AF_XDP UMEM shared by every
+//! socket of one worker, so a frame received on one AF_XDP port is transmitted on another
+//! without a copy. A pool belongs to exactly one worker thread; nothing here is `Sync`.
+//!
+//! Layout of a chunk: `FRAME_SIZE` bytes, packet data starting at `DATA_OFFSET` (the kernel's
+//! `XDP_PACKET_HEADROOM`, which is where AF_XDP copy mode writes received packets).
+
+use std::num::NonZeroU32;
+use std::ptr::NonNull;
+
+/// Size of one chunk of the pool (and of one AF_XDP UMEM frame).
+pub const FRAME_SIZE: u32 = 4096;
+/// Offset of packet data inside a chunk: AF_XDP's `XDP_PACKET_HEADROOM`.
+pub const DATA_OFFSET: u32 = 256;
+/// Largest packet a frame can hold.
+pub const FRAME_CAPACITY: usize = (FRAME_SIZE - DATA_OFFSET) as usize;
+
+/// A move-only handle to one chunk of a [`FramePool`] holding `len` bytes of packet data.
+///
+/// Not `Clone`/`Copy`: whoever holds the handle owns the bytes. Give it back with
+/// [`FramePool::free`] or hand it to a port's transmit path.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a frame must be freed or transmitted, or its chunk leaks from the pool"]
+pub struct Frame {
+    chunk: u32,
+    len: u32,
+}
+
+impl Frame {
+    /// Bytes of packet data.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// True when the frame holds no data.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Index of the chunk in its pool.
+    #[inline]
+    pub fn chunk(&self) -> u32 {
+        self.chunk
+    }
+
+    /// Sets the packet length. Panics in debug builds if it exceeds [`FRAME_CAPACITY`].
+    #[inline]
+    pub fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= FRAME_CAPACITY);
+        self.len = len.min(FRAME_CAPACITY) as u32;
+    }
+
+    /// Rebuilds a handle from a chunk index, for port backends returning frames from a ring.
+    ///
+    /// The caller must own the chunk (it came back from the kernel's RX or completion ring,
+    /// or from [`Frame::into_raw`]); two live handles to one chunk break the pool's ownership.
+    #[inline]
+    pub fn from_raw(chunk: u32, len: u32) -> Frame {
+        Frame {
+            chunk,
+            len: len.min(FRAME_CAPACITY as u32),
+        }
+    }
+
+    /// Gives up the handle, returning `(chunk, len)`; the caller now owns the chunk.
+    #[inline]
+    pub fn into_raw(self) -> (u32, u32) {
+        let raw = (self.chunk, self.len);
+        std::mem::forget(self);
+        raw
+    }
+}
+
+/// Errors creating a pool.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The pool must have at least one frame and fewer than 2^20.
+    #[error("invalid frame count {0}: must be between 1 and 1048576")]
+    BadFrameCount(u32),
+    /// The AF_XDP UMEM could not be created (needs CAP_NET_RAW and CAP_IPC_LOCK or memlock).
+    #[error("cannot create AF_XDP UMEM: {0}")]
+    Umem(String),
+}
+
+enum Backing {
+    /// A heap arena; the box keeps the memory alive and in place.
+    Heap(#[allow(dead_code)] Box<[Chunk]>),
+    /// An AF_XDP UMEM and xsk-rs's descriptor for each chunk (index = chunk).
+    Umem {
+        umem: xsk_rs::Umem,
+        descs: Box<[xsk_rs::FrameDesc]>,
+    },
+}
+
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct Chunk([u8; FRAME_SIZE as usize]);
+
+/// A fixed set of frames owned by one worker. Allocation is a stack pop; nothing grows.
+pub struct FramePool {
+    base: NonNull<u8>,
+    nframes: u32,
+    free: Vec<u32>,
+    backing: Backing,
+}
+
+impl std::fmt::Debug for FramePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramePool")
+            .field("nframes", &self.nframes)
+            .field("free", &self.free.len())
+            .field("umem", &self.umem().is_some())
+            .finish()
+    }
+}
+
+// SAFETY: the pool's memory is exclusively owned by the pool (and the kernel rings of sockets
+// that the same owner drives); moving the whole pool to another thread moves that ownership.
+unsafe impl Send for FramePool {}
+
+impl FramePool {
+    /// A pool of `nframes` frames on the heap.
+    pub fn new_heap(nframes: u32) -> Result<FramePool, PoolError> {
+        check_count(nframes)?;
+        let mut chunks = vec![Chunk([0; FRAME_SIZE as usize]); nframes as usize].into_boxed_slice();
+        let base = NonNull::new(chunks.as_mut_ptr().cast::<u8>())
+            .ok_or(PoolError::BadFrameCount(nframes))?;
+        Ok(FramePool {
+            base,
+            nframes,
+            free: (0..nframes).rev().collect(),
+            backing: Backing::Heap(chunks),
+        })
+    }
+
+    /// A pool of `nframes` frames in a new AF_XDP UMEM, to be shared by a worker's sockets.
+    pub fn new_umem(nframes: u32, ring_size: u32) -> Result<FramePool, PoolError> {
+        use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
+        check_count(nframes)?;
+        let qs = QueueSize::new(ring_size).map_err(|e| PoolError::Umem(e.to_string()))?;
+        let cfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| PoolError::Umem(e.to_string()))?)
+            .frame_headroom(0)
+            .fill_queue_size(qs)
+            .comp_queue_size(qs)
+            .build()
+            .map_err(|e| PoolError::Umem(e.to_string()))?;
+        let count = NonZeroU32::new(nframes).ok_or(PoolError::BadFrameCount(nframes))?;
+        let (umem, descs) =
+            xsk_rs::Umem::new(cfg, count, false).map_err(|e| PoolError::Umem(e.to_string()))?;
+        let first = descs
+            .first()
+            .ok_or_else(|| PoolError::Umem("UMEM has no frames".into()))?;
+        if first.addr() != DATA_OFFSET as usize {
+            return Err(PoolError::Umem(format!(
+                "unexpected UMEM data offset {} (want {DATA_OFFSET})",
+                first.addr()
+            )));
+        }
+        // SAFETY: `first` describes frame 0 of this UMEM, which nobody else accesses yet; we
+        // only take the address of its (empty) data segment.
+        let data0 = unsafe { umem.data(first) }.contents().as_ptr();
+        // SAFETY: data segment 0 starts DATA_OFFSET bytes into the UMEM region.
+        let base = unsafe { data0.sub(DATA_OFFSET as usize) }.cast_mut();
+        let base = NonNull::new(base).ok_or_else(|| PoolError::Umem("null UMEM".into()))?;
+        Ok(FramePool {
+            base,
+            nframes,
+            free: (0..nframes).rev().collect(),
+            backing: Backing::Umem {
+                umem,
+                descs: descs.into_boxed_slice(),
+            },
+        })
+    }
+
+    /// Takes a free frame (length 0), or `None` when the pool is exhausted.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Frame> {
+        self.free.pop().map(|chunk| Frame { chunk, len: 0 })
+    }
+
+    /// Returns a frame to the pool.
+    #[inline]
+    pub fn free(&mut self, frame: Frame) {
+        let (chunk, _) = frame.into_raw();
+        debug_assert!(chunk < self.nframes);
+        if chunk < self.nframes && self.free.len() < self.nframes as usize {
+            self.free.push(chunk);
+        }
+    }
+
+    /// Returns a raw chunk (from a kernel ring) to the free list.
+    #[inline]
+    pub fn free_chunk(&mut self, chunk: u32) {
+        self.free(Frame::from_raw(chunk, 0));
+    }
+
+    /// Takes a free chunk index for a kernel ring (fill ring), or `None`.
+    #[inline]
+    pub fn alloc_chunk(&mut self) -> Option<u32> {
+        self.free.pop()
+    }
+
+    /// Frames currently free.
+    #[inline]
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Total frames in the pool.
+    #[inline]
+    pub fn capacity(&self) -> u32 {
+        self.nframes
+    }
+
+    #[inline]
+    fn data_ptr(&self, chunk: u32) -> *mut u8 {
+        assert!(chunk < self.nframes, "frame from another pool");
+        // SAFETY: chunk < nframes, so the offset stays inside the pool's allocation.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(chunk as usize * FRAME_SIZE as usize + DATA_OFFSET as usize)
+        }
+    }
+
+    /// The packet bytes of `frame`.
+    #[inline]
+    pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        // SAFETY: the chunk lies inside the pool; `frame` is the only handle to it and is
+        // borrowed shared for the slice's lifetime, so nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.data_ptr(frame.chunk), frame.len()) }
+    }
+
+    /// The packet bytes of `frame`, writable.
+    #[inline]
+    pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        // SAFETY: as in `data`; `frame` is borrowed mutably, so this is the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(frame.chunk), frame.len()) }
+    }
+
+    /// The whole data area of `frame` ([`FRAME_CAPACITY`] bytes), for filling it.
+    #[inline]
+    pub fn buffer_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        // SAFETY: as in `data_mut`; the data area of a chunk is FRAME_CAPACITY bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(frame.chunk), FRAME_CAPACITY) }
+    }
+
+    /// Allocates a frame holding a copy of `bytes`; `None` if the pool is empty or the bytes
+    /// do not fit.
+    #[inline]
+    pub fn alloc_copy(&mut self, bytes: &[u8]) -> Option<Frame> {
+        if bytes.len() > FRAME_CAPACITY {
+            return None;
+        }
+        let mut f = self.alloc()?;
+        self.buffer_mut(&mut f)[..bytes.len()].copy_from_slice(bytes);
+        f.set_len(bytes.len());
+        Some(f)
+    }
+
+    /// Allocates a copy of `frame` (for flooding to several ports).
+    #[inline]
+    pub fn clone_frame(&mut self, frame: &Frame) -> Option<Frame> {
+        let mut f = self.alloc()?;
+        let len = frame.len();
+        // SAFETY: `frame` and `f` are distinct chunks of this pool (f was just taken from the
+        // free list, frame is live), so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data_ptr(frame.chunk), self.data_ptr(f.chunk), len)
+        };
+        f.set_len(len);
+        Some(f)
+    }
+
+    /// The UMEM behind this pool, when it is one.
+    pub fn umem(&self) -> Option<&xsk_rs::Umem> {
+        match &self.backing {
+            Backing::Umem { umem, .. } => Some(umem),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// xsk-rs's descriptor of `chunk` with its data length set to `len` (AF_XDP backend only).
+    #[inline]
+    pub fn xsk_desc(&self, chunk: u32, len: u32) -> Option<xsk_rs::FrameDesc> {
+        match &self.backing {
+            Backing::Umem { umem, descs } => {
+                let mut d = *descs.get(chunk as usize)?;
+                // SAFETY: `d` describes a chunk of this UMEM owned by the caller; the cursor
+                // only records the length in the descriptor, it writes no packet bytes.
+                unsafe { umem.data_mut(&mut d) }
+                    .cursor()
+                    .set_pos(len as usize);
+                Some(d)
+            }
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// The chunk index of an xsk-rs descriptor's address.
+    #[inline]
+    pub fn chunk_of_addr(&self, addr: usize) -> u32 {
+        (addr / FRAME_SIZE as usize) as u32
+    }
+}
+
+fn check_count(nframes: u32) -> Result<(), PoolError> {
+    if nframes == 0 || nframes > (1 << 20) {
+        return Err(PoolError::BadFrameCount(nframes));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_roundtrip_and_exhaustion() {
+        let mut pool = FramePool::new_heap(4).unwrap();
+        let frames: Vec<Frame> = (0..4).map(|_| pool.alloc().unwrap()).collect();
+        assert!(pool.alloc().is_none());
+        for f in frames {
+            pool.free(f);
+        }
+        assert_eq!(pool.available(), 4);
+    }
+
+    #[test]
+    fn copy_and_clone_keep_bytes() {
+        let mut pool = FramePool::new_heap(4).unwrap();
+        let f = pool.alloc_copy(&[1, 2, 3, 4]).unwrap();
+        let g = pool.clone_frame(&f).unwrap();
+        assert_eq!(pool.data(&g), &[1, 2, 3, 4]);
+        assert_ne!(f.chunk(), g.chunk());
+        pool.free(f);
+        pool.free(g);
+        assert!(pool.alloc_copy(&[0; FRAME_CAPACITY + 1]).is_none());
+    }
+
+    #[test]
+    fn bad_counts_are_refused() {
+        assert!(FramePool::new_heap(0).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! AF_XDP port backend (xsk-rs). To be written.

@@ -1,0 +1,1 @@
+//! TAP port backend (tun-tap). To be written.

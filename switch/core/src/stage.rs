@@ -1,0 +1,1 @@
+//! stage: to be written.

@@ -1,0 +1,1 @@
+//! Client side of the control protocol. To be written.

@@ -1,0 +1,350 @@
+//! The control protocol: one JSON object per line over a Unix socket (mode 0600).
+//!
+//! A client writes one [`Request`] per line and reads one [`Reply`] per line. Every request
+//! gets a reply; an error reply names what was wrong and leaves the daemon's state untouched.
+//! Requests larger than [`MAX_REQUEST_BYTES`] are refused, and a client that sends nothing
+//! for [`IDLE_TIMEOUT_SECS`] is disconnected.
+
+use serde::{Deserialize, Serialize};
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/xvs/xvsd.sock";
+/// Environment variable overriding the socket path for both xvsd and xvsctl.
+pub const SOCKET_ENV: &str = "XVS_SOCKET";
+/// Largest request line accepted.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Seconds a connection may stay silent before the daemon closes it.
+pub const IDLE_TIMEOUT_SECS: u64 = 10;
+
+/// The socket path: `$XVS_SOCKET`, else the default.
+pub fn socket_path() -> String {
+    std::env::var(SOCKET_ENV).unwrap_or_else(|_| DEFAULT_SOCKET.to_string())
+}
+
+/// Port backend as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortTypeArg {
+    /// AF_XDP socket on an existing interface.
+    Afxdp,
+    /// TAP device created (or opened) by xvsd.
+    Tap,
+}
+
+/// XDP attach mode as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeArg {
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (SKB) mode only.
+    Generic,
+}
+
+/// A request to xvsd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// `add-br BR`
+    AddBr {
+        /// Bridge name.
+        bridge: String,
+        /// MAC ageing time in seconds (default 300).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ageing_secs: Option<u32>,
+        /// Bridge MAC table capacity (default 65536).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac_capacity: Option<u32>,
+        /// Per-port learned MAC limit (default 1024).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_mac_limit: Option<u32>,
+    },
+    /// `set-br BR` — change a bridge's ageing time or limits.
+    SetBr {
+        /// Bridge name.
+        bridge: String,
+        /// MAC ageing time in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ageing_secs: Option<u32>,
+        /// Bridge MAC table capacity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac_capacity: Option<u32>,
+        /// Per-port learned MAC limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_mac_limit: Option<u32>,
+    },
+    /// `del-br BR`
+    DelBr {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// `add-port BR IFACE [--type] [--xdp-mode] [--vlan]`
+    AddPort {
+        /// Bridge name.
+        bridge: String,
+        /// Interface name.
+        iface: String,
+        /// Backend (default afxdp).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_type: Option<PortTypeArg>,
+        /// XDP mode (default: native, falling back to generic).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xdp_mode: Option<XdpModeArg>,
+        /// Access VLAN (1..=4094); none = the untagged domain.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+    /// `del-port BR IFACE`
+    DelPort {
+        /// Bridge name.
+        bridge: String,
+        /// Interface name.
+        iface: String,
+    },
+    /// `show`
+    Show,
+    /// `fdb/show BR`
+    FdbShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// `fdb/flush BR`
+    FdbFlush {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// `stats`
+    Stats,
+    /// `trace BR FLOW`
+    Trace {
+        /// Bridge name.
+        bridge: String,
+        /// Flow in ofproto/trace syntax.
+        flow: String,
+    },
+    /// Liveness check; replies with the daemon's version.
+    Ping,
+}
+
+/// A reply from xvsd: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// What went wrong, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The result, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
+impl Reply {
+    /// A success carrying `result`.
+    pub fn success<T: Serialize>(result: &T) -> Reply {
+        match serde_json::to_value(result) {
+            Ok(v) => Reply {
+                ok: true,
+                error: None,
+                result: Some(v),
+            },
+            Err(e) => Reply::failure(format!("cannot encode reply: {e}")),
+        }
+    }
+
+    /// A success with nothing to say.
+    pub fn done() -> Reply {
+        Reply {
+            ok: true,
+            error: None,
+            result: None,
+        }
+    }
+
+    /// A failure.
+    pub fn failure(error: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(error.into()),
+            result: None,
+        }
+    }
+}
+
+/// Traffic counters of a port.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCountersView {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames received and dropped.
+    pub rx_drops: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Frames not transmitted.
+    pub tx_drops: u64,
+}
+
+/// One port in `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    /// Interface name.
+    pub name: String,
+    /// Port number on its bridge (as OVS's ofport).
+    pub ofport: u32,
+    /// Backend: afxdp, tap.
+    pub port_type: String,
+    /// Mode in use: native/generic for AF_XDP, tap.
+    pub mode: String,
+    /// Access VLAN, if any.
+    pub vlan: Option<u16>,
+    /// `up`, or why it is not (`missing: ...`, `error: ...`).
+    pub state: String,
+    /// Queues bound.
+    pub queues: u32,
+    /// Worker thread that owns the port.
+    pub worker: u32,
+    /// Counters.
+    pub counters: PortCountersView,
+}
+
+/// One bridge in `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeView {
+    /// Bridge name.
+    pub name: String,
+    /// MAC ageing time in seconds.
+    pub ageing_secs: u32,
+    /// MAC table capacity.
+    pub mac_capacity: u32,
+    /// Per-port learned-MAC limit.
+    pub port_mac_limit: u32,
+    /// MACs currently learned.
+    pub macs: u32,
+    /// Worker that runs the bridge.
+    pub worker: u32,
+    /// Ports, in ofport order.
+    pub ports: Vec<PortView>,
+}
+
+/// Reply to `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShowView {
+    /// Worker threads.
+    pub workers: u32,
+    /// Bridges, by name.
+    pub bridges: Vec<BridgeView>,
+}
+
+/// One learned MAC in `fdb/show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntryView {
+    /// Port name.
+    pub port: String,
+    /// Port number.
+    pub ofport: u32,
+    /// VLAN (0 = untagged domain).
+    pub vlan: u16,
+    /// MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Seconds since last seen.
+    pub age: u64,
+}
+
+/// Reply to `fdb/show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbView {
+    /// Bridge name.
+    pub bridge: String,
+    /// Entries, by port then VLAN then MAC.
+    pub entries: Vec<FdbEntryView>,
+}
+
+/// One port's line in `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatsView {
+    /// Bridge name.
+    pub bridge: String,
+    /// Port name.
+    pub port: String,
+    /// Counters.
+    #[serde(flatten)]
+    pub counters: PortCountersView,
+    /// Kernel-side counters (AF_XDP ring statistics), when the backend has them.
+    pub backend: std::collections::BTreeMap<String, u64>,
+}
+
+/// One drop reason's counter in `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropView {
+    /// Counter name.
+    pub reason: String,
+    /// Frames (or learnings) dropped for this reason.
+    pub count: u64,
+    /// What the reason means.
+    pub description: String,
+}
+
+/// Reply to `stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Per-port counters.
+    pub ports: Vec<PortStatsView>,
+    /// Per-reason drop counters, every reason listed (zeros included).
+    pub drops: Vec<DropView>,
+}
+
+/// One stage's decision in `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStepView {
+    /// Stage name (`classify`, `l2`, ...).
+    pub stage: String,
+    /// What it decided and why.
+    pub decision: String,
+}
+
+/// Reply to `trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceView {
+    /// The flow as understood.
+    pub flow: String,
+    /// Each stage's decision, in order.
+    pub steps: Vec<TraceStepView>,
+    /// Final action: `output:PORT`, `flood:P1,P2`, `drop:REASON`.
+    pub action: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format_is_stable() {
+        let r = Request::AddPort {
+            bridge: "br0".into(),
+            iface: "p1".into(),
+            port_type: Some(PortTypeArg::Tap),
+            xdp_mode: None,
+            vlan: Some(10),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"cmd":"add-port","bridge":"br0","iface":"p1","port_type":"tap","vlan":10}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"fdb-show","bridge":"b"}"#).unwrap(),
+            Request::FdbShow { bridge: "b".into() }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_commands_are_errors() {
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"add-br","bridge":"b","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Test harness for xvs end-to-end tests.
