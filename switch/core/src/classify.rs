@@ -1,1 +1,376 @@
-//! classify: to be written.
+//! Classification: each received frame is parsed once (etherparse, strict slicing of untrusted
+//! bytes) into a compact [`FlowKey`] with cached header offsets; later stages read the key and
+//! the offsets and never parse again. Malformed input becomes a [`DropReason`], never a panic.
+//!
+//! Pure functions; safe to call from any thread.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::err::packet::SliceError;
+use etherparse::err::{Layer, LenError};
+use etherparse::{
+    LenSource, LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice,
+};
+
+use crate::counters::DropReason;
+
+/// Ethertypes the switch forwards.
+pub mod ethertype {
+    /// IPv4.
+    pub const IPV4: u16 = 0x0800;
+    /// ARP.
+    pub const ARP: u16 = 0x0806;
+    /// IPv6.
+    pub const IPV6: u16 = 0x86dd;
+    /// 802.1Q VLAN tag.
+    pub const VLAN: u16 = 0x8100;
+    /// 802.1ad service tag.
+    pub const QINQ: u16 = 0x88a8;
+}
+
+/// IP protocol numbers the key records ports for.
+pub mod ipproto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// A port's number inside the datapath.
+pub type PortId = u32;
+
+/// A MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// ff:ff:ff:ff:ff:ff
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+    /// Group (multicast or broadcast) address.
+    #[inline]
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
+    /// The address as a u64 (upper 16 bits zero).
+    #[inline]
+    pub fn to_u64(self) -> u64 {
+        let m = self.0;
+        u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+    }
+
+    /// The address from the low 48 bits of a u64.
+    #[inline]
+    pub fn from_u64(v: u64) -> Mac {
+        let b = v.to_be_bytes();
+        Mac([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut out {
+            let p = parts
+                .next()
+                .ok_or_else(|| format!("invalid MAC address {s:?}: expected six hex bytes"))?;
+            *b = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("invalid MAC address {s:?}: {p:?} is not a hex byte"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("invalid MAC address {s:?}: more than six bytes"));
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// What classification learned about a frame: the fields every later stage reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    /// Port the frame arrived on.
+    pub in_port: PortId,
+    /// VLAN domain the frame belongs to (the ingress port's access VLAN; 0 = untagged).
+    pub vlan: u16,
+    /// Destination MAC.
+    pub dl_dst: Mac,
+    /// Source MAC.
+    pub dl_src: Mac,
+    /// Ethertype (after any VLAN tag).
+    pub dl_type: u16,
+    /// Offset of the L3 header (0 if none).
+    pub l3_offset: u16,
+    /// Offset of the L4 header (0 if none).
+    pub l4_offset: u16,
+    /// IP protocol (0 if not IP).
+    pub nw_proto: u8,
+    /// IP source (IPv4 as v4-mapped v6).
+    pub nw_src: [u8; 16],
+    /// IP destination.
+    pub nw_dst: [u8; 16],
+    /// L4 source port (ICMP: type).
+    pub tp_src: u16,
+    /// L4 destination port (ICMP: code).
+    pub tp_dst: u16,
+}
+
+impl FlowKey {
+    /// The IP source, if the frame is IP.
+    pub fn ip_src(&self) -> Option<IpAddr> {
+        self.ip(self.nw_src)
+    }
+
+    /// The IP destination, if the frame is IP.
+    pub fn ip_dst(&self) -> Option<IpAddr> {
+        self.ip(self.nw_dst)
+    }
+
+    fn ip(&self, raw: [u8; 16]) -> Option<IpAddr> {
+        match self.dl_type {
+            ethertype::IPV4 => Some(IpAddr::V4(Ipv4Addr::new(raw[12], raw[13], raw[14], raw[15]))),
+            ethertype::IPV6 => Some(IpAddr::V6(Ipv6Addr::from(raw))),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "in_port={},vlan={},dl_src={},dl_dst={},dl_type=0x{:04x}",
+            self.in_port, self.vlan, self.dl_src, self.dl_dst, self.dl_type
+        )?;
+        if let (Some(s), Some(d)) = (self.ip_src(), self.ip_dst()) {
+            write!(f, ",nw_proto={},nw_src={s},nw_dst={d}", self.nw_proto)?;
+            if matches!(self.nw_proto, ipproto::TCP | ipproto::UDP) {
+                write!(f, ",tp_src={},tp_dst={}", self.tp_src, self.tp_dst)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const ETH_HEADER_LEN: usize = 14;
+
+/// Parses `frame`, received on `in_port` whose access VLAN is `port_vlan` (0 = untagged
+/// domain), into a key. Frames arrive untagged; a tagged one is dropped.
+pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey, DropReason> {
+    if frame.len() < ETH_HEADER_LEN {
+        return Err(DropReason::Runt);
+    }
+    let sliced = SlicedPacket::from_ethernet(frame).map_err(slice_error_reason)?;
+    let mut key = FlowKey {
+        in_port,
+        vlan: port_vlan,
+        ..FlowKey::default()
+    };
+    let Some(LinkSlice::Ethernet2(eth)) = &sliced.link else {
+        return Err(DropReason::Runt);
+    };
+    key.dl_dst = Mac(eth.destination());
+    key.dl_src = Mac(eth.source());
+    key.dl_type = eth.ether_type().0;
+
+    let vlan_tags = sliced
+        .link_exts
+        .iter()
+        .filter(|e| matches!(e, LinkExtSlice::Vlan(_)))
+        .count();
+    match vlan_tags {
+        0 => {}
+        1 => return Err(DropReason::TaggedOnAccessPort),
+        _ => return Err(DropReason::StackedVlan),
+    }
+    if !sliced.link_exts.is_empty() {
+        // MACsec or another extension we do not forward.
+        return Err(DropReason::UnknownEthertype);
+    }
+
+    let base = frame.as_ptr() as usize;
+    match &sliced.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            key.l3_offset = (h.slice().as_ptr() as usize - base) as u16;
+            key.nw_proto = h.protocol().0;
+            key.nw_src[10] = 0xff;
+            key.nw_src[11] = 0xff;
+            key.nw_src[12..].copy_from_slice(&h.source());
+            key.nw_dst[10] = 0xff;
+            key.nw_dst[11] = 0xff;
+            key.nw_dst[12..].copy_from_slice(&h.destination());
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            key.l3_offset = (h.slice().as_ptr() as usize - base) as u16;
+            key.nw_proto = ip.payload().ip_number.0;
+            key.nw_src = h.source();
+            key.nw_dst = h.destination();
+        }
+        Some(NetSlice::Arp(arp)) => {
+            key.l3_offset = (arp.slice().as_ptr() as usize - base) as u16;
+        }
+        None => {
+            return Err(match key.dl_type {
+                ethertype::IPV4 | ethertype::IPV6 | ethertype::ARP => DropReason::TruncatedHeader,
+                _ => DropReason::UnknownEthertype,
+            });
+        }
+    }
+
+    match &sliced.transport {
+        Some(TransportSlice::Udp(udp)) => {
+            key.l4_offset = (udp.slice().as_ptr() as usize - base) as u16;
+            key.tp_src = udp.source_port();
+            key.tp_dst = udp.destination_port();
+        }
+        Some(TransportSlice::Tcp(tcp)) => {
+            key.l4_offset = (tcp.slice().as_ptr() as usize - base) as u16;
+            key.tp_src = tcp.source_port();
+            key.tp_dst = tcp.destination_port();
+        }
+        Some(TransportSlice::Icmpv4(icmp)) => {
+            key.l4_offset = (icmp.slice().as_ptr() as usize - base) as u16;
+            let s = icmp.slice();
+            key.tp_src = u16::from(s[0]);
+            key.tp_dst = u16::from(s[1]);
+        }
+        Some(TransportSlice::Icmpv6(icmp)) => {
+            key.l4_offset = (icmp.slice().as_ptr() as usize - base) as u16;
+            let s = icmp.slice();
+            key.tp_src = u16::from(s[0]);
+            key.tp_dst = u16::from(s[1]);
+        }
+        _ => {}
+    }
+    Ok(key)
+}
+
+fn slice_error_reason(e: SliceError) -> DropReason {
+    match e {
+        SliceError::Len(LenError {
+            len_source, layer, ..
+        }) => match (len_source, layer) {
+            (_, Layer::UdpHeader | Layer::UdpPayload | Layer::TcpHeader) => {
+                DropReason::BadL4Length
+            }
+            (LenSource::UdpHeaderLen | LenSource::TcpHeaderLen, _) => DropReason::BadL4Length,
+            (LenSource::Ipv4HeaderTotalLen | LenSource::Ipv6HeaderPayloadLen, _) => {
+                DropReason::BadIpLength
+            }
+            (_, Layer::Ipv4Packet | Layer::Ipv6Packet) => DropReason::BadIpLength,
+            (_, Layer::Ethernet2Header) => DropReason::Runt,
+            _ => DropReason::TruncatedHeader,
+        },
+        SliceError::Ipv4(_) | SliceError::Ip(_) => DropReason::BadIpv4Header,
+        SliceError::Tcp(_) => DropReason::BadL4Length,
+        _ => DropReason::TruncatedHeader,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 02:00:00:00:00:02 <- 02:00:00:00:00:01, IPv4 10.0.0.1 -> 10.0.0.2, UDP 1000 -> 2000, 4 bytes.
+    pub(crate) const UDP_FRAME: [u8; 46] = [
+        0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00, // ethernet
+        0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, // ipv4
+        0x03, 0xe8, 0x07, 0xd0, 0, 12, 0, 0, // udp
+        1, 2, 3, 4,
+    ];
+
+    #[test]
+    fn udp_frame_is_classified_with_offsets() {
+        let k = classify(&UDP_FRAME, 3, 0).unwrap();
+        assert_eq!(k.in_port, 3);
+        assert_eq!(k.dl_src.to_string(), "02:00:00:00:00:01");
+        assert_eq!(k.dl_type, ethertype::IPV4);
+        assert_eq!((k.l3_offset, k.l4_offset), (14, 34));
+        assert_eq!(k.nw_proto, ipproto::UDP);
+        assert_eq!(k.ip_dst(), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!((k.tp_src, k.tp_dst), (1000, 2000));
+    }
+
+    #[test]
+    fn malformed_frames_have_reasons() {
+        assert_eq!(classify(&UDP_FRAME[..10], 0, 0), Err(DropReason::Runt));
+        assert_eq!(classify(&UDP_FRAME[..20], 0, 0), Err(DropReason::TruncatedHeader));
+        let mut bad_ihl = UDP_FRAME;
+        bad_ihl[14] = 0x43;
+        assert_eq!(classify(&bad_ihl, 0, 0), Err(DropReason::BadIpv4Header));
+        let mut long_ip = UDP_FRAME;
+        long_ip[17] = 200;
+        assert_eq!(classify(&long_ip, 0, 0), Err(DropReason::BadIpLength));
+        let mut bad_udp = UDP_FRAME;
+        bad_udp[39] = 200;
+        assert_eq!(classify(&bad_udp, 0, 0), Err(DropReason::BadL4Length));
+        let mut unknown = UDP_FRAME;
+        unknown[12..14].copy_from_slice(&[0x88, 0xb5]);
+        assert_eq!(classify(&unknown, 0, 0), Err(DropReason::UnknownEthertype));
+    }
+
+    #[test]
+    fn vlan_tags_are_refused() {
+        let mut one = Vec::from(&UDP_FRAME[..12]);
+        one.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        one.extend_from_slice(&UDP_FRAME[12..]);
+        assert_eq!(classify(&one, 0, 0), Err(DropReason::TaggedOnAccessPort));
+        let mut two = Vec::from(&UDP_FRAME[..12]);
+        two.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x0b]);
+        two.extend_from_slice(&UDP_FRAME[12..]);
+        assert_eq!(classify(&two, 0, 0), Err(DropReason::StackedVlan));
+    }
+
+    #[test]
+    fn arp_and_mac_parse() {
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+        let k = classify(&arp, 1, 7).unwrap();
+        assert_eq!((k.dl_type, k.vlan, k.l3_offset), (ethertype::ARP, 7, 14));
+        assert!(k.dl_dst.is_multicast());
+        assert_eq!("02:00:00:00:00:01".parse::<Mac>().unwrap(), k.dl_src);
+        assert!("02:00".parse::<Mac>().is_err());
+        assert_eq!(Mac::from_u64(k.dl_src.to_u64()), k.dl_src);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = classify(&bytes, 0, 0);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_udp(pos in 0usize..46, val in proptest::num::u8::ANY, cut in 0usize..47) {
+            let mut f = UDP_FRAME;
+            f[pos] = val;
+            let _ = classify(&f[..cut.min(46)], 0, 0);
+        }
+    }
+}

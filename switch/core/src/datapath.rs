@@ -1,1 +1,638 @@
-//! datapath: to be written.
+//! The control thread's handle on the datapath: bridges, ports and the workers that run them.
+//!
+//! Every bridge is placed on one worker (the least loaded when it is created) and all its
+//! ports live there too, so forwarding inside a bridge never leaves that worker's UMEM and
+//! never copies. Methods block briefly waiting for the worker's acknowledgement; call them
+//! from a control thread (never from a worker). Not `Sync`: the caller serialises access.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, bounded};
+
+use crate::classify::{Mac, PortId};
+use crate::clock::{Clock, MonotonicClock};
+use crate::counters::{DropCounters, DropReason, PortCounterSnapshot, PortCounters};
+use crate::fdb::FdbConfig;
+use crate::port::{BackendInfo, BackendStats, PortError, PortIo, PortSpec};
+use crate::worker::{self, BridgeId, Command, PoolConfig, TraceAction, TraceResult, WorkerHandle};
+
+/// How long to wait for a worker to acknowledge a command.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Datapath settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DatapathConfig {
+    /// Worker threads.
+    pub workers: u32,
+    /// Frames per worker pool.
+    pub pool_frames: u32,
+    /// Make pools AF_XDP UMEMs (needs privileges); false for unit tests and benches.
+    pub umem: bool,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            workers: 1,
+            pool_frames: 16384,
+            umem: true,
+        }
+    }
+}
+
+/// Errors of datapath operations, worded for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// No bridge by that name.
+    #[error("no bridge named {0}")]
+    NoSuchBridge(String),
+    /// A bridge by that name exists.
+    #[error("bridge {0} already exists")]
+    BridgeExists(String),
+    /// No such port on that bridge.
+    #[error("bridge {bridge} has no port {port}")]
+    NoSuchPort {
+        /// Bridge.
+        bridge: String,
+        /// Port.
+        port: String,
+    },
+    /// The interface is already a port.
+    #[error("{port} is already a port of bridge {bridge}")]
+    PortExists {
+        /// Bridge it is on.
+        bridge: String,
+        /// Port.
+        port: String,
+    },
+    /// Opening the backend failed.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// A worker did not answer.
+    #[error("datapath worker {0} is not responding")]
+    WorkerGone(u32),
+    /// Invalid argument.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A port as the control thread knows it.
+#[derive(Debug, Clone)]
+pub struct PortStatus {
+    /// Interface name.
+    pub name: String,
+    /// Datapath port id.
+    pub id: PortId,
+    /// Number on its bridge, from 1.
+    pub ofport: u32,
+    /// Access VLAN (0 = none).
+    pub vlan: u16,
+    /// Backend description.
+    pub info: BackendInfo,
+    /// Counters.
+    pub counters: PortCounterSnapshot,
+    /// Kernel-side counters.
+    pub backend: BackendStats,
+}
+
+/// A bridge as the control thread knows it.
+#[derive(Debug, Clone)]
+pub struct BridgeStatus {
+    /// Name.
+    pub name: String,
+    /// Worker running it.
+    pub worker: u32,
+    /// MAC table limits.
+    pub config: FdbConfig,
+    /// Learned MACs.
+    pub macs: usize,
+    /// Ports by ofport.
+    pub ports: Vec<PortStatus>,
+}
+
+/// One MAC table row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbRow {
+    /// Port name.
+    pub port: String,
+    /// Port number on the bridge.
+    pub ofport: u32,
+    /// VLAN.
+    pub vlan: u16,
+    /// MAC.
+    pub mac: Mac,
+    /// Seconds since seen.
+    pub age_secs: u64,
+}
+
+/// A traced frame's story.
+#[derive(Debug, Clone)]
+pub struct TraceReport {
+    /// `(stage, decision)` in order.
+    pub steps: Vec<(String, String)>,
+    /// Final action, with port names.
+    pub action: String,
+}
+
+struct PortRec {
+    id: PortId,
+    ofport: u32,
+    vlan: u16,
+    info: BackendInfo,
+    counters: Arc<PortCounters>,
+}
+
+struct BridgeRec {
+    id: BridgeId,
+    worker: usize,
+    config: FdbConfig,
+    ports: BTreeMap<String, PortRec>,
+    next_ofport: u32,
+}
+
+/// The datapath: workers and what runs on them.
+pub struct Datapath {
+    workers: Vec<WorkerHandle>,
+    drops: Vec<Arc<DropCounters>>,
+    bridges: BTreeMap<String, BridgeRec>,
+    next_bridge: BridgeId,
+    next_port: PortId,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("workers", &self.workers.len())
+            .field("bridges", &self.bridges.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn wait<T>(rx: Receiver<T>, worker: u32) -> Result<T, DatapathError> {
+    rx.recv_timeout(REPLY_TIMEOUT)
+        .map_err(|_| DatapathError::WorkerGone(worker))
+}
+
+impl Datapath {
+    /// Starts the workers.
+    pub fn start(config: DatapathConfig) -> std::io::Result<Datapath> {
+        Self::start_with_clock(config, Arc::new(MonotonicClock::default()))
+    }
+
+    /// Starts the workers with a given clock (tests use a virtual one).
+    pub fn start_with_clock(
+        config: DatapathConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Datapath> {
+        let n = config.workers.max(1);
+        let mut workers = Vec::new();
+        let mut drops = Vec::new();
+        for id in 0..n {
+            let d = Arc::new(DropCounters::default());
+            workers.push(worker::spawn(
+                id,
+                PoolConfig {
+                    frames: config.pool_frames,
+                    umem: config.umem,
+                },
+                clock.clone(),
+                d.clone(),
+            )?);
+            drops.push(d);
+        }
+        Ok(Datapath {
+            workers,
+            drops,
+            bridges: BTreeMap::new(),
+            next_bridge: 1,
+            next_port: 1,
+        })
+    }
+
+    /// Worker threads.
+    pub fn worker_count(&self) -> u32 {
+        self.workers.len() as u32
+    }
+
+    /// Why AF_XDP is unavailable, if it is.
+    pub fn afxdp_unavailable(&self) -> Option<String> {
+        self.workers.iter().find_map(|w| w.umem_error.clone())
+    }
+
+    fn least_loaded_worker(&self) -> usize {
+        let mut load = vec![0usize; self.workers.len()];
+        for b in self.bridges.values() {
+            load[b.worker] += 1 + b.ports.len();
+        }
+        load.iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+
+    fn bridge(&self, name: &str) -> Result<&BridgeRec, DatapathError> {
+        self.bridges
+            .get(name)
+            .ok_or_else(|| DatapathError::NoSuchBridge(name.to_string()))
+    }
+
+    fn call<T>(
+        &self,
+        worker: usize,
+        make: impl FnOnce(crossbeam_channel::Sender<T>) -> Command,
+    ) -> Result<T, DatapathError> {
+        let (tx, rx) = bounded(1);
+        let w = &self.workers[worker];
+        if !w.send(make(tx)) {
+            return Err(DatapathError::WorkerGone(w.id));
+        }
+        wait(rx, w.id)
+    }
+
+    /// Creates a bridge.
+    pub fn add_bridge(&mut self, name: &str, config: FdbConfig) -> Result<(), DatapathError> {
+        if self.bridges.contains_key(name) {
+            return Err(DatapathError::BridgeExists(name.to_string()));
+        }
+        let worker = self.least_loaded_worker();
+        let id = self.next_bridge;
+        self.call(worker, |reply| Command::AddBridge {
+            id,
+            name: name.to_string(),
+            config,
+            reply,
+        })?;
+        self.next_bridge += 1;
+        self.bridges.insert(
+            name.to_string(),
+            BridgeRec {
+                id,
+                worker,
+                config,
+                ports: BTreeMap::new(),
+                next_ofport: 1,
+            },
+        );
+        Ok(())
+    }
+
+    /// Changes a bridge's MAC table limits.
+    pub fn set_bridge(&mut self, name: &str, config: FdbConfig) -> Result<(), DatapathError> {
+        let b = self.bridge(name)?;
+        let (id, worker) = (b.id, b.worker);
+        self.call(worker, |reply| Command::SetBridge { id, config, reply })?;
+        if let Some(b) = self.bridges.get_mut(name) {
+            b.config = config;
+        }
+        Ok(())
+    }
+
+    /// Removes a bridge and all its ports.
+    pub fn del_bridge(&mut self, name: &str) -> Result<(), DatapathError> {
+        let b = self.bridge(name)?;
+        let (id, worker) = (b.id, b.worker);
+        self.call(worker, |reply| Command::DelBridge { id, reply })?;
+        self.bridges.remove(name);
+        Ok(())
+    }
+
+    /// The bridge holding interface `iface`, if any.
+    pub fn bridge_of_port(&self, iface: &str) -> Option<&str> {
+        self.bridges
+            .iter()
+            .find(|(_, b)| b.ports.contains_key(iface))
+            .map(|(n, _)| n.as_str())
+    }
+
+    fn check_new_port(&self, bridge: &str, iface: &str) -> Result<(BridgeId, usize), DatapathError> {
+        let b = self.bridge(bridge)?;
+        if let Some(other) = self.bridge_of_port(iface) {
+            return Err(DatapathError::PortExists {
+                bridge: other.to_string(),
+                port: iface.to_string(),
+            });
+        }
+        Ok((b.id, b.worker))
+    }
+
+    fn record_port(&mut self, bridge: &str, iface: &str, id: PortId, vlan: u16, info: BackendInfo, counters: Arc<PortCounters>) {
+        if let Some(b) = self.bridges.get_mut(bridge) {
+            let ofport = b.next_ofport;
+            b.next_ofport += 1;
+            b.ports.insert(
+                iface.to_string(),
+                PortRec {
+                    id,
+                    ofport,
+                    vlan,
+                    info,
+                    counters,
+                },
+            );
+        }
+    }
+
+    /// Opens `spec` and attaches it to `bridge` in access VLAN `vlan` (0 = untagged).
+    pub fn add_port(
+        &mut self,
+        bridge: &str,
+        spec: PortSpec,
+        vlan: u16,
+    ) -> Result<BackendInfo, DatapathError> {
+        if vlan > 4094 {
+            return Err(DatapathError::Invalid(format!(
+                "VLAN {vlan} is out of range (1-4094)"
+            )));
+        }
+        let (bid, worker) = self.check_new_port(bridge, &spec.iface)?;
+        let id = self.next_port;
+        let counters = Arc::new(PortCounters::default());
+        let iface = spec.iface.clone();
+        let c2 = counters.clone();
+        let info = self.call(worker, |reply| Command::AddPort {
+            id,
+            bridge: bid,
+            spec,
+            vlan,
+            counters: c2,
+            reply,
+        })??;
+        self.next_port += 1;
+        self.record_port(bridge, &iface, id, vlan, info.clone(), counters);
+        Ok(info)
+    }
+
+    /// Attaches a prebuilt backend (memory ports) under `name`.
+    pub fn add_port_io(
+        &mut self,
+        bridge: &str,
+        name: &str,
+        io: Box<dyn PortIo>,
+        vlan: u16,
+    ) -> Result<BackendInfo, DatapathError> {
+        let (bid, worker) = self.check_new_port(bridge, name)?;
+        let id = self.next_port;
+        let counters = Arc::new(PortCounters::default());
+        let c2 = counters.clone();
+        let info = self.call(worker, |reply| Command::AddPortIo {
+            id,
+            bridge: bid,
+            io,
+            vlan,
+            counters: c2,
+            reply,
+        })?;
+        self.next_port += 1;
+        self.record_port(bridge, name, id, vlan, info.clone(), counters);
+        Ok(info)
+    }
+
+    /// Detaches and closes a port.
+    pub fn del_port(&mut self, bridge: &str, iface: &str) -> Result<(), DatapathError> {
+        let b = self.bridge(bridge)?;
+        let p = b.ports.get(iface).ok_or_else(|| DatapathError::NoSuchPort {
+            bridge: bridge.to_string(),
+            port: iface.to_string(),
+        })?;
+        let (id, worker) = (p.id, b.worker);
+        self.call(worker, |reply| Command::DelPort { id, reply })?;
+        if let Some(b) = self.bridges.get_mut(bridge) {
+            b.ports.remove(iface);
+        }
+        Ok(())
+    }
+
+    /// The MAC table of a bridge.
+    pub fn fdb(&self, bridge: &str) -> Result<Vec<FdbRow>, DatapathError> {
+        let b = self.bridge(bridge)?;
+        let records = self.call(b.worker, |reply| Command::FdbDump {
+            bridge: b.id,
+            reply,
+        })?;
+        let names: BTreeMap<PortId, (&str, u32)> = b
+            .ports
+            .iter()
+            .map(|(n, p)| (p.id, (n.as_str(), p.ofport)))
+            .collect();
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let (name, ofport) = names.get(&r.port).copied().unwrap_or(("?", 0));
+                FdbRow {
+                    port: name.to_string(),
+                    ofport,
+                    vlan: r.vlan,
+                    mac: r.mac,
+                    age_secs: r.age_secs,
+                }
+            })
+            .collect())
+    }
+
+    /// Empties a bridge's MAC table.
+    pub fn fdb_flush(&self, bridge: &str) -> Result<(), DatapathError> {
+        let b = self.bridge(bridge)?;
+        self.call(b.worker, |reply| Command::FdbFlush {
+            bridge: b.id,
+            reply,
+        })
+    }
+
+    /// Runs `frame` through `bridge` as if received on `in_port`, without side effects.
+    pub fn trace(
+        &self,
+        bridge: &str,
+        in_port: &str,
+        frame: Vec<u8>,
+    ) -> Result<TraceReport, DatapathError> {
+        let b = self.bridge(bridge)?;
+        let p = b.ports.get(in_port).ok_or_else(|| DatapathError::NoSuchPort {
+            bridge: bridge.to_string(),
+            port: in_port.to_string(),
+        })?;
+        let result: TraceResult = self.call(b.worker, |reply| Command::Trace {
+            bridge: b.id,
+            in_port: p.id,
+            frame,
+            reply,
+        })?;
+        let name_of = |id: PortId| {
+            b.ports
+                .iter()
+                .find(|(_, p)| p.id == id)
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("port{id}"))
+        };
+        let action = match &result.action {
+            TraceAction::Output(p) => format!("output:{}", name_of(*p)),
+            TraceAction::Flood(ps) => format!(
+                "flood:{}",
+                ps.iter().map(|p| name_of(*p)).collect::<Vec<_>>().join(",")
+            ),
+            TraceAction::Drop(r) => format!("drop:{}", r.name()),
+        };
+        Ok(TraceReport {
+            steps: result
+                .log
+                .steps
+                .into_iter()
+                .map(|s| (s.stage.to_string(), s.decision))
+                .collect(),
+            action,
+        })
+    }
+
+    /// Every bridge with its ports, counters and backend state.
+    pub fn status(&self) -> Result<Vec<BridgeStatus>, DatapathError> {
+        let mut backend: Vec<BTreeMap<PortId, (BackendInfo, BackendStats)>> = Vec::new();
+        for w in 0..self.workers.len() {
+            let v = self.call(w, |reply| Command::PortStats { reply })?;
+            backend.push(v.into_iter().map(|(id, i, s)| (id, (i, s))).collect());
+        }
+        let mut out = Vec::new();
+        for (name, b) in &self.bridges {
+            let macs = self
+                .call(b.worker, |reply| Command::FdbDump {
+                    bridge: b.id,
+                    reply,
+                })?
+                .len();
+            let mut ports: Vec<PortStatus> = b
+                .ports
+                .iter()
+                .map(|(pname, p)| {
+                    let (info, stats) = backend[b.worker]
+                        .get(&p.id)
+                        .cloned()
+                        .unwrap_or((p.info.clone(), BackendStats::default()));
+                    PortStatus {
+                        name: pname.clone(),
+                        id: p.id,
+                        ofport: p.ofport,
+                        vlan: p.vlan,
+                        info,
+                        counters: p.counters.snapshot(),
+                        backend: stats,
+                    }
+                })
+                .collect();
+            ports.sort_by_key(|p| p.ofport);
+            out.push(BridgeStatus {
+                name: name.clone(),
+                worker: b.worker as u32,
+                config: b.config,
+                macs,
+                ports,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drop counters summed over workers, every reason.
+    pub fn drops(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.drops.iter().map(|d| d.get(*r)).sum()))
+            .collect()
+    }
+
+    /// Stops every worker (ports are closed).
+    pub fn shutdown(&mut self) {
+        for w in &mut self.workers {
+            w.stop();
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::mem::MemPort;
+
+    fn frame(src: u8, dst: [u8; 6]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, src, 0x08, 0x06]);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&[2, 0, 0, 0, 0, src, 10, 0, 0, src, 0, 0, 0, 0, 0, 0, 10, 0, 0, 9]);
+        f
+    }
+
+    fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    #[test]
+    fn workers_forward_between_memory_ports() {
+        let mut dp = Datapath::start(DatapathConfig {
+            workers: 2,
+            pool_frames: 256,
+            umem: false,
+        })
+        .unwrap();
+        dp.add_bridge("br0", FdbConfig::default()).unwrap();
+        let mut handles = Vec::new();
+        for name in ["a", "b", "c"] {
+            let (port, h) = MemPort::new();
+            dp.add_port_io("br0", name, Box::new(port), 0).unwrap();
+            handles.push(h);
+        }
+        // broadcast from a floods to b and c
+        handles[0].inject(&frame(1, [0xff; 6]));
+        let mut got_b = Vec::new();
+        let mut got_c = Vec::new();
+        assert!(wait_for(|| {
+            got_b.extend(handles[1].take_tx());
+            got_c.extend(handles[2].take_tx());
+            got_b.len() == 1 && got_c.len() == 1
+        }));
+        // b answers a: unicast to a only
+        handles[1].inject(&frame(2, [2, 0, 0, 0, 0, 1]));
+        assert!(wait_for(|| handles[0].take_tx().len() == 1));
+        assert!(handles[2].take_tx().is_empty());
+        let fdb = dp.fdb("br0").unwrap();
+        assert_eq!(fdb.len(), 2);
+        assert_eq!((fdb[0].port.as_str(), fdb[0].ofport), ("a", 1));
+        // malformed frame counted
+        handles[0].inject(&[1, 2, 3]);
+        assert!(wait_for(|| dp
+            .drops()
+            .iter()
+            .any(|(r, n)| *r == DropReason::Runt && *n == 1)));
+        let st = dp.status().unwrap();
+        assert_eq!(st[0].ports.len(), 3);
+        assert_eq!(st[0].ports[0].counters.rx_packets, 2);
+        assert_eq!(st[0].ports[0].counters.rx_drops, 1);
+        // trace: a to b is learned unicast
+        let t = dp.trace("br0", "a", frame(1, [2, 0, 0, 0, 0, 2])).unwrap();
+        assert_eq!(t.action, "output:b");
+        assert_eq!(t.steps.len(), 2);
+        // errors
+        assert!(matches!(
+            dp.add_port_io("br0", "a", Box::new(MemPort::sink()), 0),
+            Err(DatapathError::PortExists { .. })
+        ));
+        assert!(matches!(
+            dp.add_bridge("br0", FdbConfig::default()),
+            Err(DatapathError::BridgeExists(_))
+        ));
+        dp.del_port("br0", "b").unwrap();
+        assert!(dp.del_port("br0", "b").is_err());
+        dp.del_bridge("br0").unwrap();
+        assert!(dp.fdb("br0").is_err());
+    }
+}

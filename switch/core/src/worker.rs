@@ -1,1 +1,679 @@
-//! worker: to be written.
+//! Worker threads: each owns a frame pool (its AF_XDP UMEM), a set of ports and the bridges
+//! those ports belong to, and runs receive → pipeline → transmit in bursts.
+//!
+//! A worker busy-polls while there is traffic and sleeps in `poll()` on its ports' descriptors
+//! (AF_XDP need_wakeup) and a wake-up socket when idle. The control thread talks to it only
+//! through [`Command`]s on a channel; replies come back on per-request channels. Nothing a
+//! worker owns is touched by another thread except the atomic counters.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use hashbrown::HashMap;
+
+use crate::bridge::Bridge;
+use crate::classify::PortId;
+use crate::clock::Clock;
+use crate::counters::{DropCounters, DropReason, PortCounters};
+use crate::fdb::{FdbConfig, FdbRecord};
+use crate::frame::FramePool;
+use crate::pipeline;
+use crate::port::{self, BackendInfo, BackendStats, Burst, PortError, PortIo, PortSpec};
+use crate::stage::{Batch, Verdict};
+use crate::trace::TraceLog;
+
+/// A bridge's number inside the datapath.
+pub type BridgeId = u32;
+
+/// Milliseconds without traffic before a worker goes to sleep in `poll()`.
+const IDLE_BEFORE_SLEEP_MS: u64 = 2;
+/// Longest sleep, so ageing sweeps still run on an idle switch.
+const MAX_SLEEP_MS: i32 = 1000;
+
+/// What the final action of a traced frame was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceAction {
+    /// Sent to one port.
+    Output(PortId),
+    /// Sent to these ports.
+    Flood(Vec<PortId>),
+    /// Dropped.
+    Drop(DropReason),
+}
+
+/// Result of tracing one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceResult {
+    /// Each stage's decision.
+    pub log: TraceLog,
+    /// Final action.
+    pub action: TraceAction,
+}
+
+/// A request from the control thread to a worker.
+pub enum Command {
+    /// Creates a bridge.
+    AddBridge {
+        /// Bridge id.
+        id: BridgeId,
+        /// Name (for logs).
+        name: String,
+        /// MAC table limits.
+        config: FdbConfig,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
+    /// Changes a bridge's MAC table limits.
+    SetBridge {
+        /// Bridge id.
+        id: BridgeId,
+        /// New limits.
+        config: FdbConfig,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
+    /// Removes a bridge (its ports must be gone).
+    DelBridge {
+        /// Bridge id.
+        id: BridgeId,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
+    /// Opens a port backend and attaches it to a bridge.
+    AddPort {
+        /// Port id.
+        id: PortId,
+        /// Bridge.
+        bridge: BridgeId,
+        /// What to open.
+        spec: PortSpec,
+        /// Access VLAN (0 = untagged).
+        vlan: u16,
+        /// Counters shared with the control thread.
+        counters: Arc<PortCounters>,
+        /// The backend's description, or why it could not open.
+        reply: Sender<Result<BackendInfo, PortError>>,
+    },
+    /// Attaches an already-built backend (memory ports in tests and benches).
+    AddPortIo {
+        /// Port id.
+        id: PortId,
+        /// Bridge.
+        bridge: BridgeId,
+        /// The backend.
+        io: Box<dyn PortIo>,
+        /// Access VLAN.
+        vlan: u16,
+        /// Counters.
+        counters: Arc<PortCounters>,
+        /// Acknowledgement.
+        reply: Sender<BackendInfo>,
+    },
+    /// Detaches and closes a port.
+    DelPort {
+        /// Port id.
+        id: PortId,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
+    /// Reads a bridge's MAC table.
+    FdbDump {
+        /// Bridge.
+        bridge: BridgeId,
+        /// Entries.
+        reply: Sender<Vec<FdbRecord>>,
+    },
+    /// Empties a bridge's MAC table.
+    FdbFlush {
+        /// Bridge.
+        bridge: BridgeId,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
+    /// Runs one frame through a bridge's pipeline without side effects.
+    Trace {
+        /// Bridge.
+        bridge: BridgeId,
+        /// Ingress port.
+        in_port: PortId,
+        /// Frame bytes.
+        frame: Vec<u8>,
+        /// What happened.
+        reply: Sender<TraceResult>,
+    },
+    /// Reads backend descriptions and kernel counters of every port.
+    PortStats {
+        /// `(port, info, stats)` per port.
+        reply: Sender<Vec<(PortId, BackendInfo, BackendStats)>>,
+    },
+    /// Stops the worker (ports are closed).
+    Stop,
+}
+
+/// The control thread's handle on a worker.
+pub struct WorkerHandle {
+    /// Worker number.
+    pub id: u32,
+    commands: Sender<Command>,
+    wake: UnixDatagram,
+    sleeping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Whether the worker's pool is an AF_XDP UMEM (else AF_XDP ports cannot be opened).
+    pub umem_error: Option<String>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").field("id", &self.id).finish()
+    }
+}
+
+impl WorkerHandle {
+    /// Sends a command and wakes the worker if it sleeps.
+    pub fn send(&self, cmd: Command) -> bool {
+        if self.commands.send(cmd).is_err() {
+            return false;
+        }
+        if self.sleeping.load(Ordering::Acquire) {
+            let _ = self.wake.send(&[1]);
+        }
+        true
+    }
+
+    /// Stops the worker and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.wake.send(&[1]);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How to build a worker's frame pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Frames in the pool.
+    pub frames: u32,
+    /// Try to make it an AF_XDP UMEM (else a heap pool).
+    pub umem: bool,
+}
+
+/// Starts worker `id`.
+pub fn spawn(
+    id: u32,
+    pool_config: PoolConfig,
+    clock: Arc<dyn Clock>,
+    drops: Arc<DropCounters>,
+) -> std::io::Result<WorkerHandle> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (wake_tx, wake_rx) = UnixDatagram::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    let sleeping = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let sleeping2 = sleeping.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("xvs-worker-{id}"))
+        .spawn(move || {
+            let (pool, umem_error) = make_pool(pool_config);
+            let _ = ready_tx.send(umem_error);
+            let Some(pool) = pool else { return };
+            let mut w = Worker {
+                id,
+                pool,
+                ports: HashMap::new(),
+                port_order: Vec::new(),
+                bridges: HashMap::new(),
+                commands: rx,
+                wake: wake_rx,
+                sleeping: sleeping2,
+                clock,
+                drops,
+                batch: Batch::default(),
+                fds: Vec::new(),
+                pollfds: Vec::new(),
+            };
+            w.run();
+        })?;
+    let umem_error = ready_rx.recv().unwrap_or(Some("worker died".into()));
+    Ok(WorkerHandle {
+        id,
+        commands: tx,
+        wake: wake_tx,
+        sleeping,
+        thread: Some(thread),
+        umem_error,
+    })
+}
+
+fn make_pool(cfg: PoolConfig) -> (Option<FramePool>, Option<String>) {
+    if cfg.umem {
+        match FramePool::new_umem(cfg.frames, port::afxdp::RING_SIZE) {
+            Ok(p) => return (Some(p), None),
+            Err(e) => {
+                tracing::warn!("AF_XDP unavailable, using a heap frame pool: {e}");
+                return (FramePool::new_heap(cfg.frames).ok(), Some(e.to_string()));
+            }
+        }
+    }
+    (
+        FramePool::new_heap(cfg.frames).ok(),
+        Some("frame pool is not a UMEM".into()),
+    )
+}
+
+struct PortSlot {
+    io: Box<dyn PortIo>,
+    bridge: BridgeId,
+    vlan: u16,
+    counters: Arc<PortCounters>,
+    pending: Burst,
+}
+
+struct Worker {
+    id: u32,
+    pool: FramePool,
+    ports: HashMap<PortId, PortSlot>,
+    /// Port ids in polling order (no allocation while iterating `ports`).
+    port_order: Vec<PortId>,
+    bridges: HashMap<BridgeId, Bridge>,
+    commands: Receiver<Command>,
+    wake: UnixDatagram,
+    sleeping: Arc<AtomicBool>,
+    clock: Arc<dyn Clock>,
+    drops: Arc<DropCounters>,
+    batch: Batch,
+    fds: Vec<RawFd>,
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        tracing::debug!(worker = self.id, "worker started");
+        let mut last_work_ms = self.clock.now_ms();
+        loop {
+            while let Ok(cmd) = self.commands.try_recv() {
+                if !self.handle(cmd) {
+                    self.close_all();
+                    return;
+                }
+            }
+            let now = self.clock.now_ms();
+            let mut work = 0;
+            for i in 0..self.port_order.len() {
+                work += self.poll_port(self.port_order[i], now);
+            }
+            let mut busy = false;
+            for i in 0..self.port_order.len() {
+                if let Some(slot) = self.ports.get_mut(&self.port_order[i]) {
+                    busy |= slot.io.maintain(&mut self.pool);
+                }
+            }
+            for br in self.bridges.values_mut() {
+                br.maybe_expire(now);
+            }
+            if work > 0 || busy {
+                last_work_ms = now;
+            } else if now.saturating_sub(last_work_ms) >= IDLE_BEFORE_SLEEP_MS {
+                self.sleep();
+                last_work_ms = self.clock.now_ms();
+            }
+        }
+    }
+
+    fn sleep(&mut self) {
+        self.sleeping.store(true, Ordering::Release);
+        if !self.commands.is_empty() {
+            self.sleeping.store(false, Ordering::Release);
+            return;
+        }
+        self.fds.clear();
+        self.fds.push(self.wake.as_raw_fd());
+        for slot in self.ports.values() {
+            slot.io.poll_fds(&mut self.fds);
+        }
+        if let Err(e) = port::wait::wait_readable(&self.fds, &mut self.pollfds, MAX_SLEEP_MS) {
+            tracing::warn!(worker = self.id, "poll failed: {e}");
+        }
+        self.sleeping.store(false, Ordering::Release);
+        let mut buf = [0u8; 64];
+        while self.wake.recv(&mut buf).is_ok() {}
+    }
+
+    /// Receives one burst from `pid` and forwards it; returns frames received.
+    fn poll_port(&mut self, pid: PortId, now: u64) -> usize {
+        let Some(slot) = self.ports.get_mut(&pid) else {
+            return 0;
+        };
+        let n = slot.io.rx_burst(&mut self.pool, &mut self.batch.frames);
+        if n == 0 {
+            return 0;
+        }
+        let (bridge_id, vlan) = (slot.bridge, slot.vlan);
+        let bytes: u64 = self
+            .batch
+            .frames
+            .iter()
+            .map(|f| f.len() as u64)
+            .sum();
+        slot.counters.add_rx(n as u64, bytes);
+        let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
+            self.batch.free_all(&mut self.pool);
+            return n;
+        };
+        pipeline::run(
+            &self.pool,
+            bridge,
+            &mut self.batch,
+            pid,
+            vlan,
+            now,
+            None,
+        );
+        let dropped = pipeline::count_drops(&self.batch, &self.drops);
+        if dropped > 0 {
+            slot.counters
+                .rx_drops
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.output(bridge_id);
+        self.flush_pending();
+        n
+    }
+
+    /// Moves every frame of the batch to its output ports' pending bursts (or frees it).
+    fn output(&mut self, bridge_id: BridgeId) {
+        let Worker {
+            pool,
+            ports,
+            bridges,
+            batch,
+            drops,
+            ..
+        } = self;
+        let Some(bridge) = bridges.get(&bridge_id) else {
+            batch.free_all(pool);
+            return;
+        };
+        for (i, frame) in batch.frames.drain(..).enumerate() {
+            match batch.verdicts[i] {
+                Verdict::Output(p) => enqueue(pool, ports, drops, p, frame),
+                Verdict::Flood => {
+                    let key = &batch.keys[i];
+                    let mut targets = bridge.flood_targets(key).peekable();
+                    if targets.peek().is_none() {
+                        drops.add(DropReason::NoFloodTarget, 1);
+                        pool.free(frame);
+                        continue;
+                    }
+                    let mut frame = Some(frame);
+                    while let Some(p) = targets.next() {
+                        let f = if targets.peek().is_some() {
+                            let Some(original) = frame.as_ref() else { break };
+                            match pool.clone_frame(original) {
+                                Some(c) => c,
+                                None => {
+                                    drops.add(DropReason::PoolExhausted, 1);
+                                    continue;
+                                }
+                            }
+                        } else {
+                            match frame.take() {
+                                Some(f) => f,
+                                None => break,
+                            }
+                        };
+                        enqueue(pool, ports, drops, p, f);
+                    }
+                    if let Some(f) = frame {
+                        pool.free(f);
+                    }
+                }
+                Verdict::Drop(_) | Verdict::Next | Verdict::Punt => pool.free(frame),
+            }
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        for slot in self.ports.values_mut() {
+            if !slot.pending.is_empty() {
+                transmit(&mut self.pool, slot, &self.drops);
+            }
+        }
+    }
+
+    /// Handles a command; false means stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::AddBridge {
+                id,
+                name,
+                config,
+                reply,
+            } => {
+                self.bridges
+                    .insert(id, Bridge::new(name, config, self.drops.clone()));
+                let _ = reply.send(());
+            }
+            Command::SetBridge { id, config, reply } => {
+                if let Some(b) = self.bridges.get_mut(&id) {
+                    b.fdb_mut().set_config(config);
+                }
+                let _ = reply.send(());
+            }
+            Command::DelBridge { id, reply } => {
+                let ports: Vec<PortId> = self
+                    .ports
+                    .iter()
+                    .filter(|(_, s)| s.bridge == id)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in ports {
+                    self.remove_port(p);
+                }
+                self.bridges.remove(&id);
+                let _ = reply.send(());
+            }
+            Command::AddPort {
+                id,
+                bridge,
+                spec,
+                vlan,
+                counters,
+                reply,
+            } => {
+                let result = port::open(&spec, &mut self.pool).map(|io| {
+                    let info = io.info();
+                    self.insert_port(id, bridge, io, vlan, counters);
+                    info
+                });
+                let _ = reply.send(result);
+            }
+            Command::AddPortIo {
+                id,
+                bridge,
+                io,
+                vlan,
+                counters,
+                reply,
+            } => {
+                let info = io.info();
+                self.insert_port(id, bridge, io, vlan, counters);
+                let _ = reply.send(info);
+            }
+            Command::DelPort { id, reply } => {
+                self.remove_port(id);
+                let _ = reply.send(());
+            }
+            Command::FdbDump { bridge, reply } => {
+                let now = self.clock.now_ms();
+                let records = self
+                    .bridges
+                    .get(&bridge)
+                    .map(|b| b.fdb().records(now))
+                    .unwrap_or_default();
+                let _ = reply.send(records);
+            }
+            Command::FdbFlush { bridge, reply } => {
+                if let Some(b) = self.bridges.get_mut(&bridge) {
+                    b.fdb_mut().flush();
+                }
+                let _ = reply.send(());
+            }
+            Command::Trace {
+                bridge,
+                in_port,
+                frame,
+                reply,
+            } => {
+                let result = self.trace(bridge, in_port, &frame);
+                let _ = reply.send(result);
+            }
+            Command::PortStats { reply } => {
+                let mut v: Vec<_> = self
+                    .ports
+                    .iter()
+                    .map(|(id, s)| (*id, s.io.info(), s.io.backend_stats()))
+                    .collect();
+                v.sort_by_key(|(id, _, _)| *id);
+                let _ = reply.send(v);
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+
+    fn insert_port(
+        &mut self,
+        id: PortId,
+        bridge: BridgeId,
+        io: Box<dyn PortIo>,
+        vlan: u16,
+        counters: Arc<PortCounters>,
+    ) {
+        if let Some(b) = self.bridges.get_mut(&bridge) {
+            b.add_member(id, vlan);
+        }
+        self.ports.insert(
+            id,
+            PortSlot {
+                io,
+                bridge,
+                vlan,
+                counters,
+                pending: Burst::new(),
+            },
+        );
+        self.port_order.retain(|p| *p != id);
+        self.port_order.push(id);
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        if let Some(mut slot) = self.ports.remove(&id) {
+            for f in slot.pending.drain(..) {
+                self.pool.free(f);
+            }
+            slot.io.detach(&mut self.pool);
+            if let Some(b) = self.bridges.get_mut(&slot.bridge) {
+                b.remove_member(id);
+            }
+        }
+        self.port_order.retain(|p| *p != id);
+    }
+
+    fn close_all(&mut self) {
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.remove_port(id);
+        }
+        tracing::debug!(worker = self.id, "worker stopped");
+    }
+
+    fn trace(&mut self, bridge_id: BridgeId, in_port: PortId, bytes: &[u8]) -> TraceResult {
+        let mut log = TraceLog::default();
+        let vlan = self.ports.get(&in_port).map(|s| s.vlan).unwrap_or(0);
+        let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
+            log.record("bridge", "no such bridge on this worker");
+            return TraceResult {
+                log,
+                action: TraceAction::Drop(DropReason::PortGone),
+            };
+        };
+        let Some(frame) = self.pool.alloc_copy(bytes) else {
+            log.record("input", "no free frame (or frame too large)");
+            return TraceResult {
+                log,
+                action: TraceAction::Drop(DropReason::PoolExhausted),
+            };
+        };
+        let mut batch = Batch::default();
+        if let Err(f) = batch.push(frame) {
+            self.pool.free(f);
+        }
+        let now = self.clock.now_ms();
+        pipeline::run(
+            &self.pool,
+            bridge,
+            &mut batch,
+            in_port,
+            vlan,
+            now,
+            Some(&mut log),
+        );
+        let action = match batch.verdicts[0] {
+            Verdict::Output(p) => TraceAction::Output(p),
+            Verdict::Flood => {
+                let targets: Vec<PortId> = bridge.flood_targets(&batch.keys[0]).collect();
+                if targets.is_empty() {
+                    TraceAction::Drop(DropReason::NoFloodTarget)
+                } else {
+                    TraceAction::Flood(targets)
+                }
+            }
+            Verdict::Drop(r) => TraceAction::Drop(r),
+            Verdict::Next | Verdict::Punt => TraceAction::Drop(DropReason::PortGone),
+        };
+        batch.free_all(&mut self.pool);
+        TraceResult { log, action }
+    }
+}
+
+/// Adds `frame` to port `p`'s pending burst, transmitting first if it is full.
+#[inline]
+fn enqueue(
+    pool: &mut FramePool,
+    ports: &mut HashMap<PortId, PortSlot>,
+    drops: &DropCounters,
+    p: PortId,
+    frame: crate::frame::Frame,
+) {
+    let Some(slot) = ports.get_mut(&p) else {
+        drops.add(DropReason::PortGone, 1);
+        pool.free(frame);
+        return;
+    };
+    if slot.pending.is_full() {
+        transmit(pool, slot, drops);
+    }
+    slot.pending.push(frame);
+}
+
+#[inline]
+fn transmit(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters) {
+    let out = slot.io.tx_burst(pool, &mut slot.pending);
+    slot.counters
+        .add_tx(u64::from(out.sent), out.bytes, u64::from(out.dropped));
+    if out.dropped > 0 {
+        drops.add(DropReason::TxRingFull, u64::from(out.dropped));
+    }
+}

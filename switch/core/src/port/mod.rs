@@ -7,6 +7,7 @@
 pub mod afxdp;
 pub mod mem;
 pub mod tap;
+pub mod wait;
 
 use std::os::fd::RawFd;
 
