@@ -1,1 +1,134 @@
-fn main() {}
+//! xvsd: the xvs daemon. Starts the datapath workers, restores the saved configuration,
+//! serves the control socket (and optionally metrics), and exits cleanly on SIGTERM/SIGINT.
+#![forbid(unsafe_code)]
+
+mod config;
+mod control;
+mod flow;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use xvs_switch::datapath::{Datapath, DatapathConfig};
+
+/// The xvs userspace virtual switch daemon.
+#[derive(Debug, Parser)]
+#[command(name = "xvsd", version, about)]
+struct Args {
+    /// Control socket path (env XVS_SOCKET overrides the default).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Directory holding the saved configuration.
+    #[arg(long, default_value = "/var/lib/xvs")]
+    state_dir: PathBuf,
+    /// Datapath worker threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: Option<u32>,
+    /// Frames in each worker's pool (the AF_XDP UMEM), 4 KiB each.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=262144))]
+    pool_frames: u32,
+    /// Serve Prometheus metrics over HTTP on ADDR:PORT.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xvsd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(xvs_ctl::protocol::socket_path()));
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let store = config::Store::open(&args.state_dir).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = server::bind(&socket)?;
+        let _guard = server::SocketGuard(socket.clone());
+        let dp = Datapath::start(DatapathConfig {
+            workers,
+            pool_frames: args.pool_frames,
+            umem: true,
+        })
+        .map_err(|e| format!("cannot start datapath workers: {e}"))?;
+        if let Some(why) = dp.afxdp_unavailable() {
+            tracing::warn!("AF_XDP ports unavailable: {why}");
+        }
+        let switch = tokio::task::spawn_blocking(move || control::Switch::restore(store, dp))
+            .await
+            .map_err(|e| e.to_string())??;
+        let shared: server::Shared = Arc::new(Mutex::new(switch));
+        tracing::info!(
+            "xvsd listening on {} with {workers} workers, state in {}",
+            socket.display(),
+            args.state_dir.display()
+        );
+        let server = tokio::spawn(server::serve(listener, shared.clone()));
+        if let Some(addr) = args.metrics.clone() {
+            tokio::spawn(server::serve_metrics(addr, shared.clone()));
+        }
+        let retry = {
+            let sw = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let sw = sw.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(mut s) = sw.lock() {
+                            s.retry();
+                        }
+                    })
+                    .await;
+                }
+            })
+        };
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        server.abort();
+        retry.abort();
+        let sw = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut s) = sw.lock() {
+                s.shutdown();
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        tracing::info!("xvsd stopped");
+        Ok::<(), String>(())
+    })
+}

@@ -1,0 +1,178 @@
+//! The configuration store: what xvsd must restore after a restart, kept in `state.json` in
+//! the state dir and written atomically (write a temporary file, fsync, rename, fsync the dir).
+//!
+//! Owned by the control thread (behind the daemon's lock); never touched by workers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xvs_ctl::protocol::{PortTypeArg, XdpModeArg};
+use xvs_switch::fdb::FdbConfig;
+
+/// Version of the state file's format.
+pub const STATE_VERSION: u32 = 1;
+
+/// A port as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConf {
+    /// Interface name.
+    pub iface: String,
+    /// Backend.
+    pub port_type: PortTypeArg,
+    /// XDP mode asked for (none = native with fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<XdpModeArg>,
+    /// Access VLAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// A bridge as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeConf {
+    /// MAC table limits and ageing.
+    pub fdb: FdbConfig,
+    /// Ports in the order they were added (that order gives ofport numbers).
+    pub ports: Vec<PortConf>,
+}
+
+/// Everything xvsd restores on start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// Bridges by name.
+    pub bridges: BTreeMap<String, BridgeConf>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: STATE_VERSION,
+            bridges: BTreeMap::new(),
+        }
+    }
+}
+
+/// Errors reading or writing the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state dir or file could not be read or written.
+    #[error("state file {path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state file is not valid.
+    #[error("state file {path} is corrupt: {reason}")]
+    Corrupt {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads and writes [`State`] in a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// A store in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// The saved state, or an empty one if there is none yet.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if state.version != STATE_VERSION {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("unknown version {}", state.version),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Saves `state` atomically.
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        let path = self.path();
+        let tmp = self.dir.join("state.json.tmp");
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        {
+            let mut f = fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&text).map_err(io)?;
+            f.write_all(b"\n").map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        fs::rename(&tmp, &path).map_err(io)?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_roundtrip_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("xvs-store-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap(), State::default());
+        let mut s = State::default();
+        s.bridges.insert(
+            "br0".into(),
+            BridgeConf {
+                fdb: FdbConfig::default(),
+                ports: vec![PortConf {
+                    iface: "p1".into(),
+                    port_type: PortTypeArg::Afxdp,
+                    xdp_mode: Some(XdpModeArg::Generic),
+                    vlan: Some(10),
+                }],
+            },
+        );
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap(), s);
+        fs::write(dir.join("state.json"), "{not json").unwrap();
+        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

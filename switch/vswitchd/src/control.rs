@@ -1,0 +1,574 @@
+//! Request handling: applies control requests to the datapath and the configuration store.
+//!
+//! Every request is validated before anything changes; a mutation is applied to the datapath,
+//! then saved; if saving fails it is rolled back, so the running switch and the state file
+//! never disagree. [`Switch`] lives behind the daemon's lock and runs on blocking control
+//! threads (never on a worker, never on the async reactor).
+
+use std::collections::{BTreeMap, HashMap};
+
+use xvs_ctl::protocol::{
+    BridgeView, DropView, FdbEntryView, FdbView, PortCountersView, PortStatsView, PortTypeArg,
+    PortView, Reply, Request, ShowView, StatsView, TraceStepView, TraceView, XdpModeArg,
+};
+use xvs_switch::counters::PortCounterSnapshot;
+use xvs_switch::datapath::{Datapath, DatapathError};
+use xvs_switch::fdb::FdbConfig;
+use xvs_switch::port::{PortSpec, PortType, XdpMode};
+
+use crate::config::{BridgeConf, PortConf, State, Store};
+use crate::flow;
+
+/// Longest bridge name.
+const MAX_BRIDGE_NAME: usize = 64;
+
+/// The daemon's switch: configuration, store and datapath.
+pub struct Switch {
+    state: State,
+    store: Store,
+    dp: Datapath,
+    /// Ports in the configuration that are not running, and why.
+    port_errors: HashMap<String, String>,
+}
+
+fn validate_bridge_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_BRIDGE_NAME {
+        return Err(format!(
+            "invalid bridge name {name:?}: must be 1-{MAX_BRIDGE_NAME} characters"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "invalid bridge name {name:?}: use letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a Linux interface name (IFNAMSIZ-1 characters, no '/', no whitespace).
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "invalid interface name {name:?}: must be 1-15 characters"
+        ));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c.is_whitespace() || c == ':')
+    {
+        return Err(format!("invalid interface name {name:?}"));
+    }
+    Ok(())
+}
+
+fn fdb_config(
+    base: FdbConfig,
+    ageing: Option<u32>,
+    capacity: Option<u32>,
+    limit: Option<u32>,
+) -> Result<FdbConfig, String> {
+    let mut c = base;
+    if let Some(a) = ageing {
+        if !(1..=1_000_000).contains(&a) {
+            return Err(format!("ageing time {a}s is out of range (1-1000000)"));
+        }
+        c.ageing_secs = a;
+    }
+    if let Some(n) = capacity {
+        if !(1..=1 << 24).contains(&n) {
+            return Err(format!("MAC capacity {n} is out of range (1-16777216)"));
+        }
+        c.capacity = n;
+    }
+    if let Some(n) = limit {
+        if !(1..=1 << 24).contains(&n) {
+            return Err(format!("per-port MAC limit {n} is out of range (1-16777216)"));
+        }
+        c.port_limit = n;
+    }
+    Ok(c)
+}
+
+fn spec_of(p: &PortConf) -> PortSpec {
+    PortSpec {
+        iface: p.iface.clone(),
+        port_type: match p.port_type {
+            PortTypeArg::Afxdp => PortType::Afxdp,
+            PortTypeArg::Tap => PortType::Tap,
+        },
+        xdp_mode: match p.xdp_mode {
+            None => XdpMode::Auto,
+            Some(XdpModeArg::Native) => XdpMode::Native,
+            Some(XdpModeArg::Generic) => XdpMode::Generic,
+        },
+    }
+}
+
+fn counters_view(c: PortCounterSnapshot) -> PortCountersView {
+    PortCountersView {
+        rx_packets: c.rx_packets,
+        rx_bytes: c.rx_bytes,
+        rx_drops: c.rx_drops,
+        tx_packets: c.tx_packets,
+        tx_bytes: c.tx_bytes,
+        tx_drops: c.tx_drops,
+    }
+}
+
+impl Switch {
+    /// A switch over `dp`, restoring what `store` holds. Ports that cannot be opened stay in
+    /// the configuration with their error shown by `show` and are retried by [`Switch::retry`].
+    pub fn restore(store: Store, dp: Datapath) -> Result<Switch, String> {
+        let state = store.load().map_err(|e| e.to_string())?;
+        let mut sw = Switch {
+            state: State::default(),
+            store,
+            dp,
+            port_errors: HashMap::new(),
+        };
+        for (name, br) in &state.bridges {
+            if let Err(e) = sw.dp.add_bridge(name, br.fdb) {
+                tracing::error!("cannot restore bridge {name}: {e}");
+                continue;
+            }
+            for p in &br.ports {
+                match sw.dp.add_port(name, spec_of(p), p.vlan.unwrap_or(0)) {
+                    Ok(info) => tracing::info!(
+                        "restored port {} on {name} ({} {})",
+                        p.iface,
+                        info.port_type,
+                        info.mode
+                    ),
+                    Err(e) => {
+                        tracing::warn!("port {} on {name} not attached: {e}", p.iface);
+                        sw.port_errors.insert(p.iface.clone(), e.to_string());
+                    }
+                }
+            }
+        }
+        sw.state = state;
+        Ok(sw)
+    }
+
+    /// Retries configured ports that are not running (their interface may have appeared).
+    pub fn retry(&mut self) {
+        if self.port_errors.is_empty() {
+            return;
+        }
+        let pending: Vec<(String, PortConf)> = self
+            .state
+            .bridges
+            .iter()
+            .flat_map(|(b, c)| c.ports.iter().map(move |p| (b.clone(), p.clone())))
+            .filter(|(_, p)| self.port_errors.contains_key(&p.iface))
+            .collect();
+        for (bridge, p) in pending {
+            if let Ok(info) = self.dp.add_port(&bridge, spec_of(&p), p.vlan.unwrap_or(0)) {
+                tracing::info!("port {} on {bridge} attached ({})", p.iface, info.mode);
+                self.port_errors.remove(&p.iface);
+            }
+        }
+    }
+
+    /// Stops the datapath (ports detached).
+    pub fn shutdown(&mut self) {
+        self.dp.shutdown();
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, req: Request) -> Reply {
+        match self.dispatch(req) {
+            Ok(r) => r,
+            Err(e) => Reply::failure(e),
+        }
+    }
+
+    fn save_or_rollback(&mut self, rollback: impl FnOnce(&mut Self)) -> Result<(), String> {
+        if let Err(e) = self.store.save(&self.state) {
+            rollback(self);
+            return Err(format!("change not applied: cannot save state: {e}"));
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, req: Request) -> Result<Reply, String> {
+        match req {
+            Request::Ping => Ok(Reply::success(&serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "workers": self.dp.worker_count(),
+            }))),
+            Request::AddBr {
+                bridge,
+                ageing_secs,
+                mac_capacity,
+                port_mac_limit,
+            } => {
+                validate_bridge_name(&bridge)?;
+                let fdb = fdb_config(
+                    FdbConfig::default(),
+                    ageing_secs,
+                    mac_capacity,
+                    port_mac_limit,
+                )?;
+                self.dp.add_bridge(&bridge, fdb).map_err(|e| e.to_string())?;
+                self.state.bridges.insert(
+                    bridge.clone(),
+                    BridgeConf {
+                        fdb,
+                        ports: Vec::new(),
+                    },
+                );
+                self.save_or_rollback(|s| {
+                    s.state.bridges.remove(&bridge);
+                    let _ = s.dp.del_bridge(&bridge);
+                })?;
+                Ok(Reply::done())
+            }
+            Request::SetBr {
+                bridge,
+                ageing_secs,
+                mac_capacity,
+                port_mac_limit,
+            } => {
+                let old = self
+                    .state
+                    .bridges
+                    .get(&bridge)
+                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?
+                    .fdb;
+                let fdb = fdb_config(old, ageing_secs, mac_capacity, port_mac_limit)?;
+                self.dp.set_bridge(&bridge, fdb).map_err(|e| e.to_string())?;
+                if let Some(b) = self.state.bridges.get_mut(&bridge) {
+                    b.fdb = fdb;
+                }
+                self.save_or_rollback(|s| {
+                    if let Some(b) = s.state.bridges.get_mut(&bridge) {
+                        b.fdb = old;
+                    }
+                    let _ = s.dp.set_bridge(&bridge, old);
+                })?;
+                Ok(Reply::done())
+            }
+            Request::DelBr { bridge } => {
+                let conf = self
+                    .state
+                    .bridges
+                    .get(&bridge)
+                    .cloned()
+                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?;
+                self.dp.del_bridge(&bridge).map_err(|e| e.to_string())?;
+                self.state.bridges.remove(&bridge);
+                for p in &conf.ports {
+                    self.port_errors.remove(&p.iface);
+                }
+                if let Err(e) = self.store.save(&self.state) {
+                    tracing::error!("bridge {bridge} deleted but state not saved: {e}");
+                    return Err(format!("bridge {bridge} deleted, but the state file could not be saved: {e}"));
+                }
+                Ok(Reply::done())
+            }
+            Request::AddPort {
+                bridge,
+                iface,
+                port_type,
+                xdp_mode,
+                vlan,
+            } => {
+                validate_ifname(&iface)?;
+                if !self.state.bridges.contains_key(&bridge) {
+                    return Err(DatapathError::NoSuchBridge(bridge).to_string());
+                }
+                if let Some((other, _)) = self
+                    .state
+                    .bridges
+                    .iter()
+                    .find(|(_, b)| b.ports.iter().any(|p| p.iface == iface))
+                {
+                    return Err(format!("{iface} is already a port of bridge {other}"));
+                }
+                if let Some(v) = vlan
+                    && !(1..=4094).contains(&v)
+                {
+                    return Err(format!("VLAN {v} is out of range (1-4094)"));
+                }
+                let port_type = port_type.unwrap_or(PortTypeArg::Afxdp);
+                if port_type == PortTypeArg::Tap && xdp_mode.is_some() {
+                    return Err("--xdp-mode applies only to afxdp ports".into());
+                }
+                let conf = PortConf {
+                    iface: iface.clone(),
+                    port_type,
+                    xdp_mode,
+                    vlan,
+                };
+                self.dp
+                    .add_port(&bridge, spec_of(&conf), vlan.unwrap_or(0))
+                    .map_err(|e| e.to_string())?;
+                if let Some(b) = self.state.bridges.get_mut(&bridge) {
+                    b.ports.push(conf);
+                }
+                self.save_or_rollback(|s| {
+                    if let Some(b) = s.state.bridges.get_mut(&bridge) {
+                        b.ports.retain(|p| p.iface != iface);
+                    }
+                    let _ = s.dp.del_port(&bridge, &iface);
+                })?;
+                Ok(Reply::done())
+            }
+            Request::DelPort { bridge, iface } => {
+                let br = self
+                    .state
+                    .bridges
+                    .get(&bridge)
+                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?;
+                if !br.ports.iter().any(|p| p.iface == iface) {
+                    return Err(DatapathError::NoSuchPort {
+                        bridge,
+                        port: iface,
+                    }
+                    .to_string());
+                }
+                if self.port_errors.remove(&iface).is_none() {
+                    self.dp
+                        .del_port(&bridge, &iface)
+                        .map_err(|e| e.to_string())?;
+                }
+                if let Some(b) = self.state.bridges.get_mut(&bridge) {
+                    b.ports.retain(|p| p.iface != iface);
+                }
+                if let Err(e) = self.store.save(&self.state) {
+                    return Err(format!("port {iface} deleted, but the state file could not be saved: {e}"));
+                }
+                Ok(Reply::done())
+            }
+            Request::Show => Ok(Reply::success(&self.show()?)),
+            Request::FdbShow { bridge } => {
+                let rows = self.dp.fdb(&bridge).map_err(|e| e.to_string())?;
+                Ok(Reply::success(&FdbView {
+                    bridge,
+                    entries: rows
+                        .into_iter()
+                        .map(|r| FdbEntryView {
+                            port: r.port,
+                            ofport: r.ofport,
+                            vlan: r.vlan,
+                            mac: r.mac.to_string(),
+                            age: r.age_secs,
+                        })
+                        .collect(),
+                }))
+            }
+            Request::FdbFlush { bridge } => {
+                self.dp.fdb_flush(&bridge).map_err(|e| e.to_string())?;
+                Ok(Reply::done())
+            }
+            Request::Stats => Ok(Reply::success(&self.stats()?)),
+            Request::Trace { bridge, flow } => {
+                let f = flow::parse(&flow)?;
+                let report = self
+                    .dp
+                    .trace(&bridge, &f.in_port, f.frame)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::success(&TraceView {
+                    flow,
+                    steps: report
+                        .steps
+                        .into_iter()
+                        .map(|(stage, decision)| TraceStepView { stage, decision })
+                        .collect(),
+                    action: report.action,
+                }))
+            }
+        }
+    }
+
+    fn show(&self) -> Result<ShowView, String> {
+        let status = self.dp.status().map_err(|e| e.to_string())?;
+        let by_name: BTreeMap<&str, _> = status.iter().map(|b| (b.name.as_str(), b)).collect();
+        let mut bridges = Vec::new();
+        for (name, conf) in &self.state.bridges {
+            let st = by_name.get(name.as_str());
+            let mut ports = Vec::new();
+            for (i, p) in conf.ports.iter().enumerate() {
+                let running = st.and_then(|b| b.ports.iter().find(|x| x.name == p.iface));
+                ports.push(match running {
+                    Some(r) => PortView {
+                        name: p.iface.clone(),
+                        ofport: r.ofport,
+                        port_type: r.info.port_type.to_string(),
+                        mode: r.info.mode.clone(),
+                        vlan: p.vlan,
+                        state: "up".into(),
+                        queues: r.info.queues,
+                        worker: st.map(|b| b.worker).unwrap_or(0),
+                        counters: counters_view(r.counters),
+                    },
+                    None => PortView {
+                        name: p.iface.clone(),
+                        ofport: 0,
+                        port_type: match p.port_type {
+                            PortTypeArg::Afxdp => "afxdp".into(),
+                            PortTypeArg::Tap => "tap".into(),
+                        },
+                        mode: "-".into(),
+                        vlan: p.vlan,
+                        state: format!(
+                            "error: {}",
+                            self.port_errors
+                                .get(&p.iface)
+                                .map(String::as_str)
+                                .unwrap_or("not attached")
+                        ),
+                        queues: 0,
+                        worker: st.map(|b| b.worker).unwrap_or(0),
+                        counters: PortCountersView::default(),
+                    },
+                });
+                let _ = i;
+            }
+            bridges.push(BridgeView {
+                name: name.clone(),
+                ageing_secs: conf.fdb.ageing_secs,
+                mac_capacity: conf.fdb.capacity,
+                port_mac_limit: conf.fdb.port_limit,
+                macs: st.map(|b| b.macs as u32).unwrap_or(0),
+                worker: st.map(|b| b.worker).unwrap_or(0),
+                ports,
+            });
+        }
+        Ok(ShowView {
+            workers: self.dp.worker_count(),
+            bridges,
+        })
+    }
+
+    fn stats(&self) -> Result<StatsView, String> {
+        let status = self.dp.status().map_err(|e| e.to_string())?;
+        let mut ports = Vec::new();
+        for b in &status {
+            for p in &b.ports {
+                let mut backend = BTreeMap::new();
+                if p.info.port_type == PortType::Afxdp {
+                    backend.insert("rx_ring_full".to_string(), p.backend.rx_ring_full);
+                    backend.insert("fill_ring_empty".to_string(), p.backend.fill_empty);
+                    backend.insert("invalid_descs".to_string(), p.backend.invalid_descs);
+                    backend.insert("kernel_rx_dropped".to_string(), p.backend.rx_dropped);
+                }
+                ports.push(PortStatsView {
+                    bridge: b.name.clone(),
+                    port: p.name.clone(),
+                    counters: counters_view(p.counters),
+                    backend,
+                });
+            }
+        }
+        let drops = self
+            .dp
+            .drops()
+            .into_iter()
+            .map(|(r, count)| DropView {
+                reason: r.name().to_string(),
+                count,
+                description: r.describe().to_string(),
+            })
+            .collect();
+        Ok(StatsView { ports, drops })
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE xvs_port_packets_total counter");
+        if let Ok(st) = self.stats() {
+            for p in &st.ports {
+                let c = &p.counters;
+                for (dir, pk, by, dr) in [
+                    ("rx", c.rx_packets, c.rx_bytes, c.rx_drops),
+                    ("tx", c.tx_packets, c.tx_bytes, c.tx_drops),
+                ] {
+                    let labels = format!(
+                        "bridge=\"{}\",port=\"{}\",direction=\"{dir}\"",
+                        p.bridge, p.port
+                    );
+                    let _ = writeln!(out, "xvs_port_packets_total{{{labels}}} {pk}");
+                    let _ = writeln!(out, "xvs_port_bytes_total{{{labels}}} {by}");
+                    let _ = writeln!(out, "xvs_port_drops_total{{{labels}}} {dr}");
+                }
+            }
+            let _ = writeln!(out, "# TYPE xvs_drops_total counter");
+            for d in &st.drops {
+                let _ = writeln!(out, "xvs_drops_total{{reason=\"{}\"}} {}", d.reason, d.count);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xvs_switch::datapath::DatapathConfig;
+
+    fn switch(dir: &std::path::Path) -> Switch {
+        let dp = Datapath::start(DatapathConfig {
+            workers: 1,
+            pool_frames: 64,
+            umem: false,
+        })
+        .unwrap();
+        Switch::restore(Store::open(dir).unwrap(), dp).unwrap()
+    }
+
+    fn err(r: Reply) -> String {
+        assert!(!r.ok, "expected an error, got {r:?}");
+        r.error.unwrap()
+    }
+
+    #[test]
+    fn bad_requests_leave_state_alone() {
+        let dir = std::env::temp_dir().join(format!("xvs-ctl-{}", std::process::id()));
+        let mut sw = switch(&dir);
+        let add = |b: &str| Request::AddBr {
+            bridge: b.into(),
+            ageing_secs: None,
+            mac_capacity: None,
+            port_mac_limit: None,
+        };
+        assert!(sw.handle(add("br0")).ok);
+        assert!(err(sw.handle(add("br0"))).contains("already exists"));
+        assert!(err(sw.handle(add("bad name"))).contains("invalid bridge name"));
+        let port = |b: &str, i: &str, vlan| Request::AddPort {
+            bridge: b.into(),
+            iface: i.into(),
+            port_type: None,
+            xdp_mode: None,
+            vlan,
+        };
+        assert!(err(sw.handle(port("nope", "p1", None))).contains("no bridge named nope"));
+        assert!(err(sw.handle(port("br0", "p1", Some(5000)))).contains("out of range"));
+        assert!(err(sw.handle(port("br0", "a/b", None))).contains("invalid interface"));
+        // AF_XDP is unavailable on a heap pool: a clear error, nothing recorded.
+        assert!(!sw.handle(port("br0", "xvsnosuch0", None)).ok);
+        assert!(err(sw.handle(Request::DelPort {
+            bridge: "br0".into(),
+            iface: "p1".into()
+        }))
+        .contains("has no port p1"));
+        assert!(err(sw.handle(Request::Trace {
+            bridge: "br0".into(),
+            flow: "in_port=p1".into()
+        }))
+        .contains("has no port p1"));
+        let before = sw.store.load().unwrap();
+        assert_eq!(before.bridges.len(), 1);
+        assert!(before.bridges["br0"].ports.is_empty());
+        // restart restores the bridge
+        sw.shutdown();
+        drop(sw);
+        let sw = switch(&dir);
+        assert_eq!(sw.show().unwrap().bridges[0].name, "br0");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
