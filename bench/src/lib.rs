@@ -1,1 +1,39 @@
-//! Shared helpers for xvs benches.
+//! Shared helpers for the xvs criterion benches: literal frames and ready-made engines.
+
+use std::sync::Arc;
+
+use xvs_switch::counters::{DropCounters, PortCounters};
+use xvs_switch::fdb::FdbConfig;
+use xvs_switch::frame::FramePool;
+use xvs_switch::port::mem::MemPort;
+use xvs_switch::worker::Engine;
+
+/// A 64-byte (without FCS: 60) IPv4/UDP frame from host `src` to host `dst`, where host `n`
+/// has MAC 02:00:00:NN:NN:NN and address 10.x.y.z from n.
+pub fn udp_frame(src: u32, dst: u32) -> Vec<u8> {
+    let s = src.to_be_bytes();
+    let d = dst.to_be_bytes();
+    let mut f = vec![2, 0, 0, d[1], d[2], d[3], 2, 0, 0, s[1], s[2], s[3], 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[10, s[1], s[2], s[3], 10, d[1], d[2], d[3]]);
+    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 26, 0, 0]);
+    f.extend_from_slice(&[0x41; 18]);
+    f
+}
+
+/// An engine with one bridge: port 1 generates `count` frames cycling through `templates`,
+/// port 2 is a sink. Both hosts are learned before returning, so forwarding is unicast.
+pub fn two_port_engine(templates: Vec<Vec<u8>>, count: u64, pool_frames: u32) -> Engine {
+    let pool = FramePool::new_heap(pool_frames).expect("pool");
+    let mut e = Engine::new(pool, Arc::new(DropCounters::default()));
+    e.add_bridge(1, "br0".into(), FdbConfig::default());
+    e.insert_port(
+        1,
+        1,
+        Box::new(MemPort::generator(templates, count)),
+        0,
+        Arc::new(PortCounters::default()),
+    );
+    e.insert_port(2, 1, Box::new(MemPort::sink()), 0, Arc::new(PortCounters::default()));
+    e
+}

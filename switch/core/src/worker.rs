@@ -230,16 +230,11 @@ pub fn spawn(
             let Some(pool) = pool else { return };
             let mut w = Worker {
                 id,
-                pool,
-                ports: HashMap::new(),
-                port_order: Vec::new(),
-                bridges: HashMap::new(),
+                engine: Engine::new(pool, drops),
                 commands: rx,
                 wake: wake_rx,
                 sleeping: sleeping2,
                 clock,
-                drops,
-                batch: Batch::default(),
                 fds: Vec::new(),
                 pollfds: Vec::new(),
             };
@@ -280,19 +275,35 @@ struct PortSlot {
     pending: Burst,
 }
 
-struct Worker {
-    id: u32,
+/// The single-threaded forwarding engine of one worker: its pool, ports and bridges.
+///
+/// The worker thread drives it with [`Engine::poll`]; benches and tests drive it directly.
+pub struct Engine {
     pool: FramePool,
     ports: HashMap<PortId, PortSlot>,
     /// Port ids in polling order (no allocation while iterating `ports`).
     port_order: Vec<PortId>,
     bridges: HashMap<BridgeId, Bridge>,
+    drops: Arc<DropCounters>,
+    batch: Batch,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("ports", &self.port_order)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+struct Worker {
+    id: u32,
+    engine: Engine,
     commands: Receiver<Command>,
     wake: UnixDatagram,
     sleeping: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
-    drops: Arc<DropCounters>,
-    batch: Batch,
     fds: Vec<RawFd>,
     pollfds: Vec<libc::pollfd>,
 }
@@ -304,24 +315,13 @@ impl Worker {
         loop {
             while let Ok(cmd) = self.commands.try_recv() {
                 if !self.handle(cmd) {
-                    self.close_all();
+                    self.engine.close_all();
+                    tracing::debug!(worker = self.id, "worker stopped");
                     return;
                 }
             }
             let now = self.clock.now_ms();
-            let mut work = 0;
-            for i in 0..self.port_order.len() {
-                work += self.poll_port(self.port_order[i], now);
-            }
-            let mut busy = false;
-            for i in 0..self.port_order.len() {
-                if let Some(slot) = self.ports.get_mut(&self.port_order[i]) {
-                    busy |= slot.io.maintain(&mut self.pool);
-                }
-            }
-            for br in self.bridges.values_mut() {
-                br.maybe_expire(now);
-            }
+            let (work, busy) = self.engine.poll(now);
             if work > 0 || busy {
                 last_work_ms = now;
             } else if now.saturating_sub(last_work_ms) >= IDLE_BEFORE_SLEEP_MS {
@@ -339,7 +339,7 @@ impl Worker {
         }
         self.fds.clear();
         self.fds.push(self.wake.as_raw_fd());
-        for slot in self.ports.values() {
+        for slot in self.engine.ports.values() {
             slot.io.poll_fds(&mut self.fds);
         }
         if let Err(e) = port::wait::wait_readable(&self.fds, &mut self.pollfds, MAX_SLEEP_MS) {
@@ -348,6 +348,160 @@ impl Worker {
         self.sleeping.store(false, Ordering::Release);
         let mut buf = [0u8; 64];
         while self.wake.recv(&mut buf).is_ok() {}
+    }
+
+    /// Handles a command; false means stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::AddBridge {
+                id,
+                name,
+                config,
+                reply,
+            } => {
+                self.engine.add_bridge(id, name, config);
+                let _ = reply.send(());
+            }
+            Command::SetBridge { id, config, reply } => {
+                if let Some(b) = self.engine.bridges.get_mut(&id) {
+                    b.fdb_mut().set_config(config);
+                }
+                let _ = reply.send(());
+            }
+            Command::DelBridge { id, reply } => {
+                let ports: Vec<PortId> = self
+                    .engine
+                    .ports
+                    .iter()
+                    .filter(|(_, s)| s.bridge == id)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in ports {
+                    self.engine.remove_port(p);
+                }
+                self.engine.bridges.remove(&id);
+                let _ = reply.send(());
+            }
+            Command::AddPort {
+                id,
+                bridge,
+                spec,
+                vlan,
+                counters,
+                reply,
+            } => {
+                let result = port::open(&spec, &mut self.engine.pool).map(|io| {
+                    let info = io.info();
+                    self.engine.insert_port(id, bridge, io, vlan, counters);
+                    info
+                });
+                let _ = reply.send(result);
+            }
+            Command::AddPortIo {
+                id,
+                bridge,
+                io,
+                vlan,
+                counters,
+                reply,
+            } => {
+                let info = io.info();
+                self.engine.insert_port(id, bridge, io, vlan, counters);
+                let _ = reply.send(info);
+            }
+            Command::DelPort { id, reply } => {
+                self.engine.remove_port(id);
+                let _ = reply.send(());
+            }
+            Command::FdbDump { bridge, reply } => {
+                let now = self.clock.now_ms();
+                let records = self
+                    .engine
+                    .bridges
+                    .get(&bridge)
+                    .map(|b| b.fdb().records(now))
+                    .unwrap_or_default();
+                let _ = reply.send(records);
+            }
+            Command::FdbFlush { bridge, reply } => {
+                if let Some(b) = self.engine.bridges.get_mut(&bridge) {
+                    b.fdb_mut().flush();
+                }
+                let _ = reply.send(());
+            }
+            Command::Trace {
+                bridge,
+                in_port,
+                frame,
+                reply,
+            } => {
+                let now = self.clock.now_ms();
+                let result = self.engine.trace(bridge, in_port, &frame, now);
+                let _ = reply.send(result);
+            }
+            Command::PortStats { reply } => {
+                let mut v: Vec<_> = self
+                    .engine
+                    .ports
+                    .iter()
+                    .map(|(id, s)| (*id, s.io.info(), s.io.backend_stats()))
+                    .collect();
+                v.sort_by_key(|(id, _, _)| *id);
+                let _ = reply.send(v);
+            }
+            Command::Stop => return false,
+        }
+        true
+    }
+}
+
+impl Engine {
+    /// An engine with no ports over `pool`.
+    pub fn new(pool: FramePool, drops: Arc<DropCounters>) -> Engine {
+        Engine {
+            pool,
+            ports: HashMap::new(),
+            port_order: Vec::new(),
+            bridges: HashMap::new(),
+            drops,
+            batch: Batch::default(),
+        }
+    }
+
+    /// The frame pool.
+    pub fn pool(&self) -> &FramePool {
+        &self.pool
+    }
+
+    /// Adds a bridge.
+    pub fn add_bridge(&mut self, id: BridgeId, name: String, config: FdbConfig) {
+        self.bridges
+            .insert(id, Bridge::new(name, config, self.drops.clone()));
+    }
+
+    /// A bridge.
+    pub fn bridge_mut(&mut self, id: BridgeId) -> Option<&mut Bridge> {
+        self.bridges.get_mut(&id)
+    }
+
+    /// One pass: a burst from every port, housekeeping, ageing. Returns (frames received,
+    /// whether any port still has work in flight).
+    #[inline]
+    pub fn poll(&mut self, now: u64) -> (usize, bool) {
+        let mut work = 0;
+        for i in 0..self.port_order.len() {
+            work += self.poll_port(self.port_order[i], now);
+        }
+        let mut busy = false;
+        for i in 0..self.port_order.len() {
+            if let Some(slot) = self.ports.get_mut(&self.port_order[i]) {
+                busy |= slot.io.maintain(&mut self.pool);
+            }
+        }
+        for br in self.bridges.values_mut() {
+            br.maybe_expire(now);
+        }
+        (work, busy)
     }
 
     /// Receives one burst from `pid` and forwards it; returns frames received.
@@ -393,7 +547,7 @@ impl Worker {
 
     /// Moves every frame of the batch to its output ports' pending bursts (or frees it).
     fn output(&mut self, bridge_id: BridgeId) {
-        let Worker {
+        let Engine {
             pool,
             ports,
             bridges,
@@ -452,108 +606,8 @@ impl Worker {
         }
     }
 
-    /// Handles a command; false means stop.
-    fn handle(&mut self, cmd: Command) -> bool {
-        match cmd {
-            Command::AddBridge {
-                id,
-                name,
-                config,
-                reply,
-            } => {
-                self.bridges
-                    .insert(id, Bridge::new(name, config, self.drops.clone()));
-                let _ = reply.send(());
-            }
-            Command::SetBridge { id, config, reply } => {
-                if let Some(b) = self.bridges.get_mut(&id) {
-                    b.fdb_mut().set_config(config);
-                }
-                let _ = reply.send(());
-            }
-            Command::DelBridge { id, reply } => {
-                let ports: Vec<PortId> = self
-                    .ports
-                    .iter()
-                    .filter(|(_, s)| s.bridge == id)
-                    .map(|(p, _)| *p)
-                    .collect();
-                for p in ports {
-                    self.remove_port(p);
-                }
-                self.bridges.remove(&id);
-                let _ = reply.send(());
-            }
-            Command::AddPort {
-                id,
-                bridge,
-                spec,
-                vlan,
-                counters,
-                reply,
-            } => {
-                let result = port::open(&spec, &mut self.pool).map(|io| {
-                    let info = io.info();
-                    self.insert_port(id, bridge, io, vlan, counters);
-                    info
-                });
-                let _ = reply.send(result);
-            }
-            Command::AddPortIo {
-                id,
-                bridge,
-                io,
-                vlan,
-                counters,
-                reply,
-            } => {
-                let info = io.info();
-                self.insert_port(id, bridge, io, vlan, counters);
-                let _ = reply.send(info);
-            }
-            Command::DelPort { id, reply } => {
-                self.remove_port(id);
-                let _ = reply.send(());
-            }
-            Command::FdbDump { bridge, reply } => {
-                let now = self.clock.now_ms();
-                let records = self
-                    .bridges
-                    .get(&bridge)
-                    .map(|b| b.fdb().records(now))
-                    .unwrap_or_default();
-                let _ = reply.send(records);
-            }
-            Command::FdbFlush { bridge, reply } => {
-                if let Some(b) = self.bridges.get_mut(&bridge) {
-                    b.fdb_mut().flush();
-                }
-                let _ = reply.send(());
-            }
-            Command::Trace {
-                bridge,
-                in_port,
-                frame,
-                reply,
-            } => {
-                let result = self.trace(bridge, in_port, &frame);
-                let _ = reply.send(result);
-            }
-            Command::PortStats { reply } => {
-                let mut v: Vec<_> = self
-                    .ports
-                    .iter()
-                    .map(|(id, s)| (*id, s.io.info(), s.io.backend_stats()))
-                    .collect();
-                v.sort_by_key(|(id, _, _)| *id);
-                let _ = reply.send(v);
-            }
-            Command::Stop => return false,
-        }
-        true
-    }
-
-    fn insert_port(
+    /// Attaches a port backend to a bridge.
+    pub fn insert_port(
         &mut self,
         id: PortId,
         bridge: BridgeId,
@@ -578,7 +632,8 @@ impl Worker {
         self.port_order.push(id);
     }
 
-    fn remove_port(&mut self, id: PortId) {
+    /// Detaches a port and gives its frames back.
+    pub fn remove_port(&mut self, id: PortId) {
         if let Some(mut slot) = self.ports.remove(&id) {
             for f in slot.pending.drain(..) {
                 self.pool.free(f);
@@ -591,15 +646,22 @@ impl Worker {
         self.port_order.retain(|p| *p != id);
     }
 
-    fn close_all(&mut self) {
+    /// Detaches every port.
+    pub fn close_all(&mut self) {
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         for id in ids {
             self.remove_port(id);
         }
-        tracing::debug!(worker = self.id, "worker stopped");
     }
 
-    fn trace(&mut self, bridge_id: BridgeId, in_port: PortId, bytes: &[u8]) -> TraceResult {
+    /// Runs one frame through a bridge's pipeline without side effects.
+    pub fn trace(
+        &mut self,
+        bridge_id: BridgeId,
+        in_port: PortId,
+        bytes: &[u8],
+        now: u64,
+    ) -> TraceResult {
         let mut log = TraceLog::default();
         let vlan = self.ports.get(&in_port).map(|s| s.vlan).unwrap_or(0);
         let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
@@ -620,7 +682,6 @@ impl Worker {
         if let Err(f) = batch.push(frame) {
             self.pool.free(f);
         }
-        let now = self.clock.now_ms();
         pipeline::run(
             &self.pool,
             bridge,
