@@ -6,6 +6,7 @@
 
 pub mod afxdp;
 pub mod mem;
+pub mod pipe;
 pub mod tap;
 pub mod wait;
 
@@ -32,6 +33,8 @@ pub enum PortType {
     Tap,
     /// An in-memory port (tests and benches).
     Mem,
+    /// A port to xvsd's own local stack (the gateway).
+    Internal,
 }
 
 impl std::fmt::Display for PortType {
@@ -40,6 +43,7 @@ impl std::fmt::Display for PortType {
             PortType::Afxdp => "afxdp",
             PortType::Tap => "tap",
             PortType::Mem => "mem",
+            PortType::Internal => "internal",
         })
     }
 }
@@ -180,6 +184,6 @@ pub fn open(spec: &PortSpec, pool: &mut FramePool) -> Result<Box<dyn PortIo>, Po
             pool,
         )?)),
         PortType::Tap => Ok(Box::new(tap::TapPort::open(&spec.iface)?)),
-        PortType::Mem => Err(PortError::Unsupported(PortType::Mem)),
+        PortType::Mem | PortType::Internal => Err(PortError::Unsupported(spec.port_type)),
     }
 }
