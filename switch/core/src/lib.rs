@@ -12,6 +12,7 @@ pub mod counters;
 pub mod datapath;
 pub mod fdb;
 pub mod frame;
+pub mod gateway;
 pub mod pipeline;
 pub mod port;
 pub mod stage;
