@@ -29,6 +29,10 @@ pub struct Bridge {
     members: Vec<Member>,
     drops: Arc<DropCounters>,
     last_expire_ms: u64,
+    /// Whether member ports may talk to each other (Docker's `icc`).
+    icc: bool,
+    /// The port of xvsd's own stack (the gateway), exempt from the icc rule.
+    local_port: Option<PortId>,
 }
 
 /// How often aged entries are swept from the table.
@@ -43,7 +47,21 @@ impl Bridge {
             members: Vec::new(),
             drops,
             last_expire_ms: 0,
+            icc: true,
+            local_port: None,
         }
+    }
+
+    /// Sets inter-container communication and which port is the local stack's.
+    pub fn set_policy(&mut self, icc: bool, local_port: Option<PortId>) {
+        self.icc = icc;
+        self.local_port = local_port;
+    }
+
+    /// True when `key` may be flooded to (or sent to) `port` under the icc rule.
+    #[inline]
+    fn icc_allows(&self, in_port: PortId, out_port: PortId) -> bool {
+        self.icc || self.local_port == Some(in_port) || self.local_port == Some(out_port)
     }
 
     /// The bridge's name.
@@ -83,7 +101,11 @@ impl Bridge {
     pub fn flood_targets<'a>(&'a self, key: &'a FlowKey) -> impl Iterator<Item = PortId> + 'a {
         self.members
             .iter()
-            .filter(move |m| m.vlan == key.vlan && m.port != key.in_port)
+            .filter(move |m| {
+                m.vlan == key.vlan
+                    && m.port != key.in_port
+                    && self.icc_allows(key.in_port, m.port)
+            })
             .map(|m| m.port)
     }
 
@@ -104,6 +126,7 @@ impl Bridge {
         }
         match self.fdb.lookup(key.vlan, key.dl_dst, now_ms) {
             Some(p) if p == key.in_port => Verdict::Drop(DropReason::DestOnIngressPort),
+            Some(p) if !self.icc_allows(key.in_port, p) => Verdict::Drop(DropReason::IccDisabled),
             Some(p) => Verdict::Output(p),
             None => Verdict::Flood,
         }
@@ -298,6 +321,23 @@ mod tests {
         br.maybe_expire(301_000 + 1);
         assert!(br.fdb().is_empty());
         assert_eq!(run(&mut br, &[key(2, 0, 2, host(1))], 302_000), vec![Verdict::Flood]);
+    }
+
+    #[test]
+    fn icc_off_allows_only_the_local_port() {
+        let mut br = bridge();
+        br.set_policy(false, Some(3));
+        run(&mut br, &[key(2, 0, 2, Mac::BROADCAST), key(3, 0, 3, Mac::BROADCAST)], 0);
+        assert_eq!(
+            run(&mut br, &[key(1, 0, 1, host(2))], 0),
+            vec![Verdict::Drop(DropReason::IccDisabled)]
+        );
+        assert_eq!(run(&mut br, &[key(1, 0, 1, host(3))], 0), vec![Verdict::Output(3)]);
+        assert_eq!(run(&mut br, &[key(3, 0, 3, host(1))], 0), vec![Verdict::Output(1)]);
+        let k = key(1, 0, 1, Mac::BROADCAST);
+        assert_eq!(br.flood_targets(&k).collect::<Vec<_>>(), vec![3]);
+        let k = key(3, 0, 3, Mac::BROADCAST);
+        assert_eq!(br.flood_targets(&k).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]

@@ -46,6 +46,7 @@ drop_reasons! {
     MulticastSource => "multicast_source_mac", "source MAC is multicast or broadcast";
     DestOnIngressPort => "dst_on_ingress_port", "destination MAC was learned on the ingress port";
     NoFloodTarget => "flood_no_other_port", "flood with no other port in the VLAN";
+    IccDisabled => "icc_disabled", "container-to-container traffic on a network with icc=false";
     Oversize => "oversize", "frame larger than the port can send";
     PoolExhausted => "pool_exhausted", "no free frame to copy into (flood)";
     TxRingFull => "tx_ring_full", "output port's transmit ring was full";

@@ -290,6 +290,36 @@ impl Datapath {
         Ok(())
     }
 
+    /// Sets whether a bridge's ports may talk to each other, and which port is the local
+    /// stack's (always allowed).
+    pub fn set_policy(
+        &mut self,
+        name: &str,
+        icc: bool,
+        local_port: Option<&str>,
+    ) -> Result<(), DatapathError> {
+        let b = self.bridge(name)?;
+        let local = match local_port {
+            Some(p) => Some(
+                b.ports
+                    .get(p)
+                    .ok_or_else(|| DatapathError::NoSuchPort {
+                        bridge: name.to_string(),
+                        port: p.to_string(),
+                    })?
+                    .id,
+            ),
+            None => None,
+        };
+        let (id, worker) = (b.id, b.worker);
+        self.call(worker, |reply| Command::SetPolicy {
+            id,
+            icc,
+            local_port: local,
+            reply,
+        })
+    }
+
     /// Removes a bridge and all its ports.
     pub fn del_bridge(&mut self, name: &str) -> Result<(), DatapathError> {
         let b = self.bridge(name)?;

@@ -76,6 +76,17 @@ pub enum Command {
         /// Acknowledgement.
         reply: Sender<()>,
     },
+    /// Sets a bridge's icc rule and local (gateway) port.
+    SetPolicy {
+        /// Bridge id.
+        id: BridgeId,
+        /// Inter-container communication allowed.
+        icc: bool,
+        /// The local stack's port.
+        local_port: Option<PortId>,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
     /// Removes a bridge (its ports must be gone).
     DelBridge {
         /// Bridge id.
@@ -365,6 +376,17 @@ impl Worker {
             Command::SetBridge { id, config, reply } => {
                 if let Some(b) = self.engine.bridges.get_mut(&id) {
                     b.fdb_mut().set_config(config);
+                }
+                let _ = reply.send(());
+            }
+            Command::SetPolicy {
+                id,
+                icc,
+                local_port,
+                reply,
+            } => {
+                if let Some(b) = self.engine.bridges.get_mut(&id) {
+                    b.set_policy(icc, local_port);
                 }
                 let _ = reply.send(());
             }
