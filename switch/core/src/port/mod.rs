@@ -6,6 +6,7 @@
 
 pub mod afxdp;
 pub mod mem;
+pub mod netdev;
 pub mod pipe;
 pub mod tap;
 pub mod wait;

@@ -1,0 +1,920 @@
+//! Sandboxes and their endpoints, over rtnetlink: the veth pair behind `xvsctl network
+//! connect`, configured inside the sandbox (a network namespace), and its removal.
+//!
+//! Every call blocks and is made from control threads. Each runs on a short-lived thread of
+//! its own with a current-thread tokio runtime and netlink sockets opened where they are
+//! needed: a socket belongs to the namespace its thread was in when it was opened, so the
+//! thread opens one in xvsd's namespace, then enters the sandbox (`setns`) and opens another
+//! there. The thread ends with the operation, so no thread of xvsd is ever left inside a
+//! sandbox. Nothing here runs `ip` or `ethtool`.
+
+use std::fs::{self, File};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::TryStreamExt;
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// Where `ip netns` keeps named namespaces, in the order looked at (usually one directory
+/// through a symlink).
+const NETNS_DIRS: [&str; 2] = ["/var/run/netns", "/run/netns"];
+
+/// Where `ip netns exec NAME` finds files to bind over `/etc`.
+const NETNS_ETC: &str = "/etc/netns";
+
+/// Smallest MTU an IPv4 interface may have.
+pub const MIN_MTU: u32 = 68;
+
+/// Largest MTU a veth peer may have while its switch side runs native XDP.
+pub const MAX_MTU: u32 = 3506;
+
+/// Longest interface name the kernel takes (`IFNAMSIZ` less the NUL).
+const MAX_IFNAME: usize = 15;
+
+/// Errors of namespace and endpoint operations; each message names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A named namespace that `ip netns` does not know.
+    #[error("network namespace {0} does not exist")]
+    NoSuchNamespace(String),
+    /// A namespace file path that does not exist.
+    #[error("namespace {} does not exist", .0.display())]
+    NoSuchNamespacePath(PathBuf),
+    /// A sandbox argument that is neither a name nor an absolute path.
+    #[error(
+        "invalid sandbox {0:?}: give a network namespace name or an absolute path to a \
+         namespace file"
+    )]
+    BadSandbox(String),
+    /// A file that cannot be entered as a network namespace.
+    #[error("{} is not a network namespace", .0.display())]
+    NotANamespace(PathBuf),
+    /// The namespace file exists but could not be opened or entered.
+    #[error("cannot enter namespace {}: {reason}", path.display())]
+    EnterNamespace {
+        /// The namespace file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An interface name the kernel would refuse.
+    #[error("invalid interface name {name:?}: {why}")]
+    BadIfname {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// An MTU outside what a veth served by native XDP can carry.
+    #[error(
+        "MTU {0} is out of range {MIN_MTU}..={MAX_MTU} (native XDP on the switch side caps a \
+         veth peer at {MAX_MTU})"
+    )]
+    BadMtu(u32),
+    /// A MAC address an interface cannot have.
+    #[error("invalid MAC address {0}: it must be unicast and not all zeros")]
+    BadMac(String),
+    /// A prefix length over 32.
+    #[error("invalid prefix length /{0}: at most 32")]
+    BadPrefix(u8),
+    /// The sandbox already has an interface of the name asked for.
+    #[error("interface {ifname} already exists in {sandbox}")]
+    IfnameTaken {
+        /// The name asked for inside the sandbox.
+        ifname: String,
+        /// The sandbox.
+        sandbox: String,
+    },
+    /// A netlink request the kernel refused.
+    #[error("{what}: {reason}")]
+    Netlink {
+        /// The step, naming its objects ("cannot create veth xv1a2b").
+        what: String,
+        /// The kernel's reason ("File exists").
+        reason: String,
+    },
+    /// A system call outside netlink failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The step, naming its objects.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The worker thread of an operation could not start or did not finish.
+    #[error("netlink worker thread failed: {0}")]
+    Worker(String),
+}
+
+/// A sandbox: a network namespace given by `ip netns` name or by the path of its file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Sandbox {
+    /// `/var/run/netns/NAME` (or `/run/netns/NAME`).
+    Named(String),
+    /// Any namespace file, such as `/proc/PID/ns/net` or a bind mount of one.
+    Path(PathBuf),
+}
+
+impl Sandbox {
+    /// The namespace file.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Sandbox::Named(name) => named_path(name).unwrap_or_else(|| {
+                // Gone since it was resolved: name the conventional place in errors.
+                Path::new(NETNS_DIRS[0]).join(name)
+            }),
+            Sandbox::Path(path) => path.clone(),
+        }
+    }
+
+    /// Opens the namespace file, to enter it or to move a device into it.
+    fn open(&self) -> Result<File, NetError> {
+        let path = self.path();
+        File::open(&path).map_err(|e| match (e.kind(), self) {
+            (io::ErrorKind::NotFound, Sandbox::Named(name)) => {
+                NetError::NoSuchNamespace(name.clone())
+            }
+            (io::ErrorKind::NotFound, Sandbox::Path(_)) => NetError::NoSuchNamespacePath(path),
+            _ => NetError::EnterNamespace {
+                path,
+                reason: e.to_string(),
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sandbox::Named(name) => write!(f, "network namespace {name}"),
+            Sandbox::Path(path) => write!(f, "namespace {}", path.display()),
+        }
+    }
+}
+
+/// The file of named namespace `name`, if it exists.
+fn named_path(name: &str) -> Option<PathBuf> {
+    NETNS_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+}
+
+/// Whether `name` can be a single path component (an `ip netns` name).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// Reads a SANDBOX argument: a namespace name (no `/`) or an absolute path to a namespace
+/// file. The namespace must exist.
+pub fn resolve_sandbox(arg: &str) -> Result<Sandbox, NetError> {
+    if arg.contains('/') {
+        let path = Path::new(arg);
+        if !path.is_absolute() || arg.contains('\0') {
+            return Err(NetError::BadSandbox(arg.to_string()));
+        }
+        if !path.exists() {
+            return Err(NetError::NoSuchNamespacePath(path.to_path_buf()));
+        }
+        return Ok(Sandbox::Path(path.to_path_buf()));
+    }
+    if !is_plain_name(arg) {
+        return Err(NetError::BadSandbox(arg.to_string()));
+    }
+    match named_path(arg) {
+        Some(_) => Ok(Sandbox::Named(arg.to_string())),
+        None => Err(NetError::NoSuchNamespace(arg.to_string())),
+    }
+}
+
+/// One endpoint: a veth pair from xvsd's namespace into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// The switch side, in xvsd's namespace (at most 15 characters).
+    pub host_ifname: String,
+    /// Where the other side goes.
+    pub sandbox: Sandbox,
+    /// The other side's name inside the sandbox, such as `eth0`.
+    pub ifname: String,
+    /// The sandbox side's MAC address.
+    pub mac: [u8; 6],
+    /// The sandbox side's address.
+    pub addr: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The default route's next hop, if the sandbox gets one from this endpoint.
+    pub gateway: Option<Ipv4Addr>,
+    /// MTU of both sides.
+    pub mtu: u32,
+}
+
+/// Checks an interface name as the kernel's `dev_valid_name` does.
+fn check_ifname(name: &str) -> Result<(), NetError> {
+    let why = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAX_IFNAME {
+        Some("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("reserved")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+    {
+        Some("contains '/', ':', NUL or white space")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(NetError::BadIfname {
+            name: name.to_string(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Formats a MAC address the usual way.
+fn mac_string(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+impl EndpointSpec {
+    /// Refuses what the kernel would refuse, before anything is made.
+    fn validate(&self) -> Result<(), NetError> {
+        check_ifname(&self.host_ifname)?;
+        check_ifname(&self.ifname)?;
+        if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
+            return Err(NetError::BadMtu(self.mtu));
+        }
+        if self.mac[0] & 1 != 0 || self.mac == [0; 6] {
+            return Err(NetError::BadMac(mac_string(self.mac)));
+        }
+        if self.prefix > 32 {
+            return Err(NetError::BadPrefix(self.prefix));
+        }
+        Ok(())
+    }
+}
+
+/// Creates the endpoint and returns the switch side's ifindex.
+///
+/// One netlink request makes the pair with its sandbox side already in the sandbox, named,
+/// addressed (MAC) and sized (MTU), so nothing of it ever shows in xvsd's namespace under a
+/// temporary name; then, inside the sandbox, tx checksum offload is turned off on it (frames
+/// it sends leave through AF_XDP, which needs full checksums), its address is added, it and
+/// `lo` come up and the default route goes via `gateway`. A sandbox that already has a
+/// default route keeps it (a sandbox on several networks routes through the first). Any
+/// failure after the pair exists deletes it again.
+pub fn create_endpoint(spec: &EndpointSpec) -> Result<u32, NetError> {
+    spec.validate()?;
+    let ns = spec.sandbox.open()?;
+    on_worker_thread(move || async move {
+        let host = connect("xvsd's namespace")?;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(spec.ifname.clone())
+            .address(spec.mac.to_vec())
+            .mtu(spec.mtu)
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let pair = LinkVeth::new(&spec.host_ifname, &spec.ifname)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .mtu(spec.mtu)
+            .up()
+            .build();
+        if let Err(e) = host.link().add(pair).execute().await {
+            // EEXIST is either side's name; only the host side can be checked from here.
+            let host_taken = matches!(link_index(&host, &spec.host_ifname).await, Ok(Some(_)));
+            return Err(if errno(&e) == Some(Errno::EEXIST) && !host_taken {
+                NetError::IfnameTaken {
+                    ifname: spec.ifname.clone(),
+                    sandbox: spec.sandbox.to_string(),
+                }
+            } else {
+                netlink_error(format!("cannot create veth {}", spec.host_ifname), &e)
+            });
+        }
+        let index = match link_index(&host, &spec.host_ifname).await {
+            Ok(Some(index)) => index,
+            Ok(None) => {
+                return Err(NetError::Netlink {
+                    what: format!("veth {} vanished after creation", spec.host_ifname),
+                    reason: Errno::ENODEV.desc().to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(netlink_error(
+                    format!("cannot find {}", spec.host_ifname),
+                    &e,
+                ));
+            }
+        };
+        match configure_sandbox_side(spec, &ns).await {
+            Ok(()) => Ok(index),
+            Err(err) => {
+                if let Err(e) = host.link().del(index).execute().await {
+                    tracing::warn!(
+                        "cannot remove veth {} after a failed connect: {}",
+                        spec.host_ifname,
+                        describe(&e)
+                    );
+                }
+                Err(err)
+            }
+        }
+    })
+}
+
+/// Enters the sandbox (for good: the calling thread is the operation's own) and configures
+/// the sandbox side of `spec`.
+async fn configure_sandbox_side(spec: &EndpointSpec, ns: &File) -> Result<(), NetError> {
+    enter(&spec.sandbox, ns)?;
+    let inside = connect(&spec.sandbox.to_string())?;
+    let sandbox = &spec.sandbox;
+    let ifname = &spec.ifname;
+    let index = match link_index(&inside, ifname).await {
+        Ok(Some(index)) => index,
+        Ok(None) => {
+            return Err(NetError::Netlink {
+                what: format!("cannot find {ifname} in {sandbox}"),
+                reason: Errno::ENODEV.desc().to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(netlink_error(
+                format!("cannot find {ifname} in {sandbox}"),
+                &e,
+            ));
+        }
+    };
+    xvs_switch::port::netdev::set_tx_checksum(ifname, false).map_err(|source| NetError::Io {
+        what: format!("cannot turn tx checksum offload off on {ifname} in {sandbox}"),
+        source,
+    })?;
+    inside
+        .address()
+        .add(index, IpAddr::V4(spec.addr), spec.prefix)
+        .execute()
+        .await
+        .map_err(|e| {
+            let what = format!(
+                "cannot add address {}/{} to {ifname} in {sandbox}",
+                spec.addr, spec.prefix
+            );
+            netlink_error(what, &e)
+        })?;
+    if let Some(lo) = link_index(&inside, "lo").await.ok().flatten() {
+        set_up(&inside, lo)
+            .await
+            .map_err(|e| netlink_error(format!("cannot bring lo up in {sandbox}"), &e))?;
+    }
+    set_up(&inside, index)
+        .await
+        .map_err(|e| netlink_error(format!("cannot bring {ifname} up in {sandbox}"), &e))?;
+    if let Some(gateway) = spec.gateway {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .output_interface(index)
+            .gateway(gateway)
+            .build();
+        match inside.route().add(route).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => {
+                tracing::info!(
+                    "{sandbox} already has a default route; {ifname} does not replace it"
+                );
+            }
+            Err(e) => {
+                let what =
+                    format!("cannot add default route via {gateway} on {ifname} in {sandbox}");
+                return Err(netlink_error(what, &e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the endpoint whose switch side is `host_ifname` (its peer goes with it). An
+/// endpoint that does not exist is not an error.
+pub fn delete_endpoint(host_ifname: &str) -> Result<(), NetError> {
+    check_ifname(host_ifname)?;
+    on_worker_thread(|| async move {
+        let host = connect("xvsd's namespace")?;
+        let what = || format!("cannot delete veth {host_ifname}");
+        let Some(index) = link_index(&host, host_ifname)
+            .await
+            .map_err(|e| netlink_error(what(), &e))?
+        else {
+            return Ok(());
+        };
+        match host.link().del(index).execute().await {
+            Err(e) if errno(&e) != Some(Errno::ENODEV) => Err(netlink_error(what(), &e)),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// Whether xvsd's namespace has an interface `name`.
+pub fn link_exists(name: &str) -> bool {
+    check_ifname(name).is_ok() && nix::net::if_::if_nametoindex(name).is_ok()
+}
+
+/// The interfaces in xvsd's namespace whose names start with `prefix`, sorted.
+pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetError> {
+    on_worker_thread(|| async move {
+        let host = connect("xvsd's namespace")?;
+        let mut links = host.link().get().execute();
+        let mut names = Vec::new();
+        while let Some(link) = links
+            .try_next()
+            .await
+            .map_err(|e| netlink_error("cannot list interfaces", &e))?
+        {
+            for attribute in link.attributes {
+                if let LinkAttribute::IfName(name) = attribute
+                    && name.starts_with(prefix)
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    })
+}
+
+/// Whether the sandbox has an interface `ifname`.
+pub fn sandbox_has_link(sandbox: &Sandbox, ifname: &str) -> Result<bool, NetError> {
+    check_ifname(ifname)?;
+    let ns = sandbox.open()?;
+    on_worker_thread(move || async move {
+        enter(sandbox, &ns)?;
+        let inside = connect(&sandbox.to_string())?;
+        link_index(&inside, ifname)
+            .await
+            .map(|index| index.is_some())
+            .map_err(|e| netlink_error(format!("cannot look for {ifname} in {sandbox}"), &e))
+    })
+}
+
+/// Keeps temporary file names apart between threads of this process.
+static RESOLV_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Points named namespace `ns_name` at `nameserver`: writes `/etc/netns/NAME/resolv.conf`,
+/// which `ip netns exec NAME` binds over `/etc/resolv.conf`. Written to a temporary file and
+/// renamed, so a reader never sees half of it.
+pub fn write_resolv_conf(ns_name: &str, nameserver: Ipv4Addr) -> io::Result<()> {
+    write_resolv_conf_in(Path::new(NETNS_ETC), ns_name, nameserver)
+}
+
+/// Removes what [`write_resolv_conf`] wrote, and the namespace's directory when that leaves
+/// it empty. Nothing to remove is not an error.
+pub fn remove_resolv_conf(ns_name: &str) -> io::Result<()> {
+    remove_resolv_conf_in(Path::new(NETNS_ETC), ns_name)
+}
+
+fn resolv_dir(base: &Path, ns_name: &str) -> io::Result<PathBuf> {
+    if !is_plain_name(ns_name) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid network namespace name {ns_name:?}"),
+        ));
+    }
+    Ok(base.join(ns_name))
+}
+
+fn write_resolv_conf_in(base: &Path, ns_name: &str, nameserver: Ipv4Addr) -> io::Result<()> {
+    let dir = resolv_dir(base, ns_name)?;
+    fs::create_dir_all(&dir)?;
+    let seq = RESOLV_SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".resolv.conf.xvsd-{}-{seq}", std::process::id()));
+    let text = format!(
+        "# written by xvsd for network namespace {ns_name}; removed on disconnect\n\
+         nameserver {nameserver}\n"
+    );
+    let written = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, dir.join("resolv.conf")));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn remove_resolv_conf_in(base: &Path, ns_name: &str) -> io::Result<()> {
+    let dir = resolv_dir(base, ns_name)?;
+    match fs::remove_file(dir.join("resolv.conf")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // Only when empty: other tools may keep their own files there.
+    let _ = fs::remove_dir(&dir);
+    Ok(())
+}
+
+/// Runs one operation on a thread of its own, in a current-thread runtime, and waits for it.
+/// The thread starts in the caller's namespace (xvsd's) and may leave it; it ends with the
+/// operation.
+fn on_worker_thread<T, F, Fut>(job: F) -> Result<T, NetError>
+where
+    T: Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T, NetError>>,
+{
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("xvs-netns".to_string())
+            .spawn_scoped(scope, move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|source| NetError::Io {
+                        what: "cannot start a netlink runtime".to_string(),
+                        source,
+                    })?;
+                runtime.block_on(job())
+            })
+            .map_err(|e| NetError::Worker(e.to_string()))?;
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(NetError::Worker("it panicked".to_string())))
+    })
+}
+
+/// Moves the calling thread into the sandbox's network namespace.
+fn enter(sandbox: &Sandbox, ns: &File) -> Result<(), NetError> {
+    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
+        Errno::EINVAL => NetError::NotANamespace(sandbox.path()),
+        _ => NetError::EnterNamespace {
+            path: sandbox.path(),
+            reason: errno.desc().to_string(),
+        },
+    })
+}
+
+/// Opens an rtnetlink socket in the calling thread's current namespace. Must run inside the
+/// operation's runtime, which drives the connection.
+fn connect(place: &str) -> Result<Handle, NetError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Io {
+        what: format!("cannot open a netlink socket in {place}"),
+        source,
+    })?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// The index of interface `name`, or `None` if there is none.
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+    let mut links = handle.link().get().match_name(name).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link.map(|link| link.header.index)),
+        Err(e) if errno(&e) == Some(Errno::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Brings interface `index` up.
+async fn set_up(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
+    let up = LinkUnspec::new_with_index(index).up().build();
+    handle.link().set(up).execute().await
+}
+
+/// The errno of a refused netlink request.
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
+    match e {
+        rtnetlink::Error::NetlinkError(message) => {
+            message.code.map(|code| Errno::from_raw(code.get().abs()))
+        }
+        _ => None,
+    }
+}
+
+/// The kernel's reason in words ("File exists"), or the library's description.
+fn describe(e: &rtnetlink::Error) -> String {
+    match errno(e) {
+        Some(errno) => errno.desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn netlink_error(what: impl Into<String>, e: &rtnetlink::Error) -> NetError {
+    NetError::Netlink {
+        what: what.into(),
+        reason: describe(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::process::Command;
+
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+
+    /// A per-run, per-test prefix (short: interface names are at most 15 bytes).
+    fn unique(tag: &str) -> String {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        format!("xt{:x}{tag}{seq}", std::process::id() & 0xfffff)
+    }
+
+    /// Runs a test tool (tests may use `ip` and `ethtool`; the product may not).
+    fn run(args: &[&str]) -> (bool, String) {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    fn run_ok(args: &[&str]) -> String {
+        let (ok, text) = run(args);
+        assert!(ok, "{args:?} failed: {text}");
+        text
+    }
+
+    /// A named namespace, deleted on drop.
+    struct Netns(String);
+
+    impl Netns {
+        fn new(tag: &str) -> Netns {
+            let name = unique(tag);
+            run_ok(&["ip", "netns", "add", &name]);
+            Netns(name)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = run(&["ip", "netns", "del", &self.0]);
+            let _ = remove_resolv_conf(&self.0);
+        }
+    }
+
+    /// A host-side interface, deleted on drop in case the test failed before deleting it.
+    struct HostLink(String);
+
+    impl Drop for HostLink {
+        fn drop(&mut self) {
+            if link_exists(&self.0) {
+                let _ = run(&["ip", "link", "del", &self.0]);
+            }
+        }
+    }
+
+    fn spec(ns: &Netns, host: &HostLink, ifname: &str) -> EndpointSpec {
+        EndpointSpec {
+            host_ifname: host.0.clone(),
+            sandbox: Sandbox::Named(ns.0.clone()),
+            ifname: ifname.to_string(),
+            mac: [0x02, 0x00, 0xc6, 0x12, 0x00, 0x02],
+            addr: Ipv4Addr::new(198, 18, 0, 2),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            mtu: 1450,
+        }
+    }
+
+    #[test]
+    fn endpoint_is_made_configured_and_removed() {
+        let ns = Netns::new("n");
+        let host = HostLink(unique("h"));
+        let sandbox = resolve_sandbox(&ns.0).expect("resolve");
+        assert_eq!(sandbox, Sandbox::Named(ns.0.clone()));
+        let spec = spec(&ns, &host, "eth0");
+
+        let index = create_endpoint(&spec).expect("create");
+
+        let host_link = run_ok(&["ip", "-o", "link", "show", &host.0]);
+        assert!(
+            host_link.starts_with(&format!("{index}: {}@", host.0)),
+            "{host_link}"
+        );
+        assert!(host_link.contains("mtu 1450"), "{host_link}");
+        assert!(host_link.contains(",UP"), "{host_link}");
+
+        let link = run_ok(&["ip", "-n", &ns.0, "-o", "link", "show", "eth0"]);
+        assert!(link.contains("mtu 1450"), "{link}");
+        assert!(link.contains("link/ether 02:00:c6:12:00:02"), "{link}");
+        assert!(link.contains(",UP"), "{link}");
+        let lo = run_ok(&["ip", "-n", &ns.0, "-o", "link", "show", "lo"]);
+        assert!(lo.contains(",UP"), "{lo}");
+        let addr = run_ok(&["ip", "-n", &ns.0, "-o", "-4", "addr", "show", "dev", "eth0"]);
+        assert!(addr.contains("inet 198.18.0.2/24"), "{addr}");
+        let route = run_ok(&["ip", "-n", &ns.0, "route", "show", "default"]);
+        assert!(route.contains("default via 198.18.0.1 dev eth0"), "{route}");
+        let features = run_ok(&["ip", "netns", "exec", &ns.0, "ethtool", "-k", "eth0"]);
+        assert!(features.contains("tx-checksumming: off"), "{features}");
+        // As with `ethtool -K IF tx off`, TSO goes with it (6.18 still lists
+        // tx-tcp-accecn-segmentation as on, so the summary line may say "on").
+        assert!(features.contains("tx-tcp-segmentation: off"), "{features}");
+
+        assert!(link_exists(&host.0));
+        assert_eq!(
+            links_with_prefix(&host.0).expect("list"),
+            vec![host.0.clone()]
+        );
+        assert!(sandbox_has_link(&sandbox, "eth0").expect("has eth0"));
+        assert!(!sandbox_has_link(&sandbox, "eth9").expect("has eth9"));
+
+        // The same switch-side name again: refused, and nothing new anywhere.
+        let mut again = spec.clone();
+        again.ifname = "eth1".to_string();
+        let err = create_endpoint(&again).expect_err("duplicate host name");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot create veth {}: File exists", host.0)
+        );
+        assert!(!sandbox_has_link(&sandbox, "eth1").expect("has eth1"));
+        assert_eq!(
+            links_with_prefix(&host.0).expect("list"),
+            vec![host.0.clone()]
+        );
+
+        // The same sandbox-side name again: refused, and no new switch side.
+        let other = HostLink(unique("o"));
+        let mut taken = spec.clone();
+        taken.host_ifname = other.0.clone();
+        let err = create_endpoint(&taken).expect_err("duplicate sandbox name");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "interface eth0 already exists in network namespace {}",
+                ns.0
+            )
+        );
+        assert!(!link_exists(&other.0));
+
+        delete_endpoint(&host.0).expect("delete");
+        assert!(!link_exists(&host.0));
+        assert!(!sandbox_has_link(&sandbox, "eth0").expect("has eth0 after delete"));
+        delete_endpoint(&host.0).expect("deleting a missing endpoint is fine");
+    }
+
+    #[test]
+    fn a_failure_inside_the_sandbox_leaves_no_veth() {
+        let ns = Netns::new("f");
+        let host = HostLink(unique("h"));
+        let mut bad = spec(&ns, &host, "eth0");
+        bad.gateway = Some(Ipv4Addr::new(198, 19, 255, 1)); // not on the link
+
+        let err = create_endpoint(&bad).expect_err("unreachable gateway");
+        assert!(
+            err.to_string().starts_with(
+                "cannot add default route via 198.19.255.1 on eth0 in network namespace"
+            ),
+            "{err}"
+        );
+        assert!(!link_exists(&host.0));
+        let sandbox = Sandbox::Named(ns.0.clone());
+        assert!(!sandbox_has_link(&sandbox, "eth0").expect("has eth0"));
+    }
+
+    #[test]
+    fn a_namespace_file_path_is_a_sandbox_and_the_gateway_is_optional() {
+        let ns = Netns::new("p");
+        let host = HostLink(unique("h"));
+        let path = Sandbox::Named(ns.0.clone()).path();
+        let sandbox = resolve_sandbox(path.to_str().expect("utf-8")).expect("resolve path");
+        assert_eq!(sandbox, Sandbox::Path(path));
+        let mut spec = spec(&ns, &host, "eth3");
+        spec.sandbox = sandbox.clone();
+        spec.gateway = None;
+
+        create_endpoint(&spec).expect("create");
+        assert!(sandbox_has_link(&sandbox, "eth3").expect("has eth3"));
+        let route = run_ok(&["ip", "-n", &ns.0, "route", "show", "default"]);
+        assert!(route.trim().is_empty(), "{route}");
+        delete_endpoint(&host.0).expect("delete");
+        assert!(!link_exists(&host.0));
+    }
+
+    #[test]
+    fn a_second_network_keeps_the_first_default_route() {
+        let ns = Netns::new("m");
+        let first = HostLink(unique("a"));
+        let second = HostLink(unique("b"));
+        create_endpoint(&spec(&ns, &first, "eth0")).expect("first");
+        let mut other = spec(&ns, &second, "eth1");
+        other.mac = [0x02, 0x00, 0xc6, 0x13, 0x00, 0x02];
+        other.addr = Ipv4Addr::new(198, 19, 0, 2);
+        other.gateway = Some(Ipv4Addr::new(198, 19, 0, 1));
+        create_endpoint(&other).expect("second");
+        let route = run_ok(&["ip", "-n", &ns.0, "route", "show", "default"]);
+        assert!(route.contains("default via 198.18.0.1 dev eth0"), "{route}");
+        assert!(!route.contains("eth1"), "{route}");
+        delete_endpoint(&first.0).expect("delete first");
+        delete_endpoint(&second.0).expect("delete second");
+    }
+
+    #[test]
+    fn missing_and_malformed_sandboxes_are_refused() {
+        let name = unique("x");
+        let err = resolve_sandbox(&name).expect_err("missing name");
+        assert_eq!(
+            err.to_string(),
+            format!("network namespace {name} does not exist")
+        );
+        let path = format!("/var/run/netns/{name}");
+        let err = resolve_sandbox(&path).expect_err("missing path");
+        assert_eq!(err.to_string(), format!("namespace {path} does not exist"));
+        for bad in ["", "..", "relative/path"] {
+            assert!(
+                matches!(resolve_sandbox(bad), Err(NetError::BadSandbox(_))),
+                "{bad:?}"
+            );
+        }
+
+        // A namespace deleted after it was resolved.
+        let gone = Sandbox::Named(name.clone());
+        let err = sandbox_has_link(&gone, "eth0").expect_err("gone");
+        assert_eq!(
+            err.to_string(),
+            format!("network namespace {name} does not exist")
+        );
+
+        // A file that is not a namespace.
+        let not_ns = Sandbox::Path(PathBuf::from("/proc/self/status"));
+        let err = sandbox_has_link(&not_ns, "eth0").expect_err("not a namespace");
+        assert_eq!(
+            err.to_string(),
+            "/proc/self/status is not a network namespace"
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_refused_before_anything_is_made() {
+        let ns = Netns::new("v");
+        let host = HostLink(unique("h"));
+        let good = spec(&ns, &host, "eth0");
+        type Change = fn(&mut EndpointSpec);
+        let cases: [(Change, &str); 6] = [
+            (|s| s.mtu = 3507, "MTU 3507 is out of range 68..=3506"),
+            (|s| s.mtu = 67, "MTU 67 is out of range 68..=3506"),
+            (
+                |s| s.mac = [1, 0, 0, 0, 0, 1],
+                "invalid MAC address 01:00:00:00:00:01",
+            ),
+            (|s| s.prefix = 33, "invalid prefix length /33"),
+            (
+                |s| s.ifname = "sixteen-chars-xx".into(),
+                "invalid interface name",
+            ),
+            (
+                |s| s.host_ifname = "a:b".into(),
+                "invalid interface name \"a:b\"",
+            ),
+        ];
+        for (change, message) in cases {
+            let mut spec = good.clone();
+            change(&mut spec);
+            let err = create_endpoint(&spec).expect_err(message);
+            assert!(err.to_string().starts_with(message), "{err} vs {message}");
+        }
+        assert!(!link_exists(&host.0));
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_ip_netns_exec_convention() {
+        let ns = Netns::new("r");
+        write_resolv_conf(&ns.0, Ipv4Addr::new(198, 18, 0, 1)).expect("write");
+        write_resolv_conf(&ns.0, Ipv4Addr::new(198, 18, 0, 254)).expect("rewrite");
+        let seen = run_ok(&["ip", "netns", "exec", &ns.0, "cat", "/etc/resolv.conf"]);
+        assert!(seen.contains("\nnameserver 198.18.0.254\n"), "{seen}");
+        assert!(!seen.contains("198.18.0.1\n"), "{seen}");
+        let dir = Path::new(NETNS_ETC).join(&ns.0);
+        let files: Vec<_> = fs::read_dir(&dir).expect("dir").collect();
+        assert_eq!(files.len(), 1, "no temporary file is left: {files:?}");
+
+        remove_resolv_conf(&ns.0).expect("remove");
+        assert!(!dir.exists());
+        remove_resolv_conf(&ns.0).expect("removing twice is fine");
+        assert!(write_resolv_conf("../etc", Ipv4Addr::LOCALHOST).is_err());
+    }
+
+    #[test]
+    fn resolv_conf_dir_keeps_other_files() {
+        let base = std::env::temp_dir().join(unique("etc"));
+        let _cleanup = DirGuard(base.clone());
+        write_resolv_conf_in(&base, "ns1", Ipv4Addr::new(198, 18, 0, 1)).expect("write");
+        fs::write(base.join("ns1/hosts"), "").expect("other file");
+        remove_resolv_conf_in(&base, "ns1").expect("remove");
+        assert!(!base.join("ns1/resolv.conf").exists());
+        assert!(base.join("ns1/hosts").exists());
+    }
+
+    struct DirGuard(PathBuf);
+
+    impl Drop for DirGuard {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
