@@ -70,9 +70,8 @@ impl Frame {
     /// Gives up the handle, returning `(chunk, len)`; the caller now owns the chunk.
     #[inline]
     pub fn into_raw(self) -> (u32, u32) {
-        let raw = (self.chunk, self.len);
-        std::mem::forget(self);
-        raw
+        let Frame { chunk, len } = self;
+        (chunk, len)
     }
 }
 

@@ -20,7 +20,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 
 use crate::classify::Mac;
 use crate::port::pipe::PipeEnd;
@@ -304,7 +304,7 @@ impl Gateway {
         config.random_seed = u64::from(u32::from(ip)) ^ 0x9e37_79b9_7f4a_7c15;
         let mut iface = Interface::new(config, &mut device, now);
         iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(ip)), prefix));
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), prefix));
         });
         let mut sockets = SocketSet::new(Vec::new());
         let mut u = udp::Socket::new(
@@ -405,7 +405,7 @@ impl Gateway {
                 let sock = self.sockets.get_mut::<udp::Socket>(self.udp);
                 let ep = IpEndpoint::new(
                     match client.ip() {
-                        IpAddr::V4(a) => IpAddress::Ipv4(Ipv4Address::from(a)),
+                        IpAddr::V4(a) => IpAddress::Ipv4(a),
                         IpAddr::V6(_) => return,
                     },
                     client.port(),

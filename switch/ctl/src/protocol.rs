@@ -122,6 +122,76 @@ pub enum Request {
         /// Flow in ofproto/trace syntax.
         flow: String,
     },
+    /// `network create NET ...`
+    NetworkCreate {
+        /// Network name.
+        network: String,
+        /// `bridge` (default) or `overlay`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        driver: Option<String>,
+        /// Subnet in CIDR form; default a free /24 from 10.200.0.0/16.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subnet: Option<String>,
+        /// Gateway address; default the subnet's first host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<String>,
+        /// No traffic outside the network.
+        #[serde(default)]
+        internal: bool,
+        /// Inter-container communication (default true).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        icc: Option<bool>,
+        /// Endpoint MTU (default 1500).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
+        /// VXLAN network identifier (overlay networks).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vni: Option<u32>,
+    },
+    /// `network ls`
+    NetworkLs,
+    /// `network inspect NET`
+    NetworkInspect {
+        /// Network name.
+        network: String,
+    },
+    /// `network rm NET`
+    NetworkRm {
+        /// Network name.
+        network: String,
+    },
+    /// `network connect NET SANDBOX ...`
+    NetworkConnect {
+        /// Network name.
+        network: String,
+        /// Named network namespace, or a path to a namespace file.
+        sandbox: String,
+        /// Static address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+        /// DNS name of the endpoint.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// More DNS names.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        aliases: Vec<String>,
+        /// Interface name inside the sandbox (default eth0, or the next free ethN).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ifname: Option<String>,
+        /// Published ports, `[HOSTIP:]HOSTPORT:PORT[/tcp|udp]`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        publish: Vec<String>,
+        /// `veth` (AF_XDP) or `tap`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_type: Option<String>,
+    },
+    /// `network disconnect NET SANDBOX`
+    NetworkDisconnect {
+        /// Network name.
+        network: String,
+        /// Sandbox as given to connect.
+        sandbox: String,
+    },
     /// Liveness check; replies with the daemon's version.
     Ping,
 }
@@ -315,6 +385,58 @@ pub struct TraceView {
     pub steps: Vec<TraceStepView>,
     /// Final action: `output:PORT`, `flood:P1,P2`, `drop:REASON`.
     pub action: String,
+}
+
+/// An endpoint in `network inspect` and the reply to `network connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// Network.
+    pub network: String,
+    /// Sandbox as given.
+    pub sandbox: String,
+    /// Interface inside the sandbox.
+    pub ifname: String,
+    /// Switch-side interface (the port).
+    pub port: String,
+    /// MAC address.
+    pub mac: String,
+    /// Address with prefix, `10.200.0.2/24`.
+    pub address: String,
+    /// Gateway.
+    pub gateway: String,
+    /// DNS name.
+    pub name: Option<String>,
+    /// DNS aliases.
+    pub aliases: Vec<String>,
+    /// `veth` (AF_XDP port) or `tap`.
+    pub port_type: String,
+}
+
+/// A network in `network ls` / `network inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Name.
+    pub name: String,
+    /// Driver.
+    pub driver: String,
+    /// Subnet.
+    pub subnet: String,
+    /// Gateway address.
+    pub gateway: String,
+    /// Internal network.
+    pub internal: bool,
+    /// Inter-container communication.
+    pub icc: bool,
+    /// MTU.
+    pub mtu: u32,
+    /// VNI (overlay).
+    pub vni: Option<u32>,
+    /// The switch bridge carrying it.
+    pub bridge: String,
+    /// Gateway counters: arp, icmp_echo, dns requests, frames.
+    pub gateway_counters: std::collections::BTreeMap<String, u64>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointView>,
 }
 
 #[cfg(test)]

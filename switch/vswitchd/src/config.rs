@@ -6,11 +6,14 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use xvs_ctl::protocol::{PortTypeArg, XdpModeArg};
 use xvs_switch::fdb::FdbConfig;
+
+use crate::ipam::Pool;
 
 /// Version of the state file's format.
 pub const STATE_VERSION: u32 = 1;
@@ -39,6 +42,47 @@ pub struct BridgeConf {
     pub ports: Vec<PortConf>,
 }
 
+/// An endpoint: a sandbox joined to a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointConf {
+    /// Sandbox as given (namespace name or path).
+    pub sandbox: String,
+    /// Interface inside the sandbox.
+    pub ifname: String,
+    /// Switch-side interface (the port), created by xvsd.
+    pub host_ifname: String,
+    /// MAC address.
+    pub mac: [u8; 6],
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// DNS aliases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// A network as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConf {
+    /// `bridge`.
+    pub driver: String,
+    /// Addresses: subnet, gateway, addresses in use.
+    pub pool: Pool,
+    /// Reaches nothing outside (enforced once the uplink exists).
+    pub internal: bool,
+    /// Inter-container communication.
+    pub icc: bool,
+    /// Endpoint MTU.
+    pub mtu: u32,
+    /// VNI, for overlays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Endpoints in connection order.
+    pub endpoints: Vec<EndpointConf>,
+}
+
 /// Everything xvsd restores on start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -46,6 +90,9 @@ pub struct State {
     pub version: u32,
     /// Bridges by name.
     pub bridges: BTreeMap<String, BridgeConf>,
+    /// Networks by name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkConf>,
 }
 
 impl Default for State {
@@ -53,6 +100,7 @@ impl Default for State {
         State {
             version: STATE_VERSION,
             bridges: BTreeMap::new(),
+            networks: BTreeMap::new(),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! threads (never on a worker, never on the async reactor).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use xvs_ctl::protocol::{
     BridgeView, DropView, FdbEntryView, FdbView, PortCountersView, PortStatsView, PortTypeArg,
@@ -16,19 +18,34 @@ use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
+use xvs_switch::gateway::GatewayHandle;
+
 use crate::config::{BridgeConf, PortConf, State, Store};
+use crate::dns::{NameTable, Resolver};
 use crate::flow;
+use crate::network::{self, ConnectArgs, CreateArgs};
 
 /// Longest bridge name.
 const MAX_BRIDGE_NAME: usize = 64;
 
-/// The daemon's switch: configuration, store and datapath.
+/// The daemon's switch: configuration, store, datapath, gateways and names.
 pub struct Switch {
-    state: State,
-    store: Store,
-    dp: Datapath,
+    pub(crate) state: State,
+    pub(crate) store: Store,
+    pub(crate) dp: Datapath,
     /// Ports in the configuration that are not running, and why.
-    port_errors: HashMap<String, String>,
+    pub(crate) port_errors: HashMap<String, String>,
+    /// The gateways' thread (ARP, ICMP, DNS of every network).
+    pub(crate) gateway: GatewayHandle,
+    /// DNS names per network.
+    pub(crate) names: Arc<RwLock<NameTable>>,
+}
+
+/// Daemon options the switch needs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where names unknown to a network are forwarded.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 fn validate_bridge_name(name: &str) -> Result<(), String> {
@@ -119,13 +136,22 @@ fn counters_view(c: PortCounterSnapshot) -> PortCountersView {
 impl Switch {
     /// A switch over `dp`, restoring what `store` holds. Ports that cannot be opened stay in
     /// the configuration with their error shown by `show` and are retried by [`Switch::retry`].
-    pub fn restore(store: Store, dp: Datapath) -> Result<Switch, String> {
+    pub fn restore(store: Store, dp: Datapath, options: Options) -> Result<Switch, String> {
         let state = store.load().map_err(|e| e.to_string())?;
+        let names = Arc::new(RwLock::new(NameTable::default()));
+        let replier = Arc::new(OnceLock::new());
+        let resolver = Resolver::new(names.clone(), options.dns_upstream, replier.clone())
+            .map_err(|e| format!("cannot start the DNS resolver: {e}"))?;
+        let gateway = GatewayHandle::spawn(Box::new(resolver))
+            .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
+        let _ = replier.set(gateway.replier());
         let mut sw = Switch {
             state: State::default(),
             store,
             dp,
             port_errors: HashMap::new(),
+            gateway,
+            names,
         };
         for (name, br) in &state.bridges {
             if let Err(e) = sw.dp.add_bridge(name, br.fdb) {
@@ -147,7 +173,29 @@ impl Switch {
                 }
             }
         }
-        sw.state = state;
+        sw.state.bridges = state.bridges.clone();
+        let mut changed = false;
+        for (name, conf) in &state.networks {
+            if let Err(e) = sw.start_network(name, conf) {
+                tracing::error!("cannot restore network {name}: {e}");
+                continue;
+            }
+            let mut kept = conf.clone();
+            kept.endpoints.clear();
+            for ep in &conf.endpoints {
+                if sw.readopt_endpoint(name, conf, ep) {
+                    kept.endpoints.push(ep.clone());
+                } else {
+                    kept.pool.release(ep.ip);
+                    changed = true;
+                }
+            }
+            sw.state.networks.insert(name.clone(), kept);
+        }
+        sw.remove_orphans();
+        if changed && let Err(e) = sw.store.save(&sw.state) {
+            tracing::error!("cannot save state after restore: {e}");
+        }
         Ok(sw)
     }
 
@@ -171,8 +219,9 @@ impl Switch {
         }
     }
 
-    /// Stops the datapath (ports detached).
+    /// Stops the gateways and the datapath (ports detached, endpoint veths kept).
     pub fn shutdown(&mut self) {
+        self.gateway.stop();
         self.dp.shutdown();
     }
 
@@ -205,6 +254,11 @@ impl Switch {
                 port_mac_limit,
             } => {
                 validate_bridge_name(&bridge)?;
+                if bridge.starts_with("net.") {
+                    return Err(format!(
+                        "bridge names starting with \"net.\" are reserved for networks: {bridge}"
+                    ));
+                }
                 let fdb = fdb_config(
                     FdbConfig::default(),
                     ageing_secs,
@@ -364,6 +418,56 @@ impl Switch {
                 Ok(Reply::done())
             }
             Request::Stats => Ok(Reply::success(&self.stats()?)),
+            Request::NetworkCreate {
+                network,
+                driver,
+                subnet,
+                gateway,
+                internal,
+                icc,
+                mtu,
+                vni,
+            } => self.network_create(
+                &network,
+                CreateArgs {
+                    driver,
+                    subnet,
+                    gateway,
+                    internal,
+                    icc,
+                    mtu,
+                    vni,
+                },
+            ),
+            Request::NetworkLs => self.network_ls(),
+            Request::NetworkInspect { network } => {
+                Ok(Reply::success(&self.network_view(&network)?))
+            }
+            Request::NetworkRm { network } => self.network_rm(&network),
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                name,
+                aliases,
+                ifname,
+                publish,
+                port_type,
+            } => self.network_connect(
+                &network,
+                &sandbox,
+                ConnectArgs {
+                    ip,
+                    name,
+                    aliases,
+                    ifname,
+                    publish,
+                    port_type,
+                },
+            ),
+            Request::NetworkDisconnect { network, sandbox } => {
+                self.network_disconnect(&network, &sandbox)
+            }
             Request::Trace { bridge, flow } => {
                 let f = flow::parse(&flow)?;
                 let report = self
@@ -436,6 +540,34 @@ impl Switch {
                 worker: st.map(|b| b.worker).unwrap_or(0),
                 ports,
             });
+        }
+        for net in self.state.networks.keys() {
+            let name = network::bridge_of(net);
+            if let Some(b) = by_name.get(name.as_str()) {
+                bridges.push(BridgeView {
+                    name: name.clone(),
+                    ageing_secs: b.config.ageing_secs,
+                    mac_capacity: b.config.capacity,
+                    port_mac_limit: b.config.port_limit,
+                    macs: b.macs as u32,
+                    worker: b.worker,
+                    ports: b
+                        .ports
+                        .iter()
+                        .map(|r| PortView {
+                            name: r.name.clone(),
+                            ofport: r.ofport,
+                            port_type: r.info.port_type.to_string(),
+                            mode: r.info.mode.clone(),
+                            vlan: None,
+                            state: "up".into(),
+                            queues: r.info.queues,
+                            worker: b.worker,
+                            counters: counters_view(r.counters),
+                        })
+                        .collect(),
+                });
+            }
         }
         Ok(ShowView {
             workers: self.dp.worker_count(),
@@ -518,7 +650,7 @@ mod tests {
             umem: false,
         })
         .unwrap();
-        Switch::restore(Store::open(dir).unwrap(), dp).unwrap()
+        Switch::restore(Store::open(dir).unwrap(), dp, Options::default()).unwrap()
     }
 
     fn err(r: Reply) -> String {

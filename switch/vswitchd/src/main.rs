@@ -4,7 +4,11 @@
 
 mod config;
 mod control;
+mod dns;
 mod flow;
+mod ipam;
+mod netns;
+mod network;
 mod server;
 
 use std::path::PathBuf;
@@ -34,9 +38,18 @@ struct Args {
     /// Serve Prometheus metrics over HTTP on ADDR:PORT.
     #[arg(long)]
     metrics: Option<String>,
+    /// Forward DNS names no network knows to this server (IP or IP:PORT).
+    #[arg(long, value_parser = parse_upstream)]
+    dns_upstream: Option<std::net::SocketAddr>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,7 +96,10 @@ fn run(args: Args) -> Result<(), String> {
         if let Some(why) = dp.afxdp_unavailable() {
             tracing::warn!("AF_XDP ports unavailable: {why}");
         }
-        let switch = tokio::task::spawn_blocking(move || control::Switch::restore(store, dp))
+        let options = control::Options {
+            dns_upstream: args.dns_upstream,
+        };
+        let switch = tokio::task::spawn_blocking(move || control::Switch::restore(store, dp, options))
             .await
             .map_err(|e| e.to_string())??;
         let shared: server::Shared = Arc::new(Mutex::new(switch));

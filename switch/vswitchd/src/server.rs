@@ -91,13 +91,11 @@ async fn connection(stream: UnixStream, switch: Shared) -> std::io::Result<()> {
         if n == 0 {
             return Ok(());
         }
-        if line.last() != Some(&b'\n') {
-            if line.len() > MAX_REQUEST_BYTES {
-                let msg = format!("request too large: limit is {MAX_REQUEST_BYTES} bytes per line");
-                reply(&mut write, &Reply::failure(msg)).await?;
-                return Ok(());
-            }
-            // EOF without a newline: treat what came as the last request.
+        // A line without its newline is either over the limit or the last one before EOF.
+        if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES {
+            let msg = format!("request too large: limit is {MAX_REQUEST_BYTES} bytes per line");
+            reply(&mut write, &Reply::failure(msg)).await?;
+            return Ok(());
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim();

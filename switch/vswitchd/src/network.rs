@@ -1,0 +1,536 @@
+//! Networks the Docker way: create/ls/inspect/rm/connect/disconnect on top of bridges.
+//!
+//! A network is a bridge named `net.NAME` (its own L2 domain: no frame crosses between
+//! networks), a gateway (xvsd's smoltcp host at the gateway address, attached through a pipe
+//! port named `gw`), an IPAM pool and a table of DNS names. `connect` builds the endpoint's
+//! veth pair in the sandbox and attaches the switch side as an AF_XDP port; every step is
+//! undone if a later one fails, so a failed connect leaves nothing half-made. Runs on control
+//! threads under the daemon's lock.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use xvs_ctl::protocol::{EndpointView, NetworkView, Reply};
+use xvs_switch::classify::Mac;
+use xvs_switch::port::pipe::pipe;
+use xvs_switch::port::{PortSpec, PortType, XdpMode};
+
+use crate::config::{EndpointConf, NetworkConf};
+use crate::control::{Switch, validate_ifname};
+use crate::ipam::{self, Pool, Subnet};
+use crate::netns::{self, EndpointSpec, Sandbox};
+
+/// Prefix of the switch-side interfaces xvsd creates for endpoints (orphans are found by it).
+pub const HOST_IFNAME_PREFIX: &str = "xvs";
+/// Name of a network's gateway port on its bridge.
+pub const GATEWAY_PORT: &str = "gw";
+/// Largest MTU a veth attached in native XDP mode can carry (TESTBED.md).
+const MAX_MTU: u32 = 3506;
+
+/// The bridge carrying network `name`.
+pub fn bridge_of(name: &str) -> String {
+    format!("net.{name}")
+}
+
+/// Docker's MAC scheme: 02:42 followed by the IPv4 address.
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// The switch-side name of an endpoint: stable for (network, sandbox, ifname), ≤ 15 chars.
+fn host_ifname(network: &str, sandbox: &str, ifname: &str) -> String {
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in network.bytes().chain([0]).chain(sandbox.bytes()).chain([0]).chain(ifname.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{HOST_IFNAME_PREFIX}{:010x}", h & 0xff_ffff_ffff)
+}
+
+fn validate_network_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 48 {
+        return Err(format!("invalid network name {name:?}: must be 1-48 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "invalid network name {name:?}: use letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_dns_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid DNS name {name:?}"))
+    }
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, String> {
+    s.parse()
+        .map_err(|_| format!("invalid {what} {s:?}: not an IPv4 address"))
+}
+
+/// Arguments of `network create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateArgs {
+    /// Driver.
+    pub driver: Option<String>,
+    /// Subnet.
+    pub subnet: Option<String>,
+    /// Gateway.
+    pub gateway: Option<String>,
+    /// Internal.
+    pub internal: bool,
+    /// icc.
+    pub icc: Option<bool>,
+    /// MTU.
+    pub mtu: Option<u32>,
+    /// VNI.
+    pub vni: Option<u32>,
+}
+
+/// Arguments of `network connect`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// Static address.
+    pub ip: Option<String>,
+    /// DNS name.
+    pub name: Option<String>,
+    /// DNS aliases.
+    pub aliases: Vec<String>,
+    /// Interface name in the sandbox.
+    pub ifname: Option<String>,
+    /// Published ports.
+    pub publish: Vec<String>,
+    /// Port type.
+    pub port_type: Option<String>,
+}
+
+impl Switch {
+    /// Brings up the bridge and gateway of a configured network.
+    pub(crate) fn start_network(&mut self, name: &str, conf: &NetworkConf) -> Result<(), String> {
+        let bridge = bridge_of(name);
+        self.dp
+            .add_bridge(&bridge, Default::default())
+            .map_err(|e| e.to_string())?;
+        let started = (|| {
+            let (port, end) = pipe().map_err(|e| format!("cannot create gateway port: {e}"))?;
+            self.dp
+                .add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)
+                .map_err(|e| e.to_string())?;
+            self.dp
+                .set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))
+                .map_err(|e| e.to_string())?;
+            let gw = conf.pool.gateway;
+            self.gateway
+                .add(name, Mac(mac_for(gw)), gw, conf.pool.subnet.prefix, end);
+            Ok::<(), String>(())
+        })();
+        if started.is_err() {
+            let _ = self.dp.del_bridge(&bridge);
+        }
+        started
+    }
+
+    fn stop_network(&mut self, name: &str) {
+        self.gateway.remove(name);
+        let _ = self.dp.del_bridge(&bridge_of(name));
+        if let Ok(mut t) = self.names.write() {
+            t.remove_network(name);
+        }
+    }
+
+    fn register_names(&self, network: &str, ep: &EndpointConf) {
+        if let Ok(mut t) = self.names.write() {
+            for n in ep.name.iter().chain(ep.aliases.iter()) {
+                t.add(network, n, ep.ip);
+            }
+        }
+    }
+
+    /// Re-adopts a configured endpoint after a restart: attaches its existing veth, or
+    /// recreates it if the sandbox is still there. Returns false if it is gone for good.
+    pub(crate) fn readopt_endpoint(&mut self, network: &str, conf: &NetworkConf, ep: &EndpointConf) -> bool {
+        let bridge = bridge_of(network);
+        if !netns::link_exists(&ep.host_ifname) {
+            let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
+                tracing::warn!(
+                    "endpoint {} of {network}: sandbox {} is gone; removing it",
+                    ep.host_ifname,
+                    ep.sandbox
+                );
+                return false;
+            };
+            if let Err(e) = netns::create_endpoint(&self.endpoint_spec(conf, ep, sandbox)) {
+                tracing::warn!("endpoint {} of {network}: cannot recreate: {e}", ep.host_ifname);
+                return false;
+            }
+        }
+        if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
+            tracing::warn!("endpoint {} of {network}: cannot attach: {e}", ep.host_ifname);
+            self.port_errors.insert(ep.host_ifname.clone(), e.to_string());
+        }
+        self.register_names(network, ep);
+        true
+    }
+
+    /// Removes switch-side veths xvsd made that no endpoint owns any more.
+    pub(crate) fn remove_orphans(&self) {
+        let owned: Vec<&str> = self
+            .state
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.iter().map(|e| e.host_ifname.as_str()))
+            .collect();
+        let Ok(links) = netns::links_with_prefix(HOST_IFNAME_PREFIX) else {
+            return;
+        };
+        for l in links {
+            let ours = l.len() == HOST_IFNAME_PREFIX.len() + 10
+                && l[HOST_IFNAME_PREFIX.len()..].chars().all(|c| c.is_ascii_hexdigit());
+            if ours && !owned.contains(&l.as_str()) {
+                tracing::info!("removing orphaned endpoint interface {l}");
+                let _ = netns::delete_endpoint(&l);
+            }
+        }
+    }
+
+    fn endpoint_spec(&self, conf: &NetworkConf, ep: &EndpointConf, sandbox: Sandbox) -> EndpointSpec {
+        EndpointSpec {
+            host_ifname: ep.host_ifname.clone(),
+            sandbox,
+            ifname: ep.ifname.clone(),
+            mac: ep.mac,
+            addr: ep.ip,
+            prefix: conf.pool.subnet.prefix,
+            gateway: Some(conf.pool.gateway),
+            mtu: conf.mtu,
+        }
+    }
+
+    pub(crate) fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, String> {
+        validate_network_name(name)?;
+        if self.state.networks.contains_key(name) {
+            return Err(format!("network {name} already exists"));
+        }
+        let driver = args.driver.unwrap_or_else(|| "bridge".into());
+        if driver != "bridge" {
+            return Err(format!(
+                "driver {driver:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
+            ));
+        }
+        let taken: Vec<Subnet> = self.state.networks.values().map(|n| n.pool.subnet).collect();
+        let subnet = match &args.subnet {
+            Some(s) => {
+                let s: Subnet = s.parse()?;
+                if let Some((other, _)) = self
+                    .state
+                    .networks
+                    .iter()
+                    .find(|(_, n)| n.pool.subnet.overlaps(s))
+                {
+                    return Err(format!("subnet {s} overlaps network {other}'s subnet"));
+                }
+                s
+            }
+            None => ipam::free_subnet(taken.iter())
+                .ok_or_else(|| format!("no free /24 left in {}", ipam::DEFAULT_POOL))?,
+        };
+        let gateway = match &args.gateway {
+            Some(g) => Some(parse_ip("gateway", g)?),
+            None => None,
+        };
+        let mtu = args.mtu.unwrap_or(1500);
+        if !(68..=MAX_MTU).contains(&mtu) {
+            return Err(format!("MTU {mtu} is out of range (68-{MAX_MTU})"));
+        }
+        let conf = NetworkConf {
+            driver,
+            pool: Pool::new(subnet, gateway)?,
+            internal: args.internal,
+            icc: args.icc.unwrap_or(true),
+            mtu,
+            vni: args.vni,
+            endpoints: Vec::new(),
+        };
+        self.start_network(name, &conf)?;
+        self.state.networks.insert(name.to_string(), conf);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.networks.remove(name);
+            self.stop_network(name);
+            return Err(format!("network not created: cannot save state: {e}"));
+        }
+        Ok(Reply::success(&self.network_view(name)?))
+    }
+
+    pub(crate) fn network_rm(&mut self, name: &str) -> Result<Reply, String> {
+        let conf = self
+            .state
+            .networks
+            .get(name)
+            .ok_or_else(|| format!("no network named {name}"))?;
+        if !conf.endpoints.is_empty() {
+            let list: Vec<String> = conf
+                .endpoints
+                .iter()
+                .map(|e| format!("{} ({})", e.sandbox, e.ip))
+                .collect();
+            return Err(format!(
+                "network {name} has active endpoints: {}; disconnect them first",
+                list.join(", ")
+            ));
+        }
+        self.stop_network(name);
+        self.state.networks.remove(name);
+        self.store
+            .save(&self.state)
+            .map_err(|e| format!("network {name} removed, but the state file could not be saved: {e}"))?;
+        Ok(Reply::done())
+    }
+
+    pub(crate) fn network_connect(
+        &mut self,
+        network: &str,
+        sandbox_arg: &str,
+        args: ConnectArgs,
+    ) -> Result<Reply, String> {
+        let conf = self
+            .state
+            .networks
+            .get(network)
+            .cloned()
+            .ok_or_else(|| format!("no network named {network}"))?;
+        if conf.endpoints.iter().any(|e| e.sandbox == sandbox_arg) {
+            return Err(format!("{sandbox_arg} is already connected to network {network}"));
+        }
+        if !args.publish.is_empty() {
+            return Err("--publish needs the uplink (xvsctl uplink set), which is not available yet".into());
+        }
+        match args.port_type.as_deref() {
+            None | Some("veth") => {}
+            Some("tap") => return Err("--port-type tap is not available yet; use veth".into()),
+            Some(other) => return Err(format!("unknown port type {other:?} (veth or tap)")),
+        }
+        for n in args.name.iter().chain(args.aliases.iter()) {
+            validate_dns_name(n)?;
+        }
+        let sandbox = netns::resolve_sandbox(sandbox_arg).map_err(|e| e.to_string())?;
+        let ifname = match args.ifname {
+            Some(i) => {
+                validate_ifname(&i)?;
+                if netns::sandbox_has_link(&sandbox, &i).map_err(|e| e.to_string())? {
+                    return Err(format!("{sandbox_arg} already has an interface named {i}"));
+                }
+                i
+            }
+            None => {
+                let mut chosen = None;
+                for n in 0..64 {
+                    let cand = format!("eth{n}");
+                    if !netns::sandbox_has_link(&sandbox, &cand).map_err(|e| e.to_string())? {
+                        chosen = Some(cand);
+                        break;
+                    }
+                }
+                chosen.ok_or("no free ethN interface name in the sandbox")?
+            }
+        };
+        let want = match &args.ip {
+            Some(s) => Some(parse_ip("address", s)?),
+            None => None,
+        };
+        let mut pool = conf.pool.clone();
+        let ip = pool.allocate(want)?;
+        let ep = EndpointConf {
+            sandbox: sandbox_arg.to_string(),
+            ifname: ifname.clone(),
+            host_ifname: host_ifname(network, sandbox_arg, &ifname),
+            mac: mac_for(ip),
+            ip,
+            name: args.name,
+            aliases: args.aliases,
+        };
+        if netns::link_exists(&ep.host_ifname) {
+            // A leftover from an earlier failure or crash: it is ours, replace it.
+            let _ = netns::delete_endpoint(&ep.host_ifname);
+        }
+        netns::create_endpoint(&self.endpoint_spec(&conf, &ep, sandbox))
+            .map_err(|e| e.to_string())?;
+        let bridge = bridge_of(network);
+        if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
+            let _ = netns::delete_endpoint(&ep.host_ifname);
+            return Err(format!("cannot attach the endpoint to the switch: {e}"));
+        }
+        if let Some(n) = self.state.networks.get_mut(network) {
+            n.pool = pool;
+            n.endpoints.push(ep.clone());
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            if let Some(n) = self.state.networks.get_mut(network) {
+                n.pool.release(ip);
+                n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
+            }
+            let _ = self.dp.del_port(&bridge, &ep.host_ifname);
+            let _ = netns::delete_endpoint(&ep.host_ifname);
+            return Err(format!("endpoint not connected: cannot save state: {e}"));
+        }
+        self.register_names(network, &ep);
+        self.update_resolv_conf(sandbox_arg);
+        Ok(Reply::success(&endpoint_view(network, &conf, &ep)))
+    }
+
+    pub(crate) fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Reply, String> {
+        let conf = self
+            .state
+            .networks
+            .get(network)
+            .ok_or_else(|| format!("no network named {network}"))?;
+        let ep = conf
+            .endpoints
+            .iter()
+            .find(|e| e.sandbox == sandbox)
+            .cloned()
+            .ok_or_else(|| format!("{sandbox} is not connected to network {network}"))?;
+        if self.port_errors.remove(&ep.host_ifname).is_none() {
+            let _ = self.dp.del_port(&bridge_of(network), &ep.host_ifname);
+        }
+        if let Err(e) = netns::delete_endpoint(&ep.host_ifname) {
+            tracing::warn!("cannot delete {}: {e}", ep.host_ifname);
+        }
+        if let Ok(mut t) = self.names.write() {
+            t.remove_addr(network, ep.ip);
+        }
+        if let Some(n) = self.state.networks.get_mut(network) {
+            n.pool.release(ep.ip);
+            n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
+        }
+        self.update_resolv_conf(sandbox);
+        self.store
+            .save(&self.state)
+            .map_err(|e| format!("disconnected, but the state file could not be saved: {e}"))?;
+        Ok(Reply::done())
+    }
+
+    /// Points a named sandbox's resolv.conf at the gateway of the first network it is still
+    /// on, or removes it when it is on none.
+    fn update_resolv_conf(&self, sandbox: &str) {
+        if sandbox.contains('/') {
+            return;
+        }
+        let gw = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.endpoints.iter().any(|e| e.sandbox == sandbox))
+            .map(|n| n.pool.gateway);
+        let r = match gw {
+            Some(g) => netns::write_resolv_conf(sandbox, g),
+            None => netns::remove_resolv_conf(sandbox),
+        };
+        if let Err(e) = r {
+            tracing::warn!("resolv.conf for {sandbox}: {e}");
+        }
+    }
+
+    pub(crate) fn network_view(&self, name: &str) -> Result<NetworkView, String> {
+        let conf = self
+            .state
+            .networks
+            .get(name)
+            .ok_or_else(|| format!("no network named {name}"))?;
+        let mut counters = BTreeMap::new();
+        if let Some(c) = self.gateway.counters(name) {
+            use std::sync::atomic::Ordering::Relaxed;
+            counters.insert("arp".to_string(), c.arp.load(Relaxed));
+            counters.insert("icmp_echo".to_string(), c.icmp_echo.load(Relaxed));
+            counters.insert("dns_requests".to_string(), c.requests.load(Relaxed));
+            counters.insert("rx_frames".to_string(), c.rx_frames.load(Relaxed));
+            counters.insert("tx_frames".to_string(), c.tx_frames.load(Relaxed));
+            counters.insert("tx_drops".to_string(), c.tx_drops.load(Relaxed));
+        }
+        Ok(NetworkView {
+            name: name.to_string(),
+            driver: conf.driver.clone(),
+            subnet: conf.pool.subnet.to_string(),
+            gateway: conf.pool.gateway.to_string(),
+            internal: conf.internal,
+            icc: conf.icc,
+            mtu: conf.mtu,
+            vni: conf.vni,
+            bridge: bridge_of(name),
+            gateway_counters: counters,
+            endpoints: conf
+                .endpoints
+                .iter()
+                .map(|e| endpoint_view(name, conf, e))
+                .collect(),
+        })
+    }
+
+    pub(crate) fn network_ls(&self) -> Result<Reply, String> {
+        let v: Result<Vec<NetworkView>, String> =
+            self.state.networks.keys().map(|n| self.network_view(n)).collect();
+        Ok(Reply::success(&v?))
+    }
+}
+
+fn afxdp_spec(iface: &str) -> PortSpec {
+    PortSpec {
+        iface: iface.to_string(),
+        port_type: PortType::Afxdp,
+        xdp_mode: XdpMode::Auto,
+    }
+}
+
+fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> EndpointView {
+    EndpointView {
+        network: network.to_string(),
+        sandbox: ep.sandbox.clone(),
+        ifname: ep.ifname.clone(),
+        port: ep.host_ifname.clone(),
+        mac: Mac(ep.mac).to_string(),
+        address: format!("{}/{}", ep.ip, conf.pool.subnet.prefix),
+        gateway: conf.pool.gateway.to_string(),
+        name: ep.name.clone(),
+        aliases: ep.aliases.clone(),
+        port_type: "veth".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ifnames_are_stable_short_and_distinct() {
+        let a = host_ifname("n1", "ns1", "eth0");
+        assert_eq!(a, host_ifname("n1", "ns1", "eth0"));
+        assert_eq!(a.len(), 13);
+        assert!(a.starts_with(HOST_IFNAME_PREFIX));
+        assert_ne!(a, host_ifname("n1", "ns1", "eth1"));
+        assert_ne!(a, host_ifname("n2", "ns1", "eth0"));
+    }
+
+    #[test]
+    fn names_and_macs() {
+        assert_eq!(mac_for(Ipv4Addr::new(10, 200, 0, 2)), [2, 0x42, 10, 200, 0, 2]);
+        assert!(validate_network_name("front-end_1").is_ok());
+        assert!(validate_network_name("a b").is_err());
+        assert!(validate_dns_name("web.svc").is_ok());
+        assert!(validate_dns_name("bad..name").is_err());
+    }
+}
