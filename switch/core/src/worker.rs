@@ -327,6 +327,7 @@ impl Worker {
             while let Ok(cmd) = self.commands.try_recv() {
                 if !self.handle(cmd) {
                     self.engine.close_all();
+                    port::afxdp::release_umem(&self.engine.pool);
                     tracing::debug!(worker = self.id, "worker stopped");
                     return;
                 }
