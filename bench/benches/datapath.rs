@@ -23,14 +23,18 @@ fn bench_classify(c: &mut Criterion) {
     let mut pool = FramePool::new_heap(64).unwrap();
     let mut batch = Batch::default();
     for i in 0..BURST as u32 {
-        batch.push(pool.alloc_copy(&udp_frame(i, i + 1)).unwrap()).unwrap();
+        batch
+            .push(pool.alloc_copy(&udp_frame(i, i + 1)).unwrap())
+            .unwrap();
     }
     g.bench_function("udp_burst32", |b| {
         b.iter(|| classify_batch(&pool, black_box(&mut batch), 1, 0, None))
     });
     let frame = udp_frame(1, 2);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("udp_single", |b| b.iter(|| classify(black_box(&frame), 1, 0)));
+    g.bench_function("udp_single", |b| {
+        b.iter(|| classify(black_box(&frame), 1, 0))
+    });
     g.finish();
     batch.free_all(&mut pool);
 }

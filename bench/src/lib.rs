@@ -13,7 +13,9 @@ use xvs_switch::worker::Engine;
 pub fn udp_frame(src: u32, dst: u32) -> Vec<u8> {
     let s = src.to_be_bytes();
     let d = dst.to_be_bytes();
-    let mut f = vec![2, 0, 0, d[1], d[2], d[3], 2, 0, 0, s[1], s[2], s[3], 0x08, 0x00];
+    let mut f = vec![
+        2, 0, 0, d[1], d[2], d[3], 2, 0, 0, s[1], s[2], s[3], 0x08, 0x00,
+    ];
     f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
     f.extend_from_slice(&[10, s[1], s[2], s[3], 10, d[1], d[2], d[3]]);
     f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0, 26, 0, 0]);
@@ -34,6 +36,12 @@ pub fn two_port_engine(templates: Vec<Vec<u8>>, count: u64, pool_frames: u32) ->
         0,
         Arc::new(PortCounters::default()),
     );
-    e.insert_port(2, 1, Box::new(MemPort::sink()), 0, Arc::new(PortCounters::default()));
+    e.insert_port(
+        2,
+        1,
+        Box::new(MemPort::sink()),
+        0,
+        Arc::new(PortCounters::default()),
+    );
     e
 }
