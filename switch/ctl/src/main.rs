@@ -1,1 +1,487 @@
-fn main() {}
+//! xvsctl: the xvs control CLI. Bridges and ports in the style of `ovs-vsctl`/`ovs-appctl`,
+//! networks in the style of `docker network`. Each verb is one request to xvsd; the reply is
+//! printed for people, or as JSON with `--json`. Errors are one line on stderr and a non-zero
+//! exit: 1 when xvsd refused or could not be reached, 2 for a malformed command line.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use xvs_ctl::client::{Client, ClientError};
+use xvs_ctl::protocol::{
+    self, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView, StatsView, TraceView,
+    XdpModeArg,
+};
+
+/// Control the xvs virtual switch daemon (xvsd).
+#[derive(Parser, Debug)]
+#[command(name = "xvsctl", version)]
+struct Cli {
+    /// xvsd's control socket [default: $XVS_SOCKET, else /run/xvs/xvsd.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<String>,
+    /// Print the reply as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Create a bridge.
+    #[command(name = "add-br")]
+    AddBr {
+        /// Bridge name.
+        bridge: String,
+        #[command(flatten)]
+        opts: BridgeOpts,
+    },
+    /// Change a bridge's MAC ageing time or table limits.
+    #[command(name = "set-br")]
+    SetBr {
+        /// Bridge name.
+        bridge: String,
+        #[command(flatten)]
+        opts: BridgeOpts,
+    },
+    /// Delete a bridge and detach its ports.
+    #[command(name = "del-br")]
+    DelBr {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Attach an interface to a bridge.
+    #[command(name = "add-port")]
+    AddPort {
+        /// Bridge name.
+        bridge: String,
+        /// Interface (an existing one for afxdp; created if missing for tap).
+        iface: String,
+        /// Port backend.
+        #[arg(long = "type", value_enum, default_value = "afxdp")]
+        port_type: PortTypeCli,
+        /// XDP attach mode [default: native, falling back to generic].
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpModeCli>,
+        /// Access VLAN: untagged on the wire, its own learning and flooding domain.
+        #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+        vlan: Option<u16>,
+    },
+    /// Detach an interface from a bridge.
+    #[command(name = "del-port")]
+    DelPort {
+        /// Bridge name.
+        bridge: String,
+        /// Interface name.
+        iface: String,
+    },
+    /// Bridges, ports, backends, state and counters.
+    Show,
+    /// The MAC learning table of a bridge.
+    #[command(name = "fdb/show")]
+    FdbShow {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Forget every learned MAC of a bridge.
+    #[command(name = "fdb/flush")]
+    FdbFlush {
+        /// Bridge name.
+        bridge: String,
+    },
+    /// Per-port counters and per-reason drop counters.
+    Stats {
+        /// Also list drop reasons whose counter is zero.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show how a bridge would handle a flow (ofproto/trace syntax).
+    Trace {
+        /// Bridge name.
+        bridge: String,
+        /// in_port=P,dl_src=..,dl_dst=..[,udp|tcp|icmp],nw_src=..,nw_dst=..,tp_src=..,tp_dst=..
+        flow: String,
+    },
+    /// Check that xvsd answers; prints its version.
+    Ping,
+    /// Docker-style networks.
+    #[command(subcommand)]
+    Network(NetworkVerb),
+}
+
+#[derive(Args, Debug)]
+struct BridgeOpts {
+    /// MAC ageing time in seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    ageing: Option<u32>,
+    /// MAC table capacity of the bridge [default: 65536].
+    #[arg(long, value_name = "N")]
+    mac_capacity: Option<u32>,
+    /// Learned MACs allowed per port [default: 1024].
+    #[arg(long, value_name = "N")]
+    port_mac_limit: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkVerb {
+    /// Create a network.
+    Create {
+        /// Network name.
+        network: String,
+        /// bridge or overlay.
+        #[arg(long, value_parser = ["bridge", "overlay"])]
+        driver: Option<String>,
+        /// Subnet in CIDR form [default: a free /24 from 10.200.0.0/16].
+        #[arg(long, value_name = "CIDR")]
+        subnet: Option<String>,
+        /// Gateway address [default: the subnet's first address].
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
+        /// No traffic outside the network.
+        #[arg(long)]
+        internal: bool,
+        /// Inter-container communication (--icc=false blocks it, the gateway excepted).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+              require_equals = true, action = clap::ArgAction::Set)]
+        icc: Option<bool>,
+        /// MTU of the endpoints [default: 1500].
+        #[arg(long, value_name = "N")]
+        mtu: Option<u32>,
+        /// VXLAN network identifier (overlay networks).
+        #[arg(long, value_name = "N")]
+        vni: Option<u32>,
+    },
+    /// List networks.
+    Ls,
+    /// Show a network and its endpoints (JSON).
+    Inspect {
+        /// Network name.
+        network: String,
+    },
+    /// Remove a network without endpoints.
+    Rm {
+        /// Network name.
+        network: String,
+    },
+    /// Join a sandbox (named netns or namespace file path) to a network.
+    Connect {
+        /// Network name.
+        network: String,
+        /// Named network namespace, or a path to a namespace file.
+        sandbox: String,
+        /// Static address.
+        #[arg(long, value_name = "IP")]
+        ip: Option<String>,
+        /// DNS name of the endpoint.
+        #[arg(long)]
+        name: Option<String>,
+        /// More DNS names (repeatable).
+        #[arg(long = "alias", value_name = "ALIAS")]
+        aliases: Vec<String>,
+        /// Interface name inside the sandbox [default: eth0, or the next free ethN].
+        #[arg(long, value_name = "IFNAME")]
+        ifname: Option<String>,
+        /// Published port, [HOSTIP:]HOSTPORT:PORT[/tcp|udp] (repeatable).
+        #[arg(long, value_name = "SPEC")]
+        publish: Vec<String>,
+        /// Sandbox interface: veth (AF_XDP port) or tap.
+        #[arg(long, value_parser = ["veth", "tap"])]
+        port_type: Option<String>,
+    },
+    /// Remove a sandbox from a network.
+    Disconnect {
+        /// Network name.
+        network: String,
+        /// Sandbox as given to connect.
+        sandbox: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PortTypeCli {
+    Afxdp,
+    Tap,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum XdpModeCli {
+    Native,
+    Generic,
+}
+
+/// What went wrong, as one line.
+struct Failure(String);
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid command line");
+            eprintln!("xvsctl: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("xvsctl: {}", msg.lines().next().unwrap_or("failed"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let path = cli.socket.clone().unwrap_or_else(protocol::socket_path);
+    let json = cli.json;
+    let all_drops = matches!(cli.verb, Verb::Stats { all: true });
+    let request = to_request(cli.verb);
+    let mut client = Client::connect(&path)?;
+    let result = client.request(&request)?;
+    if json {
+        println!("{}", pretty(&result));
+        return Ok(());
+    }
+    print_human(&request, result, all_drops)
+}
+
+fn to_request(verb: Verb) -> Request {
+    match verb {
+        Verb::AddBr { bridge, opts } => Request::AddBr {
+            bridge,
+            ageing_secs: opts.ageing,
+            mac_capacity: opts.mac_capacity,
+            port_mac_limit: opts.port_mac_limit,
+        },
+        Verb::SetBr { bridge, opts } => Request::SetBr {
+            bridge,
+            ageing_secs: opts.ageing,
+            mac_capacity: opts.mac_capacity,
+            port_mac_limit: opts.port_mac_limit,
+        },
+        Verb::DelBr { bridge } => Request::DelBr { bridge },
+        Verb::AddPort {
+            bridge,
+            iface,
+            port_type,
+            xdp_mode,
+            vlan,
+        } => Request::AddPort {
+            bridge,
+            iface,
+            port_type: Some(match port_type {
+                PortTypeCli::Afxdp => PortTypeArg::Afxdp,
+                PortTypeCli::Tap => PortTypeArg::Tap,
+            }),
+            xdp_mode: xdp_mode.map(|m| match m {
+                XdpModeCli::Native => XdpModeArg::Native,
+                XdpModeCli::Generic => XdpModeArg::Generic,
+            }),
+            vlan,
+        },
+        Verb::DelPort { bridge, iface } => Request::DelPort { bridge, iface },
+        Verb::Show => Request::Show,
+        Verb::FdbShow { bridge } => Request::FdbShow { bridge },
+        Verb::FdbFlush { bridge } => Request::FdbFlush { bridge },
+        Verb::Stats { .. } => Request::Stats,
+        Verb::Trace { bridge, flow } => Request::Trace { bridge, flow },
+        Verb::Ping => Request::Ping,
+        Verb::Network(n) => match n {
+            NetworkVerb::Create {
+                network,
+                driver,
+                subnet,
+                gateway,
+                internal,
+                icc,
+                mtu,
+                vni,
+            } => Request::NetworkCreate {
+                network,
+                driver,
+                subnet,
+                gateway,
+                internal,
+                icc,
+                mtu,
+                vni,
+            },
+            NetworkVerb::Ls => Request::NetworkLs,
+            NetworkVerb::Inspect { network } => Request::NetworkInspect { network },
+            NetworkVerb::Rm { network } => Request::NetworkRm { network },
+            NetworkVerb::Connect {
+                network,
+                sandbox,
+                ip,
+                name,
+                aliases,
+                ifname,
+                publish,
+                port_type,
+            } => Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+                name,
+                aliases,
+                ifname,
+                publish,
+                port_type,
+            },
+            NetworkVerb::Disconnect { network, sandbox } => {
+                Request::NetworkDisconnect { network, sandbox }
+            }
+        },
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Failure> {
+    serde_json::from_value(v).map_err(|e| Failure(format!("xvsd sent an unexpected reply: {e}")))
+}
+
+/// Prints a reply for people. Verbs that only change state print nothing (as ovs-vsctl).
+fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), Failure> {
+    match request {
+        Request::Show => print_show(&decode::<ShowView>(result)?),
+        Request::FdbShow { .. } => print_fdb(&decode::<FdbView>(result)?),
+        Request::Stats => print_stats(&decode::<StatsView>(result)?, all_drops),
+        Request::Trace { .. } => print_trace(&decode::<TraceView>(result)?),
+        Request::Ping => {
+            let version = result.get("version").and_then(Value::as_str).unwrap_or("?");
+            let workers = result.get("workers").and_then(Value::as_u64).unwrap_or(0);
+            println!("xvsd {version}: alive, {workers} workers");
+        }
+        Request::NetworkCreate { .. } => println!("{}", decode::<NetworkView>(result)?.name),
+        Request::NetworkLs => print_networks(&decode::<Vec<NetworkView>>(result)?),
+        // As `docker network inspect`: JSON is the human format too.
+        Request::NetworkInspect { .. } => println!("{}", pretty(&result)),
+        Request::NetworkConnect { .. } => {
+            let ep = decode::<EndpointView>(result)?;
+            println!(
+                "{} joined {}: {} {} gateway {} (port {}, {})",
+                ep.sandbox, ep.network, ep.ifname, ep.address, ep.gateway, ep.port, ep.port_type
+            );
+        }
+        _ => {
+            if !result.is_null() {
+                println!("{}", pretty(&result));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_show(v: &ShowView) {
+    println!("xvsd: {} workers", v.workers);
+    for b in &v.bridges {
+        println!("    Bridge {}", b.name);
+        println!(
+            "        worker {}, macs {}/{}, port_mac_limit {}, ageing {}s",
+            b.worker, b.macs, b.mac_capacity, b.port_mac_limit, b.ageing_secs
+        );
+        for p in &b.ports {
+            let vlan = p.vlan.map(|v| format!(", tag {v}")).unwrap_or_default();
+            println!(
+                "        Port {} (ofport {}): type {}, mode {}, queues {}{}, {}",
+                p.name, p.ofport, p.port_type, p.mode, p.queues, vlan, p.state
+            );
+            let c = &p.counters;
+            println!(
+                "            rx {} pkts {} bytes {} drops; tx {} pkts {} bytes {} drops",
+                c.rx_packets, c.rx_bytes, c.rx_drops, c.tx_packets, c.tx_bytes, c.tx_drops
+            );
+        }
+    }
+}
+
+fn print_fdb(v: &FdbView) {
+    println!(" port  VLAN  MAC                Age");
+    for e in &v.entries {
+        println!("{:>5}  {:>4}  {}  {:>4}", e.ofport, e.vlan, e.mac, e.age);
+    }
+}
+
+fn print_stats(v: &StatsView, all: bool) {
+    println!(
+        "{:<16} {:<16} {:>12} {:>14} {:>10} {:>12} {:>14} {:>10}",
+        "BRIDGE", "PORT", "RX_PKTS", "RX_BYTES", "RX_DROPS", "TX_PKTS", "TX_BYTES", "TX_DROPS"
+    );
+    for p in &v.ports {
+        let c = &p.counters;
+        println!(
+            "{:<16} {:<16} {:>12} {:>14} {:>10} {:>12} {:>14} {:>10}",
+            p.bridge,
+            p.port,
+            c.rx_packets,
+            c.rx_bytes,
+            c.rx_drops,
+            c.tx_packets,
+            c.tx_bytes,
+            c.tx_drops
+        );
+    }
+    let shown: Vec<_> = v.drops.iter().filter(|d| all || d.count > 0).collect();
+    println!();
+    if shown.is_empty() {
+        println!("drops: none");
+        return;
+    }
+    println!("{:<28} {:>12}  MEANING", "DROP_REASON", "COUNT");
+    for d in shown {
+        println!("{:<28} {:>12}  {}", d.reason, d.count, d.description);
+    }
+}
+
+fn print_trace(v: &TraceView) {
+    println!("Flow: {}", v.flow);
+    for s in &v.steps {
+        println!("{:>10}: {}", s.stage, s.decision);
+    }
+    println!("Final action: {}", v.action);
+}
+
+fn print_networks(v: &[NetworkView]) {
+    println!(
+        "{:<20} {:<8} {:<18} {:<15} {:>9}  FLAGS",
+        "NAME", "DRIVER", "SUBNET", "GATEWAY", "ENDPOINTS"
+    );
+    for n in v {
+        let mut flags = Vec::new();
+        if n.internal {
+            flags.push("internal");
+        }
+        if !n.icc {
+            flags.push("icc=false");
+        }
+        println!(
+            "{:<20} {:<8} {:<18} {:<15} {:>9}  {}",
+            n.name,
+            n.driver,
+            n.subnet,
+            n.gateway,
+            n.endpoints.len(),
+            flags.join(",")
+        );
+    }
+}
