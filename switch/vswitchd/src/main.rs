@@ -59,6 +59,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -99,9 +100,10 @@ fn run(args: Args) -> Result<(), String> {
         let options = control::Options {
             dns_upstream: args.dns_upstream,
         };
-        let switch = tokio::task::spawn_blocking(move || control::Switch::restore(store, dp, options))
-            .await
-            .map_err(|e| e.to_string())??;
+        let switch =
+            tokio::task::spawn_blocking(move || control::Switch::restore(store, dp, options))
+                .await
+                .map_err(|e| e.to_string())??;
         let shared: server::Shared = Arc::new(Mutex::new(switch));
         tracing::info!(
             "xvsd listening on {} with {workers} workers, state in {}",
