@@ -1,0 +1,96 @@
+#!/bin/bash
+# The demo: installs what is missing, builds, starts xvsd, builds a small topology of
+# namespaces and shows real traffic through it. The README's first command.
+#
+#   sudo bash tests/demo.sh            # everything it made is removed at the end
+#
+# Part 1 (Open vSwitch style): bridge demo0 with three namespaces on AF_XDP ports; ping,
+#   iperf3, fdb/show, show, stats, trace.
+# Part 2 (Docker style): network web with two sandboxes named by DNS; ping by name, dig.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+bash tests/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+echo "== building xvsd and xvsctl (release)"
+cargo build --release -p xvs-vswitchd -p xvs-ctl
+
+P=xd$(printf '%04x' $(( (RANDOM ^ $$) & 0xffff )))   # unique prefix for everything made here
+WORK=$(mktemp -d "/tmp/xvs-demo-$P.XXXXXX")
+export XVS_SOCKET=$WORK/xvsd.sock
+XVSD_PID=
+XVSCTL=$ROOT/target/release/xvsctl
+
+cleanup() {
+  set +e
+  if [ -n "$XVSD_PID" ]; then
+    "$XVSCTL" network disconnect web "${P}web1" >/dev/null 2>&1
+    "$XVSCTL" network disconnect web "${P}web2" >/dev/null 2>&1
+    kill -TERM "$XVSD_PID" 2>/dev/null; wait "$XVSD_PID" 2>/dev/null
+  fi
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$P"); do
+    for pid in $(ip netns pids "$ns"); do kill -KILL "$pid"; done
+    ip netns del "$ns"
+  done
+  sleep 0.2
+  for dev in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$P"); do
+    ip link del "$dev" 2>/dev/null
+  done
+  rm -rf "$WORK" /etc/netns/"$P"* 2>/dev/null
+}
+trap cleanup EXIT
+
+run() { echo; echo "\$ $*"; "$@"; }
+
+echo "== starting xvsd (socket $XVS_SOCKET, state $WORK/state, log $WORK/xvsd.log)"
+"$ROOT/target/release/xvsd" --socket "$XVS_SOCKET" --state-dir "$WORK/state" \
+  --log-level info 2>"$WORK/xvsd.log" &
+XVSD_PID=$!
+for _ in $(seq 50); do [ -S "$XVS_SOCKET" ] && break; sleep 0.1; done
+run "$XVSCTL" ping
+
+echo; echo "== part 1: bridge demo0, three namespaces on AF_XDP ports"
+run "$XVSCTL" add-br demo0
+for i in 1 2 3; do
+  ns=${P}ns$i; host=${P}h$i
+  ip netns add "$ns"
+  ip link add "$host" type veth peer name eth0 netns "$ns"
+  ip -n "$ns" link set eth0 address "02:00:00:00:00:0$i"
+  ip -n "$ns" addr add "10.250.0.$i/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  ip netns exec "$ns" ethtool -K eth0 tx off >/dev/null   # see TESTBED.md: no CHECKSUM_PARTIAL
+  ip link set "$host" up
+  run "$XVSCTL" add-port demo0 "$host"
+done
+run ip netns exec "${P}ns1" ping -c 3 -i 0.2 10.250.0.2
+run ip netns exec "${P}ns1" ping -c 3 -i 0.2 10.250.0.3
+run ip netns exec "${P}ns2" ping -c 3 -i 0.2 10.250.0.3
+timeout 30 ip netns exec "${P}ns3" iperf3 -s -1 >/dev/null 2>&1 &
+for _ in $(seq 50); do
+  ip netns exec "${P}ns3" ss -ltn | grep -q ':5201 ' && break
+  sleep 0.1
+done
+run ip netns exec "${P}ns1" iperf3 -c 10.250.0.3 -t 3 -f g
+run "$XVSCTL" fdb/show demo0
+run "$XVSCTL" show
+run "$XVSCTL" stats
+run "$XVSCTL" trace demo0 "in_port=${P}h1,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:03,udp,nw_src=10.250.0.1,nw_dst=10.250.0.3,tp_src=1234,tp_dst=53"
+
+echo; echo "== part 2: a Docker-style network with DNS"
+run "$XVSCTL" network create web --subnet 10.251.0.0/24
+for i in 1 2; do
+  ip netns add "${P}web$i"
+  ip -n "${P}web$i" link set lo up
+done
+run "$XVSCTL" network connect web "${P}web1" --name api --alias api.internal
+run "$XVSCTL" network connect web "${P}web2" --name db
+run "$XVSCTL" network ls
+run ip netns exec "${P}web1" ping -c 2 -i 0.2 db
+run ip netns exec "${P}web2" ping -c 2 -i 0.2 10.251.0.1
+run ip netns exec "${P}web2" dig +short @10.251.0.1 api.internal
+run "$XVSCTL" network inspect web
+
+echo; echo "== demo done; cleaning up (xvsd log: last lines)"
+tail -n 5 "$WORK/xvsd.log"
