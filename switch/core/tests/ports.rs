@@ -278,7 +278,12 @@ fn tap_ports_forward_ping_between_namespaces() {
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut burst = Burst::new();
     while !b.is_gone() && Instant::now() < deadline {
-        assert_eq!(b.rx_burst(&mut pool, &mut burst), 0);
+        // Frames already queued before the device went (a late reply, an IPv6 router
+        // solicitation) may still be read; what matters is that reading ends cleanly.
+        b.rx_burst(&mut pool, &mut burst);
+        for f in burst.drain(..) {
+            pool.free(f);
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(
