@@ -102,9 +102,7 @@ impl Bridge {
         self.members
             .iter()
             .filter(move |m| {
-                m.vlan == key.vlan
-                    && m.port != key.in_port
-                    && self.icc_allows(key.in_port, m.port)
+                m.vlan == key.vlan && m.port != key.in_port && self.icc_allows(key.in_port, m.port)
             })
             .map(|m| m.port)
     }
@@ -250,7 +248,10 @@ mod tests {
     #[test]
     fn unknown_floods_then_learned_unicast() {
         let mut br = bridge();
-        assert_eq!(run(&mut br, &[key(1, 0, 1, host(2))], 0), vec![Verdict::Flood]);
+        assert_eq!(
+            run(&mut br, &[key(1, 0, 1, host(2))], 0),
+            vec![Verdict::Flood]
+        );
         assert_eq!(
             run(&mut br, &[key(2, 0, 2, host(1))], 0),
             vec![Verdict::Output(1)]
@@ -291,7 +292,10 @@ mod tests {
         let mut br = bridge();
         run(&mut br, &[key(4, 10, 7, Mac::BROADCAST)], 0);
         // host 7 lives in vlan 10; untagged port 1 asking for it floods in vlan 0 only.
-        assert_eq!(run(&mut br, &[key(1, 0, 1, host(7))], 0), vec![Verdict::Flood]);
+        assert_eq!(
+            run(&mut br, &[key(1, 0, 1, host(7))], 0),
+            vec![Verdict::Flood]
+        );
         assert_eq!(br.fdb().lookup(0, host(7), 0), None);
     }
 
@@ -320,20 +324,33 @@ mod tests {
         );
         br.maybe_expire(301_000 + 1);
         assert!(br.fdb().is_empty());
-        assert_eq!(run(&mut br, &[key(2, 0, 2, host(1))], 302_000), vec![Verdict::Flood]);
+        assert_eq!(
+            run(&mut br, &[key(2, 0, 2, host(1))], 302_000),
+            vec![Verdict::Flood]
+        );
     }
 
     #[test]
     fn icc_off_allows_only_the_local_port() {
         let mut br = bridge();
         br.set_policy(false, Some(3));
-        run(&mut br, &[key(2, 0, 2, Mac::BROADCAST), key(3, 0, 3, Mac::BROADCAST)], 0);
+        run(
+            &mut br,
+            &[key(2, 0, 2, Mac::BROADCAST), key(3, 0, 3, Mac::BROADCAST)],
+            0,
+        );
         assert_eq!(
             run(&mut br, &[key(1, 0, 1, host(2))], 0),
             vec![Verdict::Drop(DropReason::IccDisabled)]
         );
-        assert_eq!(run(&mut br, &[key(1, 0, 1, host(3))], 0), vec![Verdict::Output(3)]);
-        assert_eq!(run(&mut br, &[key(3, 0, 3, host(1))], 0), vec![Verdict::Output(1)]);
+        assert_eq!(
+            run(&mut br, &[key(1, 0, 1, host(3))], 0),
+            vec![Verdict::Output(3)]
+        );
+        assert_eq!(
+            run(&mut br, &[key(3, 0, 3, host(1))], 0),
+            vec![Verdict::Output(1)]
+        );
         let k = key(1, 0, 1, Mac::BROADCAST);
         assert_eq!(br.flood_targets(&k).collect::<Vec<_>>(), vec![3]);
         let k = key(3, 0, 3, Mac::BROADCAST);

@@ -9,9 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::err::packet::SliceError;
 use etherparse::err::{Layer, LenError};
-use etherparse::{
-    LenSource, LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice,
-};
+use etherparse::{LenSource, LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
 use crate::counters::DropReason;
 
@@ -151,7 +149,9 @@ impl FlowKey {
 
     fn ip(&self, raw: [u8; 16]) -> Option<IpAddr> {
         match self.dl_type {
-            ethertype::IPV4 => Some(IpAddr::V4(Ipv4Addr::new(raw[12], raw[13], raw[14], raw[15]))),
+            ethertype::IPV4 => Some(IpAddr::V4(Ipv4Addr::new(
+                raw[12], raw[13], raw[14], raw[15],
+            ))),
             ethertype::IPV6 => Some(IpAddr::V6(Ipv6Addr::from(raw))),
             _ => None,
         }
@@ -275,9 +275,7 @@ fn slice_error_reason(e: SliceError) -> DropReason {
         SliceError::Len(LenError {
             len_source, layer, ..
         }) => match (len_source, layer) {
-            (_, Layer::UdpHeader | Layer::UdpPayload | Layer::TcpHeader) => {
-                DropReason::BadL4Length
-            }
+            (_, Layer::UdpHeader | Layer::UdpPayload | Layer::TcpHeader) => DropReason::BadL4Length,
             (LenSource::UdpHeaderLen | LenSource::TcpHeaderLen, _) => DropReason::BadL4Length,
             (LenSource::Ipv4HeaderTotalLen | LenSource::Ipv6HeaderPayloadLen, _) => {
                 DropReason::BadIpLength
@@ -319,7 +317,10 @@ mod tests {
     #[test]
     fn malformed_frames_have_reasons() {
         assert_eq!(classify(&UDP_FRAME[..10], 0, 0), Err(DropReason::Runt));
-        assert_eq!(classify(&UDP_FRAME[..20], 0, 0), Err(DropReason::TruncatedHeader));
+        assert_eq!(
+            classify(&UDP_FRAME[..20], 0, 0),
+            Err(DropReason::TruncatedHeader)
+        );
         let mut bad_ihl = UDP_FRAME;
         bad_ihl[14] = 0x43;
         assert_eq!(classify(&bad_ihl, 0, 0), Err(DropReason::BadIpv4Header));

@@ -61,7 +61,10 @@ impl DropReason {
 
     /// True for reasons that count a learning refused, not a frame dropped.
     pub fn is_learning_only(self) -> bool {
-        matches!(self, DropReason::LearnTableFull | DropReason::LearnPortLimit)
+        matches!(
+            self,
+            DropReason::LearnTableFull | DropReason::LearnPortLimit
+        )
     }
 }
 

@@ -337,7 +337,11 @@ impl Datapath {
             .map(|(n, _)| n.as_str())
     }
 
-    fn check_new_port(&self, bridge: &str, iface: &str) -> Result<(BridgeId, usize), DatapathError> {
+    fn check_new_port(
+        &self,
+        bridge: &str,
+        iface: &str,
+    ) -> Result<(BridgeId, usize), DatapathError> {
         let b = self.bridge(bridge)?;
         if let Some(other) = self.bridge_of_port(iface) {
             return Err(DatapathError::PortExists {
@@ -348,7 +352,15 @@ impl Datapath {
         Ok((b.id, b.worker))
     }
 
-    fn record_port(&mut self, bridge: &str, iface: &str, id: PortId, vlan: u16, info: BackendInfo, counters: Arc<PortCounters>) {
+    fn record_port(
+        &mut self,
+        bridge: &str,
+        iface: &str,
+        id: PortId,
+        vlan: u16,
+        info: BackendInfo,
+        counters: Arc<PortCounters>,
+    ) {
         if let Some(b) = self.bridges.get_mut(bridge) {
             let ofport = b.next_ofport;
             b.next_ofport += 1;
@@ -423,10 +435,13 @@ impl Datapath {
     /// Detaches and closes a port.
     pub fn del_port(&mut self, bridge: &str, iface: &str) -> Result<(), DatapathError> {
         let b = self.bridge(bridge)?;
-        let p = b.ports.get(iface).ok_or_else(|| DatapathError::NoSuchPort {
-            bridge: bridge.to_string(),
-            port: iface.to_string(),
-        })?;
+        let p = b
+            .ports
+            .get(iface)
+            .ok_or_else(|| DatapathError::NoSuchPort {
+                bridge: bridge.to_string(),
+                port: iface.to_string(),
+            })?;
         let (id, worker) = (p.id, b.worker);
         self.call(worker, |reply| Command::DelPort { id, reply })?;
         if let Some(b) = self.bridges.get_mut(bridge) {
@@ -479,10 +494,13 @@ impl Datapath {
         frame: Vec<u8>,
     ) -> Result<TraceReport, DatapathError> {
         let b = self.bridge(bridge)?;
-        let p = b.ports.get(in_port).ok_or_else(|| DatapathError::NoSuchPort {
-            bridge: bridge.to_string(),
-            port: in_port.to_string(),
-        })?;
+        let p = b
+            .ports
+            .get(in_port)
+            .ok_or_else(|| DatapathError::NoSuchPort {
+                bridge: bridge.to_string(),
+                port: in_port.to_string(),
+            })?;
         let result: TraceResult = self.call(b.worker, |reply| Command::Trace {
             bridge: b.id,
             in_port: p.id,
@@ -592,7 +610,9 @@ mod tests {
         let mut f = dst.to_vec();
         f.extend_from_slice(&[2, 0, 0, 0, 0, src, 0x08, 0x06]);
         f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&[2, 0, 0, 0, 0, src, 10, 0, 0, src, 0, 0, 0, 0, 0, 0, 10, 0, 0, 9]);
+        f.extend_from_slice(&[
+            2, 0, 0, 0, 0, src, 10, 0, 0, src, 0, 0, 0, 0, 0, 0, 10, 0, 0, 9,
+        ]);
         f
     }
 

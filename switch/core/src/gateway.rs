@@ -47,8 +47,13 @@ pub trait LocalService: Send + 'static {
     /// A request on port 53 of `network`'s gateway: a UDP payload, or one DNS-over-TCP
     /// message without its length prefix. Returns the reply now, or `None` when the reply
     /// will come later through [`GatewayHandle::reply`] (or never).
-    fn request(&mut self, network: &str, client: SocketAddr, reply_to: ReplyTo, msg: &[u8])
-    -> Option<Vec<u8>>;
+    fn request(
+        &mut self,
+        network: &str,
+        client: SocketAddr,
+        reply_to: ReplyTo,
+        msg: &[u8],
+    ) -> Option<Vec<u8>>;
 }
 
 /// Counters of one gateway (relaxed atomics, read by the control thread).
@@ -298,7 +303,14 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn new(mac: Mac, ip: Ipv4Addr, prefix: u8, end: PipeEnd, counters: Arc<GatewayCounters>, now: Instant) -> Gateway {
+    fn new(
+        mac: Mac,
+        ip: Ipv4Addr,
+        prefix: u8,
+        end: PipeEnd,
+        counters: Arc<GatewayCounters>,
+        now: Instant,
+    ) -> Gateway {
         let mut device = PipeDevice { end, counters };
         let mut config = Config::new(EthernetAddress(mac.0).into());
         config.random_seed = u64::from(u32::from(ip)) ^ 0x9e37_79b9_7f4a_7c15;
@@ -515,7 +527,13 @@ mod tests {
 
     struct Echo;
     impl LocalService for Echo {
-        fn request(&mut self, _n: &str, _c: SocketAddr, _r: ReplyTo, msg: &[u8]) -> Option<Vec<u8>> {
+        fn request(
+            &mut self,
+            _n: &str,
+            _c: SocketAddr,
+            _r: ReplyTo,
+            msg: &[u8],
+        ) -> Option<Vec<u8>> {
             Some(msg.iter().rev().copied().collect())
         }
     }

@@ -179,7 +179,9 @@ pub struct WorkerHandle {
 
 impl std::fmt::Debug for WorkerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerHandle").field("id", &self.id).finish()
+        f.debug_struct("WorkerHandle")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -537,26 +539,13 @@ impl Engine {
             return 0;
         }
         let (bridge_id, vlan) = (slot.bridge, slot.vlan);
-        let bytes: u64 = self
-            .batch
-            .frames
-            .iter()
-            .map(|f| f.len() as u64)
-            .sum();
+        let bytes: u64 = self.batch.frames.iter().map(|f| f.len() as u64).sum();
         slot.counters.add_rx(n as u64, bytes);
         let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
             self.batch.free_all(&mut self.pool);
             return n;
         };
-        pipeline::run(
-            &self.pool,
-            bridge,
-            &mut self.batch,
-            pid,
-            vlan,
-            now,
-            None,
-        );
+        pipeline::run(&self.pool, bridge, &mut self.batch, pid, vlan, now, None);
         let dropped = pipeline::count_drops(&self.batch, &self.drops);
         if dropped > 0 {
             slot.counters
@@ -596,7 +585,9 @@ impl Engine {
                     let mut frame = Some(frame);
                     while let Some(p) = targets.next() {
                         let f = if targets.peek().is_some() {
-                            let Some(original) = frame.as_ref() else { break };
+                            let Some(original) = frame.as_ref() else {
+                                break;
+                            };
                             match pool.clone_frame(original) {
                                 Some(c) => c,
                                 None => {

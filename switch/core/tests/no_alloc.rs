@@ -58,9 +58,27 @@ fn steady_state_forwarding_allocates_nothing() {
         frame(1, [0xff; 6]),
         vec![1, 2, 3],
     ];
-    e.insert_port(1, 1, Box::new(MemPort::generator(templates, 1_000_000)), 0, Arc::new(PortCounters::default()));
-    e.insert_port(2, 1, Box::new(MemPort::sink()), 0, Arc::new(PortCounters::default()));
-    e.insert_port(3, 1, Box::new(MemPort::sink()), 0, Arc::new(PortCounters::default()));
+    e.insert_port(
+        1,
+        1,
+        Box::new(MemPort::generator(templates, 1_000_000)),
+        0,
+        Arc::new(PortCounters::default()),
+    );
+    e.insert_port(
+        2,
+        1,
+        Box::new(MemPort::sink()),
+        0,
+        Arc::new(PortCounters::default()),
+    );
+    e.insert_port(
+        3,
+        1,
+        Box::new(MemPort::sink()),
+        0,
+        Arc::new(PortCounters::default()),
+    );
     if let Some(br) = e.bridge_mut(1) {
         br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
     }
@@ -75,6 +93,9 @@ fn steady_state_forwarding_allocates_nothing() {
     }
     let allocs = ALLOCS.load(Relaxed) - before;
     assert!(frames >= 60_000, "only {frames} frames forwarded");
-    assert_eq!(allocs, 0, "{allocs} allocations while forwarding {frames} frames");
+    assert_eq!(
+        allocs, 0,
+        "{allocs} allocations while forwarding {frames} frames"
+    );
     assert_eq!(e.pool().available(), 1024, "frames leaked from the pool");
 }

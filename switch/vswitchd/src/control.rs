@@ -72,7 +72,11 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
             "invalid interface name {name:?}: must be 1-15 characters"
         ));
     }
-    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c.is_whitespace() || c == ':')
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c == ':')
     {
         return Err(format!("invalid interface name {name:?}"));
     }
@@ -100,7 +104,9 @@ fn fdb_config(
     }
     if let Some(n) = limit {
         if !(1..=1 << 24).contains(&n) {
-            return Err(format!("per-port MAC limit {n} is out of range (1-16777216)"));
+            return Err(format!(
+                "per-port MAC limit {n} is out of range (1-16777216)"
+            ));
         }
         c.port_limit = n;
     }
@@ -265,7 +271,9 @@ impl Switch {
                     mac_capacity,
                     port_mac_limit,
                 )?;
-                self.dp.add_bridge(&bridge, fdb).map_err(|e| e.to_string())?;
+                self.dp
+                    .add_bridge(&bridge, fdb)
+                    .map_err(|e| e.to_string())?;
                 self.state.bridges.insert(
                     bridge.clone(),
                     BridgeConf {
@@ -292,7 +300,9 @@ impl Switch {
                     .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?
                     .fdb;
                 let fdb = fdb_config(old, ageing_secs, mac_capacity, port_mac_limit)?;
-                self.dp.set_bridge(&bridge, fdb).map_err(|e| e.to_string())?;
+                self.dp
+                    .set_bridge(&bridge, fdb)
+                    .map_err(|e| e.to_string())?;
                 if let Some(b) = self.state.bridges.get_mut(&bridge) {
                     b.fdb = fdb;
                 }
@@ -318,7 +328,9 @@ impl Switch {
                 }
                 if let Err(e) = self.store.save(&self.state) {
                     tracing::error!("bridge {bridge} deleted but state not saved: {e}");
-                    return Err(format!("bridge {bridge} deleted, but the state file could not be saved: {e}"));
+                    return Err(format!(
+                        "bridge {bridge} deleted, but the state file could not be saved: {e}"
+                    ));
                 }
                 Ok(Reply::done())
             }
@@ -392,7 +404,9 @@ impl Switch {
                     b.ports.retain(|p| p.iface != iface);
                 }
                 if let Err(e) = self.store.save(&self.state) {
-                    return Err(format!("port {iface} deleted, but the state file could not be saved: {e}"));
+                    return Err(format!(
+                        "port {iface} deleted, but the state file could not be saved: {e}"
+                    ));
                 }
                 Ok(Reply::done())
             }
@@ -631,7 +645,11 @@ impl Switch {
             }
             let _ = writeln!(out, "# TYPE xvs_drops_total counter");
             for d in &st.drops {
-                let _ = writeln!(out, "xvs_drops_total{{reason=\"{}\"}} {}", d.reason, d.count);
+                let _ = writeln!(
+                    out,
+                    "xvs_drops_total{{reason=\"{}\"}} {}",
+                    d.reason, d.count
+                );
             }
         }
         out
@@ -683,16 +701,20 @@ mod tests {
         assert!(err(sw.handle(port("br0", "a/b", None))).contains("invalid interface"));
         // AF_XDP is unavailable on a heap pool: a clear error, nothing recorded.
         assert!(!sw.handle(port("br0", "xvsnosuch0", None)).ok);
-        assert!(err(sw.handle(Request::DelPort {
-            bridge: "br0".into(),
-            iface: "p1".into()
-        }))
-        .contains("has no port p1"));
-        assert!(err(sw.handle(Request::Trace {
-            bridge: "br0".into(),
-            flow: "in_port=p1".into()
-        }))
-        .contains("has no port p1"));
+        assert!(
+            err(sw.handle(Request::DelPort {
+                bridge: "br0".into(),
+                iface: "p1".into()
+            }))
+            .contains("has no port p1")
+        );
+        assert!(
+            err(sw.handle(Request::Trace {
+                bridge: "br0".into(),
+                flow: "in_port=p1".into()
+            }))
+            .contains("has no port p1")
+        );
         let before = sw.store.load().unwrap();
         assert_eq!(before.bridges.len(), 1);
         assert!(before.bridges["br0"].ports.is_empty());

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
-use xvs_switch::gateway::{LocalService, ReplyTo, Replier};
+use xvs_switch::gateway::{LocalService, Replier, ReplyTo};
 
 /// TTL of local answers, as Docker's embedded DNS.
 const TTL: u32 = 600;
@@ -273,16 +273,26 @@ mod tests {
         m.metadata.id = 4242;
         m.metadata.recursion_desired = true;
         let mut q = Query::new();
-        q.set_name(Name::from_ascii(name).unwrap()).set_query_type(t);
+        q.set_name(Name::from_ascii(name).unwrap())
+            .set_query_type(t);
         m.add_query(q);
         m.to_vec().unwrap()
     }
 
     fn resolver() -> Resolver {
         let names = Arc::new(RwLock::new(NameTable::default()));
-        names.write().unwrap().add("n1", "web", Ipv4Addr::new(10, 1, 0, 2));
-        names.write().unwrap().add("n1", "www", Ipv4Addr::new(10, 1, 0, 2));
-        names.write().unwrap().add("n2", "db", Ipv4Addr::new(10, 2, 0, 2));
+        names
+            .write()
+            .unwrap()
+            .add("n1", "web", Ipv4Addr::new(10, 1, 0, 2));
+        names
+            .write()
+            .unwrap()
+            .add("n1", "www", Ipv4Addr::new(10, 1, 0, 2));
+        names
+            .write()
+            .unwrap()
+            .add("n2", "db", Ipv4Addr::new(10, 2, 0, 2));
         Resolver::new(names, None, Arc::new(OnceLock::new())).unwrap()
     }
 
@@ -315,9 +325,14 @@ mod tests {
     fn garbage_gets_formerr_or_nothing() {
         let mut r = resolver();
         let client: SocketAddr = "10.1.0.3:5353".parse().unwrap();
-        assert!(r.request("n1", client, ReplyTo::Udp(client), &[1, 2]).is_none());
+        assert!(
+            r.request("n1", client, ReplyTo::Udp(client), &[1, 2])
+                .is_none()
+        );
         let junk = [0u8, 7, 1, 0, 0, 9, 0, 0, 0, 0, 0, 0, 3];
-        let reply = r.request("n1", client, ReplyTo::Udp(client), &junk).unwrap();
+        let reply = r
+            .request("n1", client, ReplyTo::Udp(client), &junk)
+            .unwrap();
         let m = Message::from_vec(&reply).unwrap();
         assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(m.metadata.id, 7);

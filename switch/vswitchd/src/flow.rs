@@ -121,9 +121,17 @@ mod tests {
     fn arp_and_errors() {
         let f = parse("in_port=p1,arp,dl_dst=ff:ff:ff:ff:ff:ff").unwrap();
         assert!(xvs_switch::classify::classify(&f.frame, 1, 0).is_ok());
-        assert!(parse("dl_src=02:00:00:00:00:01").unwrap_err().contains("in_port"));
+        assert!(
+            parse("dl_src=02:00:00:00:00:01")
+                .unwrap_err()
+                .contains("in_port")
+        );
         assert!(parse("in_port=p1,dl_src=zz").unwrap_err().contains("MAC"));
         assert!(parse("in_port=p1,bogus=1").unwrap_err().contains("bogus"));
-        assert!(parse("in_port=p1,tp_dst=99999").unwrap_err().contains("tp_dst"));
+        assert!(
+            parse("in_port=p1,tp_dst=99999")
+                .unwrap_err()
+                .contains("tp_dst")
+        );
     }
 }

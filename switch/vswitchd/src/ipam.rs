@@ -55,8 +55,7 @@ impl Subnet {
 
     /// Whether `ip` may be given to a host (not the network or broadcast address).
     pub fn is_host(self, ip: Ipv4Addr) -> bool {
-        self.contains(ip)
-            && (self.prefix >= 31 || (ip != self.addr && ip != self.broadcast()))
+        self.contains(ip) && (self.prefix >= 31 || (ip != self.addr && ip != self.broadcast()))
     }
 }
 
@@ -225,7 +224,10 @@ mod tests {
         let c: Subnet = "10.0.0.0/8".parse().unwrap();
         assert!(a.overlaps(b) && b.overlaps(a) && c.overlaps(a));
         let taken = [a, "10.200.1.0/24".parse().unwrap()];
-        assert_eq!(free_subnet(taken.iter()).unwrap().to_string(), "10.200.2.0/24");
+        assert_eq!(
+            free_subnet(taken.iter()).unwrap().to_string(),
+            "10.200.2.0/24"
+        );
     }
 
     #[test]
@@ -234,10 +236,26 @@ mod tests {
         assert_eq!(p.gateway, ip("10.9.0.1"));
         assert_eq!(p.allocate(None).unwrap(), ip("10.9.0.2"));
         assert_eq!(p.allocate(Some(ip("10.9.0.5"))).unwrap(), ip("10.9.0.5"));
-        assert!(p.allocate(Some(ip("10.9.0.5"))).unwrap_err().contains("in use"));
-        assert!(p.allocate(Some(ip("10.9.0.1"))).unwrap_err().contains("gateway"));
-        assert!(p.allocate(Some(ip("10.9.0.7"))).unwrap_err().contains("broadcast"));
-        assert!(p.allocate(Some(ip("10.9.1.2"))).unwrap_err().contains("outside"));
+        assert!(
+            p.allocate(Some(ip("10.9.0.5")))
+                .unwrap_err()
+                .contains("in use")
+        );
+        assert!(
+            p.allocate(Some(ip("10.9.0.1")))
+                .unwrap_err()
+                .contains("gateway")
+        );
+        assert!(
+            p.allocate(Some(ip("10.9.0.7")))
+                .unwrap_err()
+                .contains("broadcast")
+        );
+        assert!(
+            p.allocate(Some(ip("10.9.1.2")))
+                .unwrap_err()
+                .contains("outside")
+        );
         p.release(ip("10.9.0.2"));
         // released addresses come back last
         assert_eq!(p.allocate(None).unwrap(), ip("10.9.0.3"));

@@ -42,7 +42,13 @@ fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
 fn host_ifname(network: &str, sandbox: &str, ifname: &str) -> String {
     // FNV-1a: stable across releases, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in network.bytes().chain([0]).chain(sandbox.bytes()).chain([0]).chain(ifname.bytes()) {
+    for b in network
+        .bytes()
+        .chain([0])
+        .chain(sandbox.bytes())
+        .chain([0])
+        .chain(ifname.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -51,7 +57,9 @@ fn host_ifname(network: &str, sandbox: &str, ifname: &str) -> String {
 
 fn validate_network_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 48 {
-        return Err(format!("invalid network name {name:?}: must be 1-48 characters"));
+        return Err(format!(
+            "invalid network name {name:?}: must be 1-48 characters"
+        ));
     }
     if !name
         .chars()
@@ -70,7 +78,8 @@ fn validate_dns_name(name: &str) -> Result<(), String> {
         && name.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if ok {
         Ok(())
@@ -164,7 +173,12 @@ impl Switch {
 
     /// Re-adopts a configured endpoint after a restart: attaches its existing veth, or
     /// recreates it if the sandbox is still there. Returns false if it is gone for good.
-    pub(crate) fn readopt_endpoint(&mut self, network: &str, conf: &NetworkConf, ep: &EndpointConf) -> bool {
+    pub(crate) fn readopt_endpoint(
+        &mut self,
+        network: &str,
+        conf: &NetworkConf,
+        ep: &EndpointConf,
+    ) -> bool {
         let bridge = bridge_of(network);
         if !netns::link_exists(&ep.host_ifname) {
             let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
@@ -176,13 +190,20 @@ impl Switch {
                 return false;
             };
             if let Err(e) = netns::create_endpoint(&self.endpoint_spec(conf, ep, sandbox)) {
-                tracing::warn!("endpoint {} of {network}: cannot recreate: {e}", ep.host_ifname);
+                tracing::warn!(
+                    "endpoint {} of {network}: cannot recreate: {e}",
+                    ep.host_ifname
+                );
                 return false;
             }
         }
         if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
-            tracing::warn!("endpoint {} of {network}: cannot attach: {e}", ep.host_ifname);
-            self.port_errors.insert(ep.host_ifname.clone(), e.to_string());
+            tracing::warn!(
+                "endpoint {} of {network}: cannot attach: {e}",
+                ep.host_ifname
+            );
+            self.port_errors
+                .insert(ep.host_ifname.clone(), e.to_string());
         }
         self.register_names(network, ep);
         true
@@ -201,7 +222,9 @@ impl Switch {
         };
         for l in links {
             let ours = l.len() == HOST_IFNAME_PREFIX.len() + 10
-                && l[HOST_IFNAME_PREFIX.len()..].chars().all(|c| c.is_ascii_hexdigit());
+                && l[HOST_IFNAME_PREFIX.len()..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit());
             if ours && !owned.contains(&l.as_str()) {
                 tracing::info!("removing orphaned endpoint interface {l}");
                 let _ = netns::delete_endpoint(&l);
@@ -209,7 +232,12 @@ impl Switch {
         }
     }
 
-    fn endpoint_spec(&self, conf: &NetworkConf, ep: &EndpointConf, sandbox: Sandbox) -> EndpointSpec {
+    fn endpoint_spec(
+        &self,
+        conf: &NetworkConf,
+        ep: &EndpointConf,
+        sandbox: Sandbox,
+    ) -> EndpointSpec {
         EndpointSpec {
             host_ifname: ep.host_ifname.clone(),
             sandbox,
@@ -233,7 +261,12 @@ impl Switch {
                 "driver {driver:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
             ));
         }
-        let taken: Vec<Subnet> = self.state.networks.values().map(|n| n.pool.subnet).collect();
+        let taken: Vec<Subnet> = self
+            .state
+            .networks
+            .values()
+            .map(|n| n.pool.subnet)
+            .collect();
         let subnet = match &args.subnet {
             Some(s) => {
                 let s: Subnet = s.parse()?;
@@ -296,9 +329,9 @@ impl Switch {
         }
         self.stop_network(name);
         self.state.networks.remove(name);
-        self.store
-            .save(&self.state)
-            .map_err(|e| format!("network {name} removed, but the state file could not be saved: {e}"))?;
+        self.store.save(&self.state).map_err(|e| {
+            format!("network {name} removed, but the state file could not be saved: {e}")
+        })?;
         Ok(Reply::done())
     }
 
@@ -315,10 +348,14 @@ impl Switch {
             .cloned()
             .ok_or_else(|| format!("no network named {network}"))?;
         if conf.endpoints.iter().any(|e| e.sandbox == sandbox_arg) {
-            return Err(format!("{sandbox_arg} is already connected to network {network}"));
+            return Err(format!(
+                "{sandbox_arg} is already connected to network {network}"
+            ));
         }
         if !args.publish.is_empty() {
-            return Err("--publish needs the uplink (xvsctl uplink set), which is not available yet".into());
+            return Err(
+                "--publish needs the uplink (xvsctl uplink set), which is not available yet".into(),
+            );
         }
         match args.port_type.as_deref() {
             None | Some("veth") => {}
@@ -393,7 +430,11 @@ impl Switch {
         Ok(Reply::success(&endpoint_view(network, &conf, &ep)))
     }
 
-    pub(crate) fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Reply, String> {
+    pub(crate) fn network_disconnect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+    ) -> Result<Reply, String> {
         let conf = self
             .state
             .networks
@@ -482,8 +523,12 @@ impl Switch {
     }
 
     pub(crate) fn network_ls(&self) -> Result<Reply, String> {
-        let v: Result<Vec<NetworkView>, String> =
-            self.state.networks.keys().map(|n| self.network_view(n)).collect();
+        let v: Result<Vec<NetworkView>, String> = self
+            .state
+            .networks
+            .keys()
+            .map(|n| self.network_view(n))
+            .collect();
         Ok(Reply::success(&v?))
     }
 }
@@ -527,7 +572,10 @@ mod tests {
 
     #[test]
     fn names_and_macs() {
-        assert_eq!(mac_for(Ipv4Addr::new(10, 200, 0, 2)), [2, 0x42, 10, 200, 0, 2]);
+        assert_eq!(
+            mac_for(Ipv4Addr::new(10, 200, 0, 2)),
+            [2, 0x42, 10, 200, 0, 2]
+        );
         assert!(validate_network_name("front-end_1").is_ok());
         assert!(validate_network_name("a b").is_err());
         assert!(validate_dns_name("web.svc").is_ok());

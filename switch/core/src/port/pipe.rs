@@ -61,7 +61,12 @@ pub fn pipe() -> std::io::Result<(PipePort, PipeEnd)> {
     });
     let (switch_wake_tx, switch_wake_rx) = UnixDatagram::pair()?;
     let (local_wake_tx, local_wake_rx) = UnixDatagram::pair()?;
-    for s in [&switch_wake_tx, &switch_wake_rx, &local_wake_tx, &local_wake_rx] {
+    for s in [
+        &switch_wake_tx,
+        &switch_wake_rx,
+        &local_wake_tx,
+        &local_wake_rx,
+    ] {
         s.set_nonblocking(true)?;
     }
     Ok((
