@@ -1,1 +1,388 @@
-//! Test harness for xvs end-to-end tests.
+//! The end-to-end harness: real `xvsd` and `xvsctl` binaries, real namespaces, veths and TAPs,
+//! real clients (ping, iperf3, dig, scapy). Everything a test makes carries a unique prefix and
+//! is removed by Drop guards, even when the test fails.
+//!
+//! The binaries come from `target/release` (built by `tests/run.sh`), or `$XVS_BIN_DIR`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where xvsd and xvsctl are.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("XVS_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"),
+    }
+}
+
+/// A short prefix unique to this process and call: namespaces and devices (≤ 15 characters
+/// with what follows) of parallel tests never collide.
+pub fn unique_prefix(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("{tag}{:03x}{n:x}", pid & 0xfff)
+}
+
+/// Runs a command and returns its output; never panics on failure.
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+/// Runs a command that must succeed.
+pub fn must(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A named network namespace, deleted (with every process in it) on drop.
+pub struct Netns {
+    /// Its name, as `ip netns` knows it.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates the namespace with `lo` up.
+    pub fn new(name: &str) -> Netns {
+        must(&["ip", "netns", "add", name]);
+        let ns = Netns { name: name.into() };
+        ns.must(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside.
+    pub fn sh(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs a command inside that must succeed.
+    pub fn must(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        must(&full)
+    }
+
+    /// Starts a command inside, in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Whether `count` pings to `ip` all come back (0.2 s apart, 1 s deadline each).
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        let c = count.to_string();
+        self.sh(&["ping", "-c", &c, "-i", "0.2", "-W", "1", "-q", ip])
+            .status
+            .success()
+    }
+
+    /// Whether `ip` answers within `timeout` (retries single pings; the first may need ARP).
+    pub fn reaches(&self, ip: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.sh(&["ping", "-c", "1", "-W", "1", "-q", ip])
+                .status
+                .success()
+        })
+    }
+
+    /// Whether nothing answers: `count` pings with 0.3 s deadline each all lost.
+    pub fn unreachable(&self, ip: &str) -> bool {
+        !self
+            .sh(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", ip])
+            .status
+            .success()
+    }
+
+    /// The MAC of `dev` inside.
+    pub fn mac(&self, dev: &str) -> String {
+        self.must(&["cat", &format!("/sys/class/net/{dev}/address")])
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let pids = sh(&["ip", "netns", "pids", &self.name]);
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = sh(&["kill", "-KILL", pid]);
+        }
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A host-side interface removed on drop (a veth's host end, a TAP).
+pub struct Link(pub String);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "link", "del", &self.0]);
+    }
+}
+
+/// A veth pair: `host` stays in the root namespace (up, for a switch port); the peer becomes
+/// `ifname` in `ns` with `addr` (CIDR), up, tx checksum offload off (TESTBED.md).
+pub fn veth(host: &str, ns: &Netns, ifname: &str, addr: &str) -> Link {
+    must(&[
+        "ip", "link", "add", host, "type", "veth", "peer", "name", ifname, "netns", &ns.name,
+    ]);
+    let link = Link(host.into());
+    must(&["ip", "link", "set", host, "up"]);
+    ns.must(&["ip", "addr", "add", addr, "dev", ifname]);
+    ns.must(&["ip", "link", "set", ifname, "up"]);
+    ns.must(&["ethtool", "-K", ifname, "tx", "off"]);
+    link
+}
+
+/// A running xvsd with its own socket and state directory.
+pub struct Xvsd {
+    child: Option<Child>,
+    /// Scratch directory: socket, state, log.
+    pub dir: PathBuf,
+    /// Extra daemon arguments, kept for restarts.
+    args: Vec<String>,
+    restarts: u32,
+}
+
+impl Xvsd {
+    /// Starts xvsd with `--workers 1` unless `args` say otherwise, and waits for its socket.
+    pub fn start(args: &[&str]) -> Xvsd {
+        let dir = std::env::temp_dir().join(unique_prefix("xvsd-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut x = Xvsd {
+            child: None,
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            restarts: 0,
+        };
+        x.spawn();
+        x
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("xvsd.sock")
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let log =
+            std::fs::File::create(self.dir.join(format!("xvsd.{}.log", self.restarts))).unwrap();
+        let mut cmd = Command::new(bin_dir().join("xvsd"));
+        cmd.arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--log-level")
+            .arg("debug");
+        if !self.args.iter().any(|a| a == "--workers") {
+            cmd.args(["--workers", "1"]);
+        }
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(
+            cmd.spawn()
+                .expect("cannot start xvsd (built? tests/run.sh builds it)"),
+        );
+        let ok = wait_until(Duration::from_secs(10), || {
+            self.ctl(&["ping"]).status.success()
+        });
+        assert!(ok, "xvsd did not come up:\n{}", self.log());
+        self.restarts += 1;
+    }
+
+    /// Runs xvsctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("xvsctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run xvsctl")
+    }
+
+    /// Runs xvsctl; it must succeed; returns stdout.
+    pub fn must(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "xvsctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs xvsctl with `--json`; it must succeed; returns the parsed reply.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.must(&a)).expect("xvsctl --json printed no JSON")
+    }
+
+    /// Runs xvsctl; it must fail with one line on stderr, which is returned.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "xvsctl {args:?} should have failed");
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+        err.trim_end().to_string()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits; returns whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = sh(&["kill", "-TERM", &child.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same state directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts it again after a [`Xvsd::kill_hard`].
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// Everything the daemon logged, all runs.
+    pub fn log(&self) -> String {
+        (0..=self.restarts)
+            .filter_map(|i| std::fs::read_to_string(self.dir.join(format!("xvsd.{i}.log"))).ok())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+}
+
+impl Drop for Xvsd {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- xvsd log (last lines) ---");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A counter from `xvsctl stats --json`: a port's (`rx_packets`, ...) or a drop reason's.
+pub fn drop_count(stats: &Value, reason: &str) -> u64 {
+    stats["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["reason"] == reason)
+        .and_then(|d| d["count"].as_u64())
+        .unwrap_or_else(|| panic!("no drop reason {reason} in {stats}"))
+}
+
+/// A bridge with `n` namespaces on it: namespace i has `{addr_prefix}.{i+1}/24` on eth0; its
+/// host end is a port of the bridge (AF_XDP unless `add_port_args` say otherwise).
+pub struct Topology {
+    /// The namespaces, in order.
+    pub ns: Vec<Netns>,
+    /// Host ends.
+    pub ports: Vec<String>,
+    /// Addresses, without prefix length.
+    pub ips: Vec<String>,
+    _links: Vec<Link>,
+}
+
+impl Topology {
+    /// Builds `n` veth-connected namespaces and attaches them to `bridge` (which must exist).
+    pub fn veths(x: &Xvsd, bridge: &str, prefix: &str, net: &str, n: usize) -> Topology {
+        let mut t = Topology {
+            ns: Vec::new(),
+            ports: Vec::new(),
+            ips: Vec::new(),
+            _links: Vec::new(),
+        };
+        for i in 0..n {
+            let ns = Netns::new(&format!("{prefix}n{i}"));
+            let host = format!("{prefix}p{i}");
+            let ip = format!("{net}.{}", i + 1);
+            t._links.push(veth(&host, &ns, "eth0", &format!("{ip}/24")));
+            x.must(&["add-port", bridge, &host]);
+            t.ns.push(ns);
+            t.ports.push(host);
+            t.ips.push(ip);
+        }
+        t
+    }
+}
