@@ -290,7 +290,7 @@ fn tap_ports_forward_ping_between_namespaces() {
         b.is_gone(),
         "TAP port did not notice its device was destroyed"
     );
-    assert_eq!(b.info().mode, "tap (device gone)");
+    assert_eq!(b.info().state(), "error: device gone");
     let mut fds = Vec::new();
     b.poll_fds(&mut fds);
     assert!(fds.is_empty());

@@ -549,6 +549,7 @@ impl PortIo for AfxdpPort {
             mode: self.mode.to_string(),
             queues: self.queues.len() as u32,
             ifindex: self.ifindex,
+            fault: None,
         }
     }
 

@@ -175,6 +175,7 @@ impl PortIo for MemPort {
             mode: "mem".into(),
             queues: 1,
             ifindex: 0,
+            fault: None,
         }
     }
 

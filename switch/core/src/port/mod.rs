@@ -94,6 +94,18 @@ pub struct BackendInfo {
     pub queues: u32,
     /// Kernel interface index, when there is one.
     pub ifindex: u32,
+    /// Why the port cannot carry traffic any more (its device was destroyed, ...), if so.
+    pub fault: Option<String>,
+}
+
+impl BackendInfo {
+    /// `up`, or `error: WHY` (as `show` reports a port's state).
+    pub fn state(&self) -> String {
+        match &self.fault {
+            None => "up".into(),
+            Some(why) => format!("error: {why}"),
+        }
+    }
 }
 
 /// Outcome of a transmit burst.

@@ -169,6 +169,7 @@ impl PortIo for PipePort {
             mode: "internal".into(),
             queues: 1,
             ifindex: 0,
+            fault: None,
         }
     }
 

@@ -232,13 +232,10 @@ impl PortIo for TapPort {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             port_type: PortType::Tap,
-            mode: if self.dev.is_some() {
-                "tap".into()
-            } else {
-                "tap (device gone)".into()
-            },
+            mode: "tap".into(),
             queues: 1,
             ifindex: self.ifindex,
+            fault: self.dev.is_none().then(|| "device gone".to_string()),
         }
     }
 
