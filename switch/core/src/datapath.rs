@@ -15,7 +15,7 @@ use crate::classify::{Mac, PortId};
 use crate::clock::{Clock, MonotonicClock};
 use crate::counters::{DropCounters, DropReason, PortCounterSnapshot, PortCounters};
 use crate::fdb::FdbConfig;
-use crate::port::{BackendInfo, BackendStats, PortError, PortIo, PortSpec};
+use crate::port::{BackendInfo, BackendStats, PortError, PortIo, PortSpec, PortType};
 use crate::worker::{self, BridgeId, Command, PoolConfig, TraceAction, TraceResult, WorkerHandle};
 
 /// How long to wait for a worker to acknowledge a command.
@@ -329,24 +329,38 @@ impl Datapath {
         Ok(())
     }
 
-    /// The bridge holding interface `iface`, if any.
+    /// The bridge holding kernel interface `iface` as a port, if any. Ports without a kernel
+    /// device (a network's gateway, in-memory ports) are named per bridge and not found here.
     pub fn bridge_of_port(&self, iface: &str) -> Option<&str> {
         self.bridges
             .iter()
-            .find(|(_, b)| b.ports.contains_key(iface))
+            .find(|(_, b)| {
+                b.ports.get(iface).is_some_and(|p| {
+                    !matches!(p.info.port_type, PortType::Internal | PortType::Mem)
+                })
+            })
             .map(|(n, _)| n.as_str())
     }
 
+    /// Checks that `name` is free on `bridge` and, for a kernel interface, on every bridge.
     fn check_new_port(
         &self,
         bridge: &str,
-        iface: &str,
+        name: &str,
+        kernel_device: bool,
     ) -> Result<(BridgeId, usize), DatapathError> {
         let b = self.bridge(bridge)?;
-        if let Some(other) = self.bridge_of_port(iface) {
+        let taken = if b.ports.contains_key(name) {
+            Some(bridge)
+        } else if kernel_device {
+            self.bridge_of_port(name)
+        } else {
+            None
+        };
+        if let Some(other) = taken {
             return Err(DatapathError::PortExists {
                 bridge: other.to_string(),
-                port: iface.to_string(),
+                port: name.to_string(),
             });
         }
         Ok((b.id, b.worker))
@@ -389,7 +403,7 @@ impl Datapath {
                 "VLAN {vlan} is out of range (1-4094)"
             )));
         }
-        let (bid, worker) = self.check_new_port(bridge, &spec.iface)?;
+        let (bid, worker) = self.check_new_port(bridge, &spec.iface, true)?;
         let id = self.next_port;
         let counters = Arc::new(PortCounters::default());
         let iface = spec.iface.clone();
@@ -415,7 +429,7 @@ impl Datapath {
         io: Box<dyn PortIo>,
         vlan: u16,
     ) -> Result<BackendInfo, DatapathError> {
-        let (bid, worker) = self.check_new_port(bridge, name)?;
+        let (bid, worker) = self.check_new_port(bridge, name, false)?;
         let id = self.next_port;
         let counters = Arc::new(PortCounters::default());
         let c2 = counters.clone();
