@@ -30,16 +30,14 @@ fn three_namespaces_on_tap_ports() {
         ns.push(n);
         taps.push(tap);
     }
-    for a in 0..3 {
-        for b in 0..3 {
-            if a != b {
-                let ip = format!("10.232.0.{}", b + 1);
-                assert!(
-                    ns[a].reaches(&ip, Duration::from_secs(5)),
-                    "{} cannot reach {ip} through TAP ports",
-                    ns[a].name
-                );
-            }
+    for (a, from) in ns.iter().enumerate() {
+        for b in (0..3).filter(|&b| b != a) {
+            let ip = format!("10.232.0.{}", b + 1);
+            assert!(
+                from.reaches(&ip, Duration::from_secs(5)),
+                "{} cannot reach {ip} through TAP ports",
+                from.name
+            );
         }
     }
     let show = x.json(&["show"]);
