@@ -105,6 +105,18 @@ impl Netns {
             .unwrap()
     }
 
+    /// Starts a command inside, in the background, its stderr kept for `wait_with_output`.
+    pub fn spawn_logged(&self, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Whether `count` pings to `ip` all come back (0.2 s apart, 1 s deadline each).
     pub fn ping(&self, ip: &str, count: u32) -> bool {
         let c = count.to_string();
