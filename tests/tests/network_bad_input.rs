@@ -1,0 +1,78 @@
+//! Bad network requests: clear one-line errors, and nothing half-made — no leftover veth, no
+//! address held, state unchanged.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use xvs_tests::{Netns, Xvsd, unique_prefix};
+
+/// Host-side interfaces xvsd made for endpoints.
+fn endpoint_links() -> usize {
+    xvs_tests::must(&["ip", "-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .filter(|n| n.split('@').next().unwrap().len() == 13 && n.starts_with("xvs"))
+        .count()
+}
+
+#[test]
+fn bad_network_requests_leave_nothing_behind() {
+    let p = unique_prefix("nx");
+    let x = Xvsd::start(&[]);
+    x.must(&["network", "create", "n1", "--subnet", "10.238.0.0/24"]);
+    let a = Netns::new(&format!("{p}a"));
+    let b = Netns::new(&format!("{p}b"));
+    x.must(&[
+        "network",
+        "connect",
+        "n1",
+        &a.name,
+        "--ip",
+        "10.238.0.10",
+        "--name",
+        "a",
+    ]);
+    let links = endpoint_links();
+    let before = x.json(&["network", "inspect", "n1"]);
+
+    let e = x.refused(&["network", "create", "n2", "--subnet", "10.238.0.128/25"]);
+    assert!(e.contains("overlap"), "{e}");
+    let e = x.refused(&["network", "create", "n3", "--subnet", "10.300.0.0/24"]);
+    assert!(e.contains("10.300.0.0/24"), "{e}");
+    let e = x.refused(&["network", "create", "n3", "--subnet", "10.239.0.0/33"]);
+    assert!(e.contains("/33") || e.contains("33"), "{e}");
+    let e = x.refused(&["network", "create", "n1"]);
+    assert!(e.contains("n1"), "{e}");
+    let e = x.refused(&["network", "connect", "n1", &format!("{p}missing")]);
+    assert!(e.contains("missing"), "{e}");
+    let e = x.refused(&["network", "connect", "n1", "/nonexistent/netns/file"]);
+    assert!(e.contains("/nonexistent/netns/file"), "{e}");
+    let e = x.refused(&["network", "connect", "n1", &b.name, "--ip", "10.238.0.10"]);
+    assert!(e.contains("10.238.0.10"), "duplicate --ip: {e}");
+    let e = x.refused(&["network", "connect", "n1", &b.name, "--ip", "10.9.9.9"]);
+    assert!(e.contains("10.9.9.9"), "outside the subnet: {e}");
+    let e = x.refused(&["network", "connect", "n1", &b.name, "--ip", "10.238.0.1"]);
+    assert!(e.contains("10.238.0.1"), "the gateway's address: {e}");
+    let e = x.refused(&["network", "connect", "n1", &a.name]);
+    assert!(e.contains(&a.name), "connect twice: {e}");
+    let e = x.refused(&["network", "connect", "nope", &b.name]);
+    assert!(e.contains("nope"), "{e}");
+    let e = x.refused(&["network", "disconnect", "n1", &b.name]);
+    assert!(e.contains(&b.name), "{e}");
+    let e = x.refused(&["network", "rm", "n1"]);
+    assert!(e.contains(&a.name), "rm with endpoints must list them: {e}");
+
+    // Nothing half-made: no veth left over, b has no interface, no address held.
+    assert_eq!(endpoint_links(), links, "a failed connect left a veth");
+    assert!(!b.sh(&["ip", "link", "show", "eth0"]).status.success());
+    assert_eq!(x.json(&["network", "inspect", "n1"]), before);
+    let ep = x.json(&["network", "connect", "n1", &b.name]);
+    assert_eq!(
+        ep["address"], "10.238.0.2/24",
+        "an address was held by a failed connect"
+    );
+    assert_eq!(x.json(&["network", "ls"]).as_array().unwrap().len(), 1);
+
+    x.must(&["network", "disconnect", "n1", &a.name]);
+    x.must(&["network", "disconnect", "n1", &b.name]);
+    x.must(&["network", "rm", "n1"]);
+    assert_eq!(endpoint_links(), links - 1);
+}
