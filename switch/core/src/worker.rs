@@ -31,6 +31,21 @@ pub type BridgeId = u32;
 
 /// Milliseconds without traffic before a worker goes to sleep in `poll()`.
 const IDLE_BEFORE_SLEEP_MS: u64 = 2;
+/// Longest a worker keeps polling through a pause in traffic. When packets come in a steady
+/// rhythm (request/response, ping), a worker that slept between them would add a wake-up to
+/// every packet's latency; so it polls on through pauses up to twice the last one seen, as long
+/// as that is at most this long. Longer pauses: it sleeps after [`IDLE_BEFORE_SLEEP_MS`], and an
+/// idle switch costs nothing.
+const MAX_SPIN_MS: u64 = 20;
+
+/// How long to keep polling after traffic stops, given the last pause between packets.
+fn spin_for_pause(pause_ms: u64) -> u64 {
+    if pause_ms <= MAX_SPIN_MS {
+        (2 * pause_ms).clamp(IDLE_BEFORE_SLEEP_MS, MAX_SPIN_MS)
+    } else {
+        IDLE_BEFORE_SLEEP_MS
+    }
+}
 /// Longest sleep, so ageing sweeps still run on an idle switch.
 const MAX_SLEEP_MS: i32 = 1000;
 
@@ -325,6 +340,8 @@ impl Worker {
     fn run(&mut self) {
         tracing::debug!(worker = self.id, "worker started");
         let mut last_work_ms = self.clock.now_ms();
+        let mut idle_since_ms = last_work_ms;
+        let mut spin_ms = IDLE_BEFORE_SLEEP_MS;
         loop {
             while let Ok(cmd) = self.commands.try_recv() {
                 if !self.handle(cmd) {
@@ -337,10 +354,15 @@ impl Worker {
             let now = self.clock.now_ms();
             let (work, busy) = self.engine.poll(now);
             if work > 0 || busy {
+                let pause = now.saturating_sub(last_work_ms);
+                if pause > 0 {
+                    spin_ms = spin_for_pause(pause);
+                }
                 last_work_ms = now;
-            } else if now.saturating_sub(last_work_ms) >= IDLE_BEFORE_SLEEP_MS {
+                idle_since_ms = now;
+            } else if now.saturating_sub(idle_since_ms) >= spin_ms {
                 self.sleep();
-                last_work_ms = self.clock.now_ms();
+                idle_since_ms = self.clock.now_ms();
             }
         }
     }
@@ -750,5 +772,19 @@ fn transmit(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters) {
         .add_tx(u64::from(out.sent), out.bytes, u64::from(out.dropped));
     if out.dropped > 0 {
         drops.add(DropReason::TxRingFull, u64::from(out.dropped));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IDLE_BEFORE_SLEEP_MS, MAX_SPIN_MS, spin_for_pause};
+
+    #[test]
+    fn spin_follows_short_pauses_only() {
+        assert_eq!(spin_for_pause(0), IDLE_BEFORE_SLEEP_MS);
+        assert_eq!(spin_for_pause(5), 10);
+        assert_eq!(spin_for_pause(15), MAX_SPIN_MS);
+        assert_eq!(spin_for_pause(MAX_SPIN_MS + 1), IDLE_BEFORE_SLEEP_MS);
+        assert_eq!(spin_for_pause(1000), IDLE_BEFORE_SLEEP_MS);
     }
 }
