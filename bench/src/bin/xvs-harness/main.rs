@@ -278,6 +278,19 @@ fn measure_row(
     let mut errors = Vec::new();
     for run in 1..=plan.runs {
         let mut f = Figures::new();
+        // TCP and ping first, the flood last, and the path checked before the next run: what
+        // a flood leaves behind must not be measured as TCP or latency.
+        if let Ok(waited) = measure::wait_path(&topo)
+            && waited > Duration::from_secs(2)
+        {
+            eprintln!("   run {run}: the path took {waited:.1?} to carry traffic again");
+        }
+        for streams in [1, 4] {
+            let r = measure::tcp(&topo, plan, m, daemon, streams);
+            phase(&mut errors, run, &format!("tcp{streams}"), &mut f, r)?;
+            sys::sleep(settle)?;
+        }
+        phase(&mut errors, run, "ping", &mut f, measure::ping(&topo, plan))?;
         phase(
             &mut errors,
             run,
@@ -286,12 +299,6 @@ fn measure_row(
             measure::pps(&topo, plan, m, daemon, cfg),
         )?;
         sys::sleep(settle)?;
-        for streams in [1, 4] {
-            let r = measure::tcp(&topo, plan, m, daemon, streams);
-            phase(&mut errors, run, &format!("tcp{streams}"), &mut f, r)?;
-            sys::sleep(settle)?;
-        }
-        phase(&mut errors, run, "ping", &mut f, measure::ping(&topo, plan))?;
         if let Err(Fail::Failed(e)) = sw.check_alive() {
             errors.push(format!("run {run}: {e}"));
             runs.push(f);

@@ -93,22 +93,27 @@ impl Topo {
     }
 }
 
+/// SIGKILLs every process in namespace `ns` (one the harness made).
+pub fn kill_all_in(ns: &str) {
+    if let Ok(out) = sys::run(&["ip", "netns", "pids", ns], T) {
+        for pid in out.stdout.split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Drop for Topo {
     fn drop(&mut self) {
         // Kill anything still running in our namespaces (bounded generators end by themselves,
         // but not before their timeout), then delete the veths explicitly: deleting a
         // namespace frees its devices asynchronously.
         for ns in [&self.ns1, &self.ns2] {
-            if let Ok(out) = sys::run(&["ip", "netns", "pids", ns], T) {
-                for pid in out.stdout.split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
+            kill_all_in(ns);
         }
         for p in [&self.p1, &self.p2] {
             let _ = sys::run(&["ip", "link", "del", p], T);
