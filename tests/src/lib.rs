@@ -93,26 +93,23 @@ impl Netns {
         must(&full)
     }
 
-    /// Starts a command inside, in the background.
+    /// Starts a command inside, in the background, output discarded.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        self.spawn_with(args, Stdio::null())
     }
 
     /// Starts a command inside, in the background, its stderr kept for `wait_with_output`.
     pub fn spawn_logged(&self, args: &[&str]) -> Child {
+        self.spawn_with(args, Stdio::piped())
+    }
+
+    fn spawn_with(&self, args: &[&str], stderr: Stdio) -> Child {
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap()
     }
@@ -140,6 +137,18 @@ impl Netns {
             .sh(&["ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", ip])
             .status
             .success()
+    }
+
+    /// `dig +short` for `name` at `server` (over TCP if `tcp`): the answer, or "" for none.
+    pub fn dig(&self, server: &str, name: &str, tcp: bool) -> String {
+        let at = format!("@{server}");
+        let mut args = vec!["dig", "+short", "+time=2", "+tries=2", &at, name];
+        if tcp {
+            args.push("+tcp");
+        }
+        String::from_utf8_lossy(&self.sh(&args).stdout)
+            .trim()
+            .to_string()
     }
 
     /// The MAC of `dev` inside.
@@ -351,6 +360,24 @@ impl Drop for Xvsd {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// An endpoint's address without its prefix length, from `network connect --json`.
+pub fn endpoint_ip(ep: &Value) -> String {
+    let cidr = ep["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {ep}"));
+    cidr.split('/').next().unwrap().to_string()
+}
+
+/// Host-side interfaces xvsd made for endpoints (`xvs` + 10 hex digits).
+pub fn endpoint_links() -> Vec<String> {
+    must(&["ip", "-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n.len() == 13 && n.starts_with("xvs"))
+        .collect()
 }
 
 /// A counter from `xvsctl stats --json`: a port's (`rx_packets`, ...) or a drop reason's.

@@ -2,16 +2,7 @@
 //! address held, state unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use xvs_tests::{Netns, Xvsd, unique_prefix};
-
-/// Host-side interfaces xvsd made for endpoints.
-fn endpoint_links() -> usize {
-    xvs_tests::must(&["ip", "-o", "link", "show"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .filter(|n| n.split('@').next().unwrap().len() == 13 && n.starts_with("xvs"))
-        .count()
-}
+use xvs_tests::{Netns, Xvsd, endpoint_links, unique_prefix};
 
 #[test]
 fn bad_network_requests_leave_nothing_behind() {
@@ -30,7 +21,7 @@ fn bad_network_requests_leave_nothing_behind() {
         "--name",
         "a",
     ]);
-    let links = endpoint_links();
+    let links = endpoint_links().len();
     let before = x.json(&["network", "inspect", "n1"]);
 
     let e = x.refused(&["network", "create", "n2", "--subnet", "10.238.0.128/25"]);
@@ -61,7 +52,11 @@ fn bad_network_requests_leave_nothing_behind() {
     assert!(e.contains(&a.name), "rm with endpoints must list them: {e}");
 
     // Nothing half-made: no veth left over, b has no interface, no address held.
-    assert_eq!(endpoint_links(), links, "a failed connect left a veth");
+    assert_eq!(
+        endpoint_links().len(),
+        links,
+        "a failed connect left a veth"
+    );
     assert!(!b.sh(&["ip", "link", "show", "eth0"]).status.success());
     assert_eq!(x.json(&["network", "inspect", "n1"]), before);
     let ep = x.json(&["network", "connect", "n1", &b.name]);
@@ -74,5 +69,5 @@ fn bad_network_requests_leave_nothing_behind() {
     x.must(&["network", "disconnect", "n1", &a.name]);
     x.must(&["network", "disconnect", "n1", &b.name]);
     x.must(&["network", "rm", "n1"]);
-    assert_eq!(endpoint_links(), links - 1);
+    assert_eq!(endpoint_links().len(), links - 1);
 }

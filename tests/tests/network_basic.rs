@@ -6,18 +6,7 @@
 
 use std::time::Duration;
 
-use xvs_tests::{Netns, Xvsd, unique_prefix};
-
-fn dig(ns: &Netns, server: &str, name: &str, tcp: bool) -> String {
-    let at = format!("@{server}");
-    let mut args = vec!["dig", "+short", "+time=2", "+tries=2", &at, name];
-    if tcp {
-        args.push("+tcp");
-    }
-    String::from_utf8_lossy(&ns.sh(&args).stdout)
-        .trim()
-        .to_string()
-}
+use xvs_tests::{Netns, Xvsd, endpoint_ip, unique_prefix};
 
 fn getent(ns: &Netns, name: &str) -> Option<String> {
     let out = ns.sh(&["getent", "hosts", name]);
@@ -45,13 +34,7 @@ fn two_networks_three_sandboxes_each() {
             let ep = x.json(&[
                 "network", "connect", net, &ns.name, "--name", &name, "--alias", &alias,
             ]);
-            let addr = ep["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string();
+            let addr = endpoint_ip(&ep);
             assert!(addr.starts_with(&format!("10.236.{n}.")), "{ep}");
             assert_eq!(ep["ifname"], "eth0");
             assert_eq!(ep["gateway"], format!("10.236.{n}.1"));
@@ -87,9 +70,9 @@ fn two_networks_three_sandboxes_each() {
 
     // DNS: names and aliases within the network, over UDP and TCP, and through getent.
     let (red0, blue0) = (&sandboxes[0].0, &sandboxes[3].0);
-    assert_eq!(dig(red0, "10.236.1.1", "red1", false), sandboxes[1].2);
-    assert_eq!(dig(red0, "10.236.1.1", "red2.svc", true), sandboxes[2].2);
-    assert_eq!(dig(blue0, "10.236.2.1", "blue2", true), sandboxes[5].2);
+    assert_eq!(red0.dig("10.236.1.1", "red1", false), sandboxes[1].2);
+    assert_eq!(red0.dig("10.236.1.1", "red2.svc", true), sandboxes[2].2);
+    assert_eq!(blue0.dig("10.236.2.1", "blue2", true), sandboxes[5].2);
     assert_eq!(
         getent(red0, "red1").as_deref(),
         Some(sandboxes[1].2.as_str())
@@ -99,7 +82,7 @@ fn two_networks_three_sandboxes_each() {
         Some(sandboxes[4].2.as_str())
     );
     // ... and not across.
-    assert_eq!(dig(red0, "10.236.1.1", "blue1", false), "");
+    assert_eq!(red0.dig("10.236.1.1", "blue1", false), "");
     assert_eq!(getent(red0, "blue1"), None);
     let nx = String::from_utf8_lossy(&red0.sh(&["dig", "+time=2", "@10.236.1.1", "blue1"]).stdout)
         .to_string();
@@ -116,23 +99,17 @@ fn two_networks_three_sandboxes_each() {
         "bridgehead",
     ]);
     assert_eq!(ep["ifname"], "eth1");
-    let both_blue = ep["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let both_blue = endpoint_ip(&ep);
     assert!(both.reaches(&sandboxes[4].2, Duration::from_secs(5)));
     assert!(both.reaches(&sandboxes[0].2, Duration::from_secs(5)));
-    assert_eq!(dig(blue0, "10.236.2.1", "bridgehead", false), both_blue);
+    assert_eq!(blue0.dig("10.236.2.1", "bridgehead", false), both_blue);
     // Other endpoints are undisturbed.
     assert!(sandboxes[3].0.ping(&sandboxes[4].2, 2));
 
     // Disconnect: the interface, the name and the address go; reconnect gets them back.
     x.must(&["network", "disconnect", "blue", &both.name]);
     assert!(!both.sh(&["ip", "link", "show", "eth1"]).status.success());
-    assert_eq!(dig(blue0, "10.236.2.1", "bridgehead", false), "");
+    assert_eq!(blue0.dig("10.236.2.1", "bridgehead", false), "");
     let inspect = x.json(&["network", "inspect", "blue"]);
     assert_eq!(inspect["endpoints"].as_array().unwrap().len(), 3);
     let ep = x.json(&["network", "connect", "blue", &both.name, "--ip", &both_blue]);
@@ -195,7 +172,7 @@ fn icc_false_blocks_containers_but_not_the_gateway() {
         "icc=false let unicast from a reach b"
     );
     assert_eq!(
-        dig(&a, "10.236.3.1", "qb", false),
+        a.dig("10.236.3.1", "qb", false),
         "10.236.3.3",
         "DNS still answers"
     );

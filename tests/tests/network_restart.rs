@@ -6,23 +6,7 @@
 
 use std::time::Duration;
 
-use xvs_tests::{Netns, Xvsd, unique_prefix, veth};
-
-fn dig(ns: &Netns, server: &str, name: &str) -> String {
-    let at = format!("@{server}");
-    let out = ns.sh(&["dig", "+short", "+time=2", "+tries=2", &at, name]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Host-side interfaces xvsd made for endpoints (`xvs` + 10 hex digits).
-fn endpoint_links() -> Vec<String> {
-    let out = xvs_tests::must(&["ip", "-o", "link", "show"]);
-    out.lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap().to_string())
-        .filter(|n| n.len() == 13 && n.starts_with("xvs"))
-        .collect()
-}
+use xvs_tests::{Netns, Xvsd, endpoint_links, unique_prefix, veth};
 
 #[test]
 fn endpoints_survive_restart_and_dns_forwards_upstream() {
@@ -73,9 +57,9 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
         "network", "connect", "app", &b.name, "--name", "db", "--alias", "pg",
     ]);
     assert!(a.reaches("10.237.0.3", Duration::from_secs(5)));
-    assert_eq!(dig(&a, "10.237.0.1", "pg"), "10.237.0.3");
+    assert_eq!(a.dig("10.237.0.1", "pg", false), "10.237.0.3");
     let forwarded = xvs_tests::wait_until(Duration::from_secs(10), || {
-        dig(&a, "10.237.0.1", "upstream.test") == "198.18.0.9"
+        a.dig("10.237.0.1", "upstream.test", false) == "198.18.0.9"
     });
     if !forwarded {
         let direct = xvs_tests::sh(&["dig", "+short", "+time=1", "@198.18.7.2", "upstream.test"]);
@@ -114,11 +98,11 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
         );
         assert!(b.ping("10.237.0.1", 2), "gateway after restart ({how})");
         assert_eq!(
-            dig(&b, "10.237.0.1", "web"),
+            b.dig("10.237.0.1", "web", false),
             "10.237.0.2",
             "DNS after restart ({how})"
         );
-        assert_eq!(dig(&b, "10.237.0.1", "upstream.test"), "198.18.0.9");
+        assert_eq!(b.dig("10.237.0.1", "upstream.test", false), "198.18.0.9");
     }
 
     // A name upstream says does not exist: its NXDOMAIN is passed through.
