@@ -4,7 +4,8 @@
     malformed.py IFACE SRC_MAC DST_MAC COUNT
 
 Each kind is sent COUNT times: runt, truncated IPv4 header, bad IHL, bad total length,
-unknown ethertype, stacked VLAN tags, bad UDP length. Prints one line per kind.
+unknown ethertype, stacked VLAN tags, bad UDP length, one VLAN tag on an access port,
+a multicast source MAC. Prints one line per kind.
 """
 import sys
 
@@ -28,6 +29,8 @@ kinds = {
     "unknown_ethertype": bytes(Ether(src=src, dst=dst, type=0x88b5) / Raw(b"\0" * 46)),
     "stacked_vlan": bytes(eth / Dot1Q(vlan=5) / Dot1Q(vlan=6) / IP() / UDP()),
     "bad_l4_length": patched(14 + 20 + 4, b"\xff\xff"),  # UDP length beyond the datagram
+    "vlan_tagged_on_access_port": bytes(eth / Dot1Q(vlan=5) / IP() / UDP()),
+    "multicast_source_mac": patched(6, b"\x01\x00\x5e\x00\x00\x01"),
 }
 for name, frame in kinds.items():
     sendp(Raw(frame), iface=iface, count=count)

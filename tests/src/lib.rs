@@ -205,7 +205,10 @@ pub struct Xvsd {
 impl Xvsd {
     /// Starts xvsd with `--workers 1` unless `args` say otherwise, and waits for its socket.
     pub fn start(args: &[&str]) -> Xvsd {
-        let dir = std::env::temp_dir().join(unique_prefix("xvsd-"));
+        // The full pid: unlike device names, this path has room to never collide.
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("xvsd-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut x = Xvsd {
             child: None,
@@ -280,11 +283,22 @@ impl Xvsd {
         serde_json::from_str(&self.must(&a)).expect("xvsctl --json printed no JSON")
     }
 
-    /// Runs xvsctl; it must fail with one line on stderr, which is returned.
+    /// Runs xvsctl; xvsd must refuse it: exit status 1 and one line on stderr, which is
+    /// returned.
     pub fn refused(&self, args: &[&str]) -> String {
+        self.refused_with(1, args)
+    }
+
+    /// Runs xvsctl; it must exit with `code` (1: refused by xvsd, 2: a malformed command line)
+    /// and one line on stderr, which is returned.
+    pub fn refused_with(&self, code: i32, args: &[&str]) -> String {
         let out = self.ctl(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "xvsctl {args:?} should have failed");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "xvsctl {args:?} should have exited {code}: {err:?}"
+        );
         assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
         err.trim_end().to_string()
     }

@@ -67,7 +67,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(e.contains("br0"), "{e}");
     let e = x.refused(&["trace", "br0", "in_port=nope,dl_dst=zz"]);
     assert!(!e.is_empty());
-    let e = x.refused(&["add-port", "br0", "x", "--vlan", "5000"]);
+    let e = x.refused_with(2, &["add-port", "br0", "x", "--vlan", "5000"]);
     assert!(e.contains("5000"), "{e}");
     same(&x);
 

@@ -26,6 +26,8 @@ fn malformed_frames_are_counted_drops() {
         "unknown_ethertype",
         "stacked_vlan",
         "bad_l4_length",
+        "vlan_tagged_on_access_port",
+        "multicast_source_mac",
     ];
     let before = x.json(&["stats"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/malformed.py");
