@@ -78,6 +78,9 @@ fn bad_network_requests_leave_nothing_behind() {
 fn network_state(x: &Xvsd, net: &str) -> serde_json::Value {
     let mut v = x.json(&["network", "inspect", net]);
     let counters = v.as_object_mut().and_then(|o| o.remove("gateway_counters"));
-    assert!(counters.is_some(), "inspect shows the gateway's counters: {v}");
+    assert!(
+        counters.is_some(),
+        "inspect shows the gateway's counters: {v}"
+    );
     v
 }

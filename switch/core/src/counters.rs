@@ -48,6 +48,7 @@ drop_reasons! {
     NoFloodTarget => "flood_no_other_port", "flood with no other port in the VLAN";
     IccDisabled => "icc_disabled", "container-to-container traffic on a network with icc=false";
     Oversize => "oversize", "frame larger than the port can send";
+    OffloadFailed => "offload_failed", "GSO super-frame or partial checksum that could not be finished in software (malformed offload request)";
     PoolExhausted => "pool_exhausted", "no free frame to copy into (flood)";
     TxRingFull => "tx_ring_full", "output port's transmit ring was full";
     PortGone => "port_gone", "output port no longer exists";

@@ -7,9 +7,17 @@
 //!
 //! Layout of a chunk: `FRAME_SIZE` bytes, packet data starting at `DATA_OFFSET` (the kernel's
 //! `XDP_PACKET_HEADROOM`, which is where AF_XDP copy mode writes received packets).
+//!
+//! Beside the chunks, every pool has a few jumbo chunks ([`JUMBO_CAPACITY`] bytes each, on the
+//! heap, never in the UMEM) for GSO super-frames read from TAP ports with offloads. A jumbo
+//! frame never reaches an AF_XDP ring: it goes to ports that take offloads as it is, and is
+//! segmented into ordinary frames for every other port. A frame carries its [`Offload`] (the
+//! virtio-net header it arrived with), so the output side knows what is still to be done.
 
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
+
+pub use crate::offload::Offload;
 
 /// Size of one chunk of the pool (and of one AF_XDP UMEM frame).
 pub const FRAME_SIZE: u32 = 4096;
@@ -17,6 +25,14 @@ pub const FRAME_SIZE: u32 = 4096;
 pub const DATA_OFFSET: u32 = 256;
 /// Largest packet a frame can hold.
 pub const FRAME_CAPACITY: usize = (FRAME_SIZE - DATA_OFFSET) as usize;
+/// Size of one jumbo chunk: room for a 64 KiB GSO super-frame, its Ethernet header and the
+/// headroom, in whole pages.
+pub const JUMBO_SIZE: usize = 17 * 4096;
+/// Largest packet a jumbo frame can hold (more than a TAP ever hands over: 64 KiB + 128).
+pub const JUMBO_CAPACITY: usize = JUMBO_SIZE - DATA_OFFSET as usize;
+/// Jumbo chunks in every pool: enough for a full receive burst from a TAP and the frames still
+/// waiting to be sent; their pages are only touched when used.
+pub const JUMBO_FRAMES: u32 = 96;
 
 /// A move-only handle to one chunk of a [`FramePool`] holding `len` bytes of packet data.
 ///
@@ -27,6 +43,7 @@ pub const FRAME_CAPACITY: usize = (FRAME_SIZE - DATA_OFFSET) as usize;
 pub struct Frame {
     chunk: u32,
     len: u32,
+    offload: Offload,
 }
 
 impl Frame {
@@ -48,11 +65,25 @@ impl Frame {
         self.chunk
     }
 
-    /// Sets the packet length. Panics in debug builds if it exceeds [`FRAME_CAPACITY`].
+    /// Sets the packet length. The pool never shows more than the chunk holds
+    /// ([`FramePool::capacity_of`]).
     #[inline]
     pub fn set_len(&mut self, len: usize) {
-        debug_assert!(len <= FRAME_CAPACITY);
-        self.len = len.min(FRAME_CAPACITY) as u32;
+        debug_assert!(len <= JUMBO_CAPACITY);
+        self.len = len.min(JUMBO_CAPACITY) as u32;
+    }
+
+    /// What is still to be done to the frame's checksums and segments (from its TAP's
+    /// virtio-net header; [`Offload::NONE`] for every other source).
+    #[inline]
+    pub fn offload(&self) -> Offload {
+        self.offload
+    }
+
+    /// Records the frame's offload state.
+    #[inline]
+    pub fn set_offload(&mut self, offload: Offload) {
+        self.offload = offload;
     }
 
     /// Rebuilds a handle from a chunk index, for port backends returning frames from a ring.
@@ -64,13 +95,15 @@ impl Frame {
         Frame {
             chunk,
             len: len.min(FRAME_CAPACITY as u32),
+            offload: Offload::NONE,
         }
     }
 
-    /// Gives up the handle, returning `(chunk, len)`; the caller now owns the chunk.
+    /// Gives up the handle, returning `(chunk, len)`; the caller now owns the chunk. Its
+    /// offload state is gone with it: only frames without one go to kernel rings.
     #[inline]
     pub fn into_raw(self) -> (u32, u32) {
-        let Frame { chunk, len } = self;
+        let Frame { chunk, len, .. } = self;
         (chunk, len)
     }
 }
@@ -106,6 +139,11 @@ pub struct FramePool {
     nframes: u32,
     free: Vec<u32>,
     backing: Backing,
+    /// Jumbo chunks: handles `nframes..nframes + JUMBO_FRAMES`, at `jumbo_base`, which points
+    /// into `_jumbo` (kept alive and in place by the box).
+    jumbo_base: NonNull<u8>,
+    _jumbo: Box<[u8]>,
+    jumbo_free: Vec<u32>,
 }
 
 impl std::fmt::Debug for FramePool {
@@ -113,6 +151,7 @@ impl std::fmt::Debug for FramePool {
         f.debug_struct("FramePool")
             .field("nframes", &self.nframes)
             .field("free", &self.free.len())
+            .field("jumbo_free", &self.jumbo_free.len())
             .field("umem", &self.umem().is_some())
             .finish()
     }
@@ -129,12 +168,7 @@ impl FramePool {
         let mut chunks = vec![Chunk([0; FRAME_SIZE as usize]); nframes as usize].into_boxed_slice();
         let base = NonNull::new(chunks.as_mut_ptr().cast::<u8>())
             .ok_or(PoolError::BadFrameCount(nframes))?;
-        Ok(FramePool {
-            base,
-            nframes,
-            free: (0..nframes).rev().collect(),
-            backing: Backing::Heap(chunks),
-        })
+        Ok(FramePool::with_jumbo(base, nframes, Backing::Heap(chunks)))
     }
 
     /// A pool of `nframes` frames in a new AF_XDP UMEM, to be shared by a worker's sockets.
@@ -167,31 +201,101 @@ impl FramePool {
         // SAFETY: data segment 0 starts DATA_OFFSET bytes into the UMEM region.
         let base = unsafe { data0.sub(DATA_OFFSET as usize) }.cast_mut();
         let base = NonNull::new(base).ok_or_else(|| PoolError::Umem("null UMEM".into()))?;
-        Ok(FramePool {
+        Ok(FramePool::with_jumbo(
             base,
             nframes,
-            free: (0..nframes).rev().collect(),
-            backing: Backing::Umem {
+            Backing::Umem {
                 umem,
                 descs: descs.into_boxed_slice(),
             },
-        })
+        ))
+    }
+
+    fn with_jumbo(base: NonNull<u8>, nframes: u32, backing: Backing) -> FramePool {
+        // Zeroed by the allocator (fresh pages): untouched jumbo chunks cost no memory.
+        let mut jumbo = vec![0u8; JUMBO_FRAMES as usize * JUMBO_SIZE].into_boxed_slice();
+        let jumbo_base = NonNull::new(jumbo.as_mut_ptr()).unwrap_or(NonNull::dangling());
+        FramePool {
+            base,
+            nframes,
+            free: (0..nframes).rev().collect(),
+            backing,
+            jumbo_base,
+            _jumbo: jumbo,
+            jumbo_free: (nframes..nframes + JUMBO_FRAMES).rev().collect(),
+        }
     }
 
     /// Takes a free frame (length 0), or `None` when the pool is exhausted.
     #[inline]
     pub fn alloc(&mut self) -> Option<Frame> {
-        self.free.pop().map(|chunk| Frame { chunk, len: 0 })
+        self.free.pop().map(Self::empty)
+    }
+
+    /// Takes a free jumbo frame ([`JUMBO_CAPACITY`] bytes), or `None` when all are in use.
+    #[inline]
+    pub fn alloc_jumbo(&mut self) -> Option<Frame> {
+        self.jumbo_free.pop().map(Self::empty)
+    }
+
+    /// A frame that can hold `len` bytes: an ordinary one when it fits, else a jumbo one.
+    #[inline]
+    pub fn alloc_for(&mut self, len: usize) -> Option<Frame> {
+        if len <= FRAME_CAPACITY {
+            self.alloc()
+        } else if len <= JUMBO_CAPACITY {
+            self.alloc_jumbo()
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    fn empty(chunk: u32) -> Frame {
+        Frame {
+            chunk,
+            len: 0,
+            offload: Offload::NONE,
+        }
     }
 
     /// Returns a frame to the pool.
     #[inline]
     pub fn free(&mut self, frame: Frame) {
         let (chunk, _) = frame.into_raw();
-        debug_assert!(chunk < self.nframes);
-        if chunk < self.nframes && self.free.len() < self.nframes as usize {
-            self.free.push(chunk);
+        if chunk < self.nframes {
+            if self.free.len() < self.nframes as usize {
+                self.free.push(chunk);
+            }
+        } else if chunk < self.nframes + JUMBO_FRAMES {
+            if self.jumbo_free.len() < JUMBO_FRAMES as usize {
+                self.jumbo_free.push(chunk);
+            }
+        } else {
+            debug_assert!(false, "frame from another pool");
         }
+    }
+
+    /// Whether `frame` is a jumbo frame (it never goes to an AF_XDP ring).
+    #[inline]
+    pub fn is_jumbo(&self, frame: &Frame) -> bool {
+        frame.chunk >= self.nframes
+    }
+
+    /// Bytes `frame`'s chunk can hold.
+    #[inline]
+    pub fn capacity_of(&self, frame: &Frame) -> usize {
+        if self.is_jumbo(frame) {
+            JUMBO_CAPACITY
+        } else {
+            FRAME_CAPACITY
+        }
+    }
+
+    /// Jumbo frames currently free.
+    #[inline]
+    pub fn jumbo_available(&self) -> usize {
+        self.jumbo_free.len()
     }
 
     /// Returns a raw chunk (from a kernel ring) to the free list.
@@ -218,63 +322,79 @@ impl FramePool {
         self.nframes
     }
 
+    /// Start of `chunk`'s data area and the bytes it holds.
     #[inline]
-    fn data_ptr(&self, chunk: u32) -> *mut u8 {
-        assert!(chunk < self.nframes, "frame from another pool");
-        // SAFETY: chunk < nframes, so the offset stays inside the pool's allocation.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(chunk as usize * FRAME_SIZE as usize + DATA_OFFSET as usize)
+    fn area(&self, chunk: u32) -> (*mut u8, usize) {
+        if chunk < self.nframes {
+            // SAFETY: chunk < nframes, so the offset stays inside the pool's allocation.
+            let p = unsafe {
+                self.base
+                    .as_ptr()
+                    .add(chunk as usize * FRAME_SIZE as usize + DATA_OFFSET as usize)
+            };
+            return (p, FRAME_CAPACITY);
         }
+        let j = (chunk - self.nframes) as usize;
+        assert!(j < JUMBO_FRAMES as usize, "frame from another pool");
+        // SAFETY: j < JUMBO_FRAMES, so the offset stays inside the jumbo allocation, which is
+        // JUMBO_FRAMES * JUMBO_SIZE bytes.
+        let p = unsafe {
+            self.jumbo_base
+                .as_ptr()
+                .add(j * JUMBO_SIZE + DATA_OFFSET as usize)
+        };
+        (p, JUMBO_CAPACITY)
     }
 
     /// The packet bytes of `frame`.
     #[inline]
     pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        // SAFETY: the chunk lies inside the pool; `frame` is the only handle to it and is
-        // borrowed shared for the slice's lifetime, so nobody writes it meanwhile.
-        unsafe { std::slice::from_raw_parts(self.data_ptr(frame.chunk), frame.len()) }
+        let (p, cap) = self.area(frame.chunk);
+        // SAFETY: the chunk lies inside the pool and holds `cap` bytes; `frame` is the only
+        // handle to it and is borrowed shared for the slice's lifetime, so nobody writes it
+        // meanwhile.
+        unsafe { std::slice::from_raw_parts(p, frame.len().min(cap)) }
     }
 
     /// The packet bytes of `frame`, writable.
     #[inline]
     pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        let (p, cap) = self.area(frame.chunk);
         // SAFETY: as in `data`; `frame` is borrowed mutably, so this is the only access.
-        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(frame.chunk), frame.len()) }
+        unsafe { std::slice::from_raw_parts_mut(p, frame.len().min(cap)) }
     }
 
-    /// The whole data area of `frame` ([`FRAME_CAPACITY`] bytes), for filling it.
+    /// The whole data area of `frame` ([`FramePool::capacity_of`] bytes), for filling it.
     #[inline]
     pub fn buffer_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        // SAFETY: as in `data_mut`; the data area of a chunk is FRAME_CAPACITY bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(frame.chunk), FRAME_CAPACITY) }
+        let (p, cap) = self.area(frame.chunk);
+        // SAFETY: as in `data_mut`; the data area of the chunk is `cap` bytes.
+        unsafe { std::slice::from_raw_parts_mut(p, cap) }
     }
 
-    /// Allocates a frame holding a copy of `bytes`; `None` if the pool is empty or the bytes
-    /// do not fit.
+    /// Allocates a frame holding a copy of `bytes` (a jumbo one if they need it); `None` if
+    /// the pool is empty or the bytes do not fit even a jumbo frame.
     #[inline]
     pub fn alloc_copy(&mut self, bytes: &[u8]) -> Option<Frame> {
-        if bytes.len() > FRAME_CAPACITY {
-            return None;
-        }
-        let mut f = self.alloc()?;
+        let mut f = self.alloc_for(bytes.len())?;
         self.buffer_mut(&mut f)[..bytes.len()].copy_from_slice(bytes);
         f.set_len(bytes.len());
         Some(f)
     }
 
-    /// Allocates a copy of `frame` (for flooding to several ports).
+    /// Allocates a copy of `frame`, offload state included (for flooding to several ports).
     #[inline]
     pub fn clone_frame(&mut self, frame: &Frame) -> Option<Frame> {
-        let mut f = self.alloc()?;
-        let len = frame.len();
-        // SAFETY: `frame` and `f` are distinct chunks of this pool (f was just taken from the
-        // free list, frame is live), so the ranges do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data_ptr(frame.chunk), self.data_ptr(f.chunk), len)
-        };
+        let len = self.data(frame).len();
+        let mut f = self.alloc_for(len)?;
+        let (src, _) = self.area(frame.chunk);
+        let (dst, _) = self.area(f.chunk);
+        // SAFETY: `frame` and `f` are distinct chunks of this pool (f was just taken from a
+        // free list, frame is live), so the ranges do not overlap; `len` fits both (it is what
+        // `frame` holds, and `f` was chosen to hold it).
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
         f.set_len(len);
+        f.offload = frame.offload;
         Some(f)
     }
 
@@ -341,7 +461,37 @@ mod tests {
         assert_ne!(f.chunk(), g.chunk());
         pool.free(f);
         pool.free(g);
-        assert!(pool.alloc_copy(&[0; FRAME_CAPACITY + 1]).is_none());
+    }
+
+    #[test]
+    fn jumbo_frames_hold_super_frames_and_keep_their_offload() {
+        let mut pool = FramePool::new_heap(2).unwrap();
+        let big = vec![7u8; 65_000];
+        let mut f = pool.alloc_copy(&big).unwrap();
+        assert!(pool.is_jumbo(&f));
+        assert_eq!(pool.capacity_of(&f), JUMBO_CAPACITY);
+        let off = Offload {
+            flags: Offload::F_NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV4,
+            gso_size: 1448,
+            ..Offload::NONE
+        };
+        f.set_offload(off);
+        let g = pool.clone_frame(&f).unwrap();
+        assert_eq!((pool.data(&g), g.offload()), (&big[..], off));
+        assert_eq!(
+            pool.available(),
+            2,
+            "jumbo frames do not use ordinary chunks"
+        );
+        assert_eq!(pool.jumbo_available(), JUMBO_FRAMES as usize - 2);
+        pool.free(f);
+        pool.free(g);
+        assert_eq!(pool.jumbo_available(), JUMBO_FRAMES as usize);
+        let small = pool.alloc_copy(&[1; 100]).unwrap();
+        assert!(!pool.is_jumbo(&small));
+        pool.free(small);
+        assert!(pool.alloc_copy(&vec![0; JUMBO_CAPACITY + 1]).is_none());
     }
 
     #[test]

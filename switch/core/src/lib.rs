@@ -13,6 +13,7 @@ pub mod datapath;
 pub mod fdb;
 pub mod frame;
 pub mod gateway;
+pub mod offload;
 pub mod pipeline;
 pub mod port;
 pub mod stage;

@@ -20,9 +20,10 @@ use crate::classify::PortId;
 use crate::clock::Clock;
 use crate::counters::{DropCounters, DropReason, PortCounters};
 use crate::fdb::{FdbConfig, FdbRecord};
-use crate::frame::FramePool;
+use crate::frame::{Frame, FramePool};
+use crate::offload::{self, Offload};
 use crate::pipeline;
-use crate::port::{self, BackendInfo, BackendStats, Burst, PortError, PortIo, PortSpec};
+use crate::port::{self, BURST, BackendInfo, BackendStats, Burst, PortError, PortIo, PortSpec};
 use crate::stage::{Batch, Verdict};
 use crate::trace::TraceLog;
 
@@ -301,6 +302,8 @@ struct PortSlot {
     vlan: u16,
     counters: Arc<PortCounters>,
     pending: Burst,
+    /// The backend takes GSO super-frames and partial checksums ([`PortIo::takes_offloads`]).
+    takes_offloads: bool,
 }
 
 /// The single-threaded forwarding engine of one worker: its pool, ports and bridges.
@@ -654,6 +657,7 @@ impl Engine {
         if let Some(b) = self.bridges.get_mut(&bridge) {
             b.add_member(id, vlan);
         }
+        let takes_offloads = io.takes_offloads();
         self.ports.insert(
             id,
             PortSlot {
@@ -662,6 +666,7 @@ impl Engine {
                 vlan,
                 counters,
                 pending: Burst::new(),
+                takes_offloads,
             },
         );
         self.port_order.retain(|p| *p != id);
@@ -745,24 +750,123 @@ impl Engine {
     }
 }
 
-/// Adds `frame` to port `p`'s pending burst, transmitting first if it is full.
+/// Adds `frame` to port `p`'s pending burst, transmitting first if it is full. A frame with
+/// offloads still to do, bound for a port that cannot take them, is finished in software
+/// first ([`finish_offloads`]).
 #[inline]
 fn enqueue(
     pool: &mut FramePool,
     ports: &mut HashMap<PortId, PortSlot>,
     drops: &DropCounters,
     p: PortId,
-    frame: crate::frame::Frame,
+    frame: Frame,
 ) {
     let Some(slot) = ports.get_mut(&p) else {
         drops.add(DropReason::PortGone, 1);
         pool.free(frame);
         return;
     };
+    if !slot.takes_offloads && (!frame.offload().is_none() || pool.is_jumbo(&frame)) {
+        finish_offloads(pool, slot, drops, frame);
+        return;
+    }
+    push_pending(pool, slot, drops, frame);
+}
+
+#[inline]
+fn push_pending(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters, frame: Frame) {
     if slot.pending.is_full() {
         transmit(pool, slot, drops);
     }
     slot.pending.push(frame);
+}
+
+/// Queues `frame` for a port without offloads: a GSO super-frame is cut into ordinary frames
+/// (checksums complete), a partial checksum is completed in place, and a frame that is still
+/// too large for an ordinary frame is dropped as oversize.
+fn finish_offloads(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters, frame: Frame) {
+    let off = frame.offload();
+    if off.is_gso() {
+        segment(pool, slot, drops, &frame, &off);
+        pool.free(frame);
+        return;
+    }
+    let mut frame = frame;
+    if off.needs_csum() && offload::complete_checksum(pool.data_mut(&mut frame), &off).is_err() {
+        drops.add(DropReason::OffloadFailed, 1);
+        pool.free(frame);
+        return;
+    }
+    frame.set_offload(Offload::NONE);
+    if pool.is_jumbo(&frame) {
+        drops.add(DropReason::Oversize, 1);
+        pool.free(frame);
+        return;
+    }
+    push_pending(pool, slot, drops, frame);
+}
+
+/// Segments a GSO super-frame into ordinary frames on `slot`'s pending burst, a burst of
+/// output frames at a time (the segmenter borrows the pool's bytes, so frames are taken
+/// first).
+fn segment(
+    pool: &mut FramePool,
+    slot: &mut PortSlot,
+    drops: &DropCounters,
+    frame: &Frame,
+    off: &Offload,
+) {
+    let total = match offload::Segmenter::new(pool.data(frame), off) {
+        Ok(s) => s.remaining(),
+        Err(_) => {
+            drops.add(DropReason::OffloadFailed, 1);
+            return;
+        }
+    };
+    let mut done = 0;
+    while done < total {
+        let mut outs = Burst::new();
+        while outs.len() < (total - done).min(BURST) {
+            match pool.alloc() {
+                Some(f) => outs.push(f),
+                None => break,
+            }
+        }
+        if outs.is_empty() {
+            drops.add(DropReason::PoolExhausted, (total - done) as u64);
+            return;
+        }
+        let mut failed = false;
+        let mut made = 0;
+        if let Ok(mut seg) = offload::Segmenter::new(pool.data(frame), off) {
+            seg.skip(done);
+            for out in outs.iter_mut() {
+                match seg.next_into(pool.buffer_mut(out)) {
+                    Some(Ok(n)) => {
+                        out.set_len(n);
+                        made += 1;
+                    }
+                    Some(Err(_)) => {
+                        failed = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        for (i, out) in outs.into_iter().enumerate() {
+            if i < made {
+                push_pending(pool, slot, drops, out);
+            } else {
+                pool.free(out);
+            }
+        }
+        if failed || made == 0 {
+            drops.add(DropReason::OffloadFailed, 1);
+            return;
+        }
+        done += made;
+    }
 }
 
 #[inline]
@@ -777,7 +881,152 @@ fn transmit(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters) {
 
 #[cfg(test)]
 mod tests {
-    use super::{IDLE_BEFORE_SLEEP_MS, MAX_SPIN_MS, spin_for_pause};
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+    use super::{Engine, IDLE_BEFORE_SLEEP_MS, MAX_SPIN_MS, spin_for_pause};
+    use crate::counters::{DropCounters, DropReason, PortCounters};
+    use crate::fdb::FdbConfig;
+    use crate::frame::FramePool;
+    use crate::offload::Offload;
+    use crate::port::mem::{MemPort, MemPortHandle};
+
+    /// An IPv4/TCP frame from 10.0.0.1 to 10.0.0.2 whose TCP checksum field holds only the
+    /// pseudo-header sum, as a TAP with offloads hands it over.
+    fn partial_tcp(payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 5201, 1000, 512)
+            .ack(1)
+            .psh()
+            .write(&mut f, payload)
+            .unwrap();
+        let tcp_len = (f.len() - 34) as u32;
+        let mut sum: u32 = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + tcp_len;
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        f[50..52].copy_from_slice(&(sum as u16).to_be_bytes());
+        f
+    }
+
+    fn tcp_checksum_ok(frame: &[u8]) -> bool {
+        let p = SlicedPacket::from_ethernet(frame).unwrap();
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (&p.net, &p.transport)
+        else {
+            return false;
+        };
+        let want = tcp
+            .to_header()
+            .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+            .unwrap();
+        want == tcp.checksum()
+    }
+
+    fn engine_with(ports: [MemPort; 3]) -> (Engine, Arc<DropCounters>) {
+        let drops = Arc::new(DropCounters::default());
+        let mut e = Engine::new(FramePool::new_heap(512).unwrap(), drops.clone());
+        e.add_bridge(1, "br".into(), FdbConfig::default());
+        for (i, p) in ports.into_iter().enumerate() {
+            let id = i as u32 + 1;
+            e.insert_port(id, 1, Box::new(p), 0, Arc::new(PortCounters::default()));
+        }
+        (e, drops)
+    }
+
+    fn mem(offloads: bool) -> (MemPort, MemPortHandle) {
+        let (p, h) = MemPort::new();
+        (p.with_offloads(offloads), h)
+    }
+
+    #[test]
+    fn offloads_pass_to_ports_that_take_them_and_are_finished_for_the_rest() {
+        let ((a, ha), (b, hb), (c, hc)) = (mem(true), mem(false), mem(true));
+        let (mut e, drops) = engine_with([a, b, c]);
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let sup = partial_tcp(&payload);
+        let gso = Offload {
+            flags: Offload::F_NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        // Unknown destination: flooded to b (no offloads) and c (offloads).
+        ha.inject_with_offload(&sup, gso);
+        for _ in 0..4 {
+            e.poll(0);
+        }
+        let to_c = hc.take_tx_with_offload();
+        assert_eq!(
+            to_c,
+            vec![(sup.clone(), gso)],
+            "c takes the super-frame as it is"
+        );
+        let to_b = hb.take_tx_with_offload();
+        assert_eq!(to_b.len(), payload.len().div_ceil(1448));
+        let mut joined = Vec::new();
+        for (seg, off) in &to_b {
+            assert_eq!(*off, Offload::NONE);
+            assert!(seg.len() <= 14 + 20 + 20 + 1448);
+            assert!(tcp_checksum_ok(seg), "segment checksum");
+            joined.extend_from_slice(&seg[54..]);
+        }
+        assert_eq!(joined, payload);
+
+        // A small frame with only its checksum partial: completed for b, left for c.
+        let small = partial_tcp(b"hello");
+        let csum = Offload {
+            gso_type: Offload::GSO_NONE,
+            gso_size: 0,
+            ..gso
+        };
+        ha.inject_with_offload(&small, csum);
+        e.poll(0);
+        let to_b = hb.take_tx_with_offload();
+        assert_eq!(to_b.len(), 1);
+        assert!(tcp_checksum_ok(&to_b[0].0));
+        assert_eq!(to_b[0].1, Offload::NONE);
+        assert_eq!(hc.take_tx_with_offload(), vec![(small, csum)]);
+        let dropped: u64 = DropReason::ALL.iter().map(|r| drops.get(*r)).sum();
+        assert_eq!(dropped, 0, "no drops");
+        assert_eq!(e.pool().available(), 512, "every frame back in the pool");
+        assert_eq!(
+            e.pool().jumbo_available(),
+            crate::frame::JUMBO_FRAMES as usize
+        );
+    }
+
+    #[test]
+    fn malformed_offload_requests_are_counted_drops() {
+        let ((a, ha), (b, hb), (c, _hc)) = (mem(true), mem(false), mem(true));
+        let (mut e, drops) = engine_with([a, b, c]);
+        let frame = partial_tcp(&[0; 3000]);
+        // A checksum range past the end of the frame, and a UDP GSO type the switch does not
+        // segment: both dropped for b, with a reason.
+        let bad_range = Offload {
+            flags: Offload::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 9000,
+            ..Offload::NONE
+        };
+        let udp_gso = Offload {
+            gso_type: Offload::GSO_UDP_L4,
+            gso_size: 1000,
+            ..Offload::NONE
+        };
+        ha.inject_with_offload(&frame, bad_range);
+        ha.inject_with_offload(&frame, udp_gso);
+        e.poll(0);
+        assert!(hb.take_tx().is_empty());
+        assert_eq!(drops.get(DropReason::OffloadFailed), 2);
+        assert_eq!(e.pool().available(), 512);
+    }
 
     #[test]
     fn spin_follows_short_pauses_only() {

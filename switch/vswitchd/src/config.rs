@@ -61,6 +61,41 @@ pub struct EndpointConf {
     /// DNS aliases.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// What the sandbox's interface is (state files from before TAP endpoints mean veth).
+    #[serde(default)]
+    pub port_type: EndpointPortType,
+}
+
+/// The kind of interface an endpoint gives its sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointPortType {
+    /// A veth pair, the switch side attached through AF_XDP.
+    #[default]
+    Veth,
+    /// A TAP with virtio-net headers and offloads as the sandbox's interface itself.
+    Tap,
+}
+
+impl EndpointPortType {
+    /// The name `--port-type` and `network inspect` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointPortType::Veth => "veth",
+            EndpointPortType::Tap => "tap",
+        }
+    }
+}
+
+impl std::str::FromStr for EndpointPortType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "veth" => Ok(EndpointPortType::Veth),
+            "tap" => Ok(EndpointPortType::Tap),
+            other => Err(format!("unknown port type {other:?} (veth or tap)")),
+        }
+    }
 }
 
 /// A network as configured.

@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,6 +21,7 @@ use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use xvs_switch::port::tap::{TapOptions, open_tap};
 
 /// Where `ip netns` keeps named namespaces, in the order looked at (usually one directory
 /// through a symlink).
@@ -334,31 +335,61 @@ pub fn create_endpoint(spec: &EndpointSpec) -> Result<u32, NetError> {
 }
 
 /// Enters the sandbox (for good: the calling thread is the operation's own) and configures
-/// the sandbox side of `spec`.
+/// the sandbox side of `spec`: a veth end, which leaves through AF_XDP and so must carry full
+/// checksums.
 async fn configure_sandbox_side(spec: &EndpointSpec, ns: &File) -> Result<(), NetError> {
     enter(&spec.sandbox, ns)?;
     let inside = connect(&spec.sandbox.to_string())?;
+    let index = sandbox_link_index(&inside, spec).await?;
+    configure_inside(spec, &inside, index, Checksums::Full).await
+}
+
+/// What the sandbox's interface may leave to the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checksums {
+    /// Every frame leaves with full checksums (tx checksum offload off): a veth on AF_XDP.
+    Full,
+    /// Offloads stay on: a TAP with virtio-net headers hands partial checksums and TSO
+    /// super-frames to the switch, which finishes them only for ports that need it.
+    Offloaded,
+}
+
+/// The index of the endpoint's interface inside the sandbox (the calling thread is in it).
+async fn sandbox_link_index(inside: &Handle, spec: &EndpointSpec) -> Result<u32, NetError> {
     let sandbox = &spec.sandbox;
     let ifname = &spec.ifname;
-    let index = match link_index(&inside, ifname).await {
-        Ok(Some(index)) => index,
-        Ok(None) => {
-            return Err(NetError::Netlink {
-                what: format!("cannot find {ifname} in {sandbox}"),
-                reason: Errno::ENODEV.desc().to_string(),
-            });
-        }
-        Err(e) => {
-            return Err(netlink_error(
-                format!("cannot find {ifname} in {sandbox}"),
-                &e,
-            ));
-        }
-    };
-    xvs_switch::port::netdev::set_tx_checksum(ifname, false).map_err(|source| NetError::Io {
-        what: format!("cannot turn tx checksum offload off on {ifname} in {sandbox}"),
-        source,
-    })?;
+    match link_index(inside, ifname).await {
+        Ok(Some(index)) => Ok(index),
+        Ok(None) => Err(NetError::Netlink {
+            what: format!("cannot find {ifname} in {sandbox}"),
+            reason: Errno::ENODEV.desc().to_string(),
+        }),
+        Err(e) => Err(netlink_error(
+            format!("cannot find {ifname} in {sandbox}"),
+            &e,
+        )),
+    }
+}
+
+/// Configures the endpoint's interface `index` from inside the sandbox: checksum offload,
+/// address, `lo` and the interface up, the default route via the gateway (a sandbox that
+/// already has one keeps it: a sandbox on several networks routes through the first).
+async fn configure_inside(
+    spec: &EndpointSpec,
+    inside: &Handle,
+    index: u32,
+    checksums: Checksums,
+) -> Result<(), NetError> {
+    let sandbox = &spec.sandbox;
+    let ifname = &spec.ifname;
+    if checksums == Checksums::Full {
+        xvs_switch::port::netdev::set_tx_checksum(ifname, false).map_err(|source| {
+            NetError::Io {
+                what: format!("cannot turn tx checksum offload off on {ifname} in {sandbox}"),
+                source,
+            }
+        })?;
+    }
     inside
         .address()
         .add(index, IpAddr::V4(spec.addr), spec.prefix)
@@ -371,12 +402,12 @@ async fn configure_sandbox_side(spec: &EndpointSpec, ns: &File) -> Result<(), Ne
             );
             netlink_error(what, &e)
         })?;
-    if let Some(lo) = link_index(&inside, "lo").await.ok().flatten() {
-        set_up(&inside, lo)
+    if let Some(lo) = link_index(inside, "lo").await.ok().flatten() {
+        set_up(inside, lo)
             .await
             .map_err(|e| netlink_error(format!("cannot bring lo up in {sandbox}"), &e))?;
     }
-    set_up(&inside, index)
+    set_up(inside, index)
         .await
         .map_err(|e| netlink_error(format!("cannot bring {ifname} up in {sandbox}"), &e))?;
     if let Some(gateway) = spec.gateway {
@@ -399,6 +430,111 @@ async fn configure_sandbox_side(spec: &EndpointSpec, ns: &File) -> Result<(), Ne
         }
     }
     Ok(())
+}
+
+/// Creates a TAP endpoint: the TAP is made inside the sandbox as its interface (`ifname`),
+/// persistent, with virtio-net headers and offloads on, and configured like a veth endpoint
+/// (MAC, MTU, address, default route) but with its checksum offloads left on. Returns the TAP's
+/// open descriptor, for the switch's port, and its index inside the sandbox. Any failure after
+/// the TAP exists deletes it again.
+pub fn create_tap_endpoint(spec: &EndpointSpec) -> Result<(OwnedFd, u32), NetError> {
+    spec.validate()?;
+    let ns = spec.sandbox.open()?;
+    on_worker_thread(move || async move {
+        enter(&spec.sandbox, &ns)?;
+        let inside = connect(&spec.sandbox.to_string())?;
+        if matches!(link_index(&inside, &spec.ifname).await, Ok(Some(_))) {
+            return Err(NetError::IfnameTaken {
+                ifname: spec.ifname.clone(),
+                sandbox: spec.sandbox.to_string(),
+            });
+        }
+        let (fd, _) =
+            open_tap(&spec.ifname, TapOptions { persist: true }).map_err(|e| NetError::Io {
+                what: format!("cannot create TAP {} in {}", spec.ifname, spec.sandbox),
+                source: io::Error::other(e.to_string()),
+            })?;
+        let configured = async {
+            let index = sandbox_link_index(&inside, spec).await?;
+            let set = LinkUnspec::new_with_index(index)
+                .address(spec.mac.to_vec())
+                .mtu(spec.mtu)
+                .build();
+            inside.link().set(set).execute().await.map_err(|e| {
+                let what = format!(
+                    "cannot set MAC {} and MTU {} on {} in {}",
+                    mac_string(spec.mac),
+                    spec.mtu,
+                    spec.ifname,
+                    spec.sandbox
+                );
+                netlink_error(what, &e)
+            })?;
+            configure_inside(spec, &inside, index, Checksums::Offloaded).await?;
+            Ok(index)
+        }
+        .await;
+        match configured {
+            Ok(index) => Ok((fd, index)),
+            Err(err) => {
+                drop(fd);
+                delete_link_inside(&inside, &spec.ifname, &spec.sandbox).await;
+                Err(err)
+            }
+        }
+    })
+}
+
+/// Opens the persistent TAP `ifname` of a TAP endpoint in `sandbox` again (xvsd restarted):
+/// its descriptor and index there, or `None` if the sandbox has no such interface.
+pub fn open_tap_endpoint(
+    sandbox: &Sandbox,
+    ifname: &str,
+) -> Result<Option<(OwnedFd, u32)>, NetError> {
+    check_ifname(ifname)?;
+    let ns = sandbox.open()?;
+    on_worker_thread(move || async move {
+        enter(sandbox, &ns)?;
+        let inside = connect(&sandbox.to_string())?;
+        let Some(index) = link_index(&inside, ifname)
+            .await
+            .map_err(|e| netlink_error(format!("cannot look for {ifname} in {sandbox}"), &e))?
+        else {
+            return Ok(None);
+        };
+        let (fd, _) = open_tap(ifname, TapOptions { persist: true }).map_err(|e| NetError::Io {
+            what: format!("cannot open TAP {ifname} in {sandbox}"),
+            source: io::Error::other(e.to_string()),
+        })?;
+        Ok(Some((fd, index)))
+    })
+}
+
+/// Deletes the TAP endpoint `ifname` in `sandbox`. A sandbox or interface that is gone is not
+/// an error (the TAP went with its namespace).
+pub fn delete_tap_endpoint(sandbox: &Sandbox, ifname: &str) -> Result<(), NetError> {
+    check_ifname(ifname)?;
+    let ns = match sandbox.open() {
+        Ok(ns) => ns,
+        Err(NetError::NoSuchNamespace(_) | NetError::NoSuchNamespacePath(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    on_worker_thread(move || async move {
+        enter(sandbox, &ns)?;
+        let inside = connect(&sandbox.to_string())?;
+        delete_link_inside(&inside, ifname, sandbox).await;
+        Ok(())
+    })
+}
+
+/// Deletes interface `ifname` through `inside` (a handle in the sandbox), logging failures.
+async fn delete_link_inside(inside: &Handle, ifname: &str, sandbox: &Sandbox) {
+    if let Ok(Some(index)) = link_index(inside, ifname).await
+        && let Err(e) = inside.link().del(index).execute().await
+        && errno(&e) != Some(Errno::ENODEV)
+    {
+        tracing::warn!("cannot delete {ifname} in {sandbox}: {}", describe(&e));
+    }
 }
 
 /// Deletes the endpoint whose switch side is `host_ifname` (its peer goes with it). An

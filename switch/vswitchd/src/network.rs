@@ -13,9 +13,10 @@ use std::net::Ipv4Addr;
 use xvs_ctl::protocol::{EndpointView, NetworkView, Reply};
 use xvs_switch::classify::Mac;
 use xvs_switch::port::pipe::pipe;
+use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use crate::config::{EndpointConf, NetworkConf};
+use crate::config::{EndpointConf, EndpointPortType, NetworkConf};
 use crate::control::{Switch, validate_ifname};
 use crate::ipam::{self, Pool, Subnet};
 use crate::netns::{self, EndpointSpec, Sandbox};
@@ -26,6 +27,8 @@ pub const HOST_IFNAME_PREFIX: &str = "xvs";
 pub const GATEWAY_PORT: &str = "gw";
 /// Largest MTU a veth attached in native XDP mode can carry (TESTBED.md).
 const MAX_MTU: u32 = 3506;
+/// The endpoint kind `network connect` makes without `--port-type`.
+pub const DEFAULT_PORT_TYPE: EndpointPortType = EndpointPortType::Veth;
 
 /// The bridge carrying network `name`.
 pub fn bridge_of(name: &str) -> String {
@@ -180,6 +183,13 @@ impl Switch {
         ep: &EndpointConf,
     ) -> bool {
         let bridge = bridge_of(network);
+        if ep.port_type == EndpointPortType::Tap {
+            let kept = self.readopt_tap_endpoint(network, conf, ep);
+            if kept {
+                self.register_names(network, ep);
+            }
+            return kept;
+        }
         if !netns::link_exists(&ep.host_ifname) {
             let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
                 tracing::warn!(
@@ -207,6 +217,99 @@ impl Switch {
         }
         self.register_names(network, ep);
         true
+    }
+
+    /// Re-adopts a TAP endpoint: opens its persistent TAP in the sandbox again, or makes it
+    /// anew if the sandbox lost it. False if the sandbox is gone.
+    fn readopt_tap_endpoint(
+        &mut self,
+        network: &str,
+        conf: &NetworkConf,
+        ep: &EndpointConf,
+    ) -> bool {
+        let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
+            tracing::warn!(
+                "TAP endpoint {} of {network}: sandbox {} is gone; removing it",
+                ep.host_ifname,
+                ep.sandbox
+            );
+            return false;
+        };
+        let opened = match netns::open_tap_endpoint(&sandbox, &ep.ifname) {
+            Ok(Some(tap)) => Ok(tap),
+            Ok(None) => netns::create_tap_endpoint(&self.endpoint_spec(conf, ep, sandbox)),
+            Err(e) => Err(e),
+        };
+        let attached = opened.map_err(|e| e.to_string()).and_then(|(fd, index)| {
+            let port = TapPort::from_fd(&ep.host_ifname, fd, index);
+            self.dp
+                .add_port_io(&bridge_of(network), &ep.host_ifname, Box::new(port), 0)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = attached {
+            tracing::warn!(
+                "TAP endpoint {} of {network}: cannot attach: {e}",
+                ep.host_ifname
+            );
+            self.port_errors.insert(ep.host_ifname.clone(), e);
+        }
+        true
+    }
+
+    /// Makes the endpoint's interface in the sandbox and attaches its switch side; on failure
+    /// nothing of it is left.
+    fn attach_new_endpoint(
+        &mut self,
+        network: &str,
+        conf: &NetworkConf,
+        ep: &EndpointConf,
+        sandbox: Sandbox,
+    ) -> Result<(), String> {
+        let bridge = bridge_of(network);
+        let spec = self.endpoint_spec(conf, ep, sandbox);
+        match ep.port_type {
+            EndpointPortType::Veth => {
+                if netns::link_exists(&ep.host_ifname) {
+                    // A leftover from an earlier failure or crash: it is ours, replace it.
+                    let _ = netns::delete_endpoint(&ep.host_ifname);
+                }
+                netns::create_endpoint(&spec).map_err(|e| e.to_string())?;
+                if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
+                    let _ = netns::delete_endpoint(&ep.host_ifname);
+                    return Err(format!("cannot attach the endpoint to the switch: {e}"));
+                }
+            }
+            EndpointPortType::Tap => {
+                let (fd, index) = netns::create_tap_endpoint(&spec).map_err(|e| e.to_string())?;
+                let port = TapPort::from_fd(&ep.host_ifname, fd, index);
+                if let Err(e) = self
+                    .dp
+                    .add_port_io(&bridge, &ep.host_ifname, Box::new(port), 0)
+                {
+                    let _ = netns::delete_tap_endpoint(&spec.sandbox, &ep.ifname);
+                    return Err(format!("cannot attach the endpoint to the switch: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the endpoint's switch side and deletes its interface.
+    fn remove_endpoint(&mut self, network: &str, ep: &EndpointConf) {
+        if self.port_errors.remove(&ep.host_ifname).is_none() {
+            let _ = self.dp.del_port(&bridge_of(network), &ep.host_ifname);
+        }
+        let removed = match ep.port_type {
+            EndpointPortType::Veth => netns::delete_endpoint(&ep.host_ifname),
+            EndpointPortType::Tap => match netns::resolve_sandbox(&ep.sandbox) {
+                Ok(sandbox) => netns::delete_tap_endpoint(&sandbox, &ep.ifname),
+                // The sandbox is gone, and its TAP with it.
+                Err(_) => Ok(()),
+            },
+        };
+        if let Err(e) = removed {
+            tracing::warn!("cannot delete endpoint {}: {e}", ep.host_ifname);
+        }
     }
 
     /// Removes switch-side veths xvsd made that no endpoint owns any more.
@@ -357,11 +460,10 @@ impl Switch {
                 "--publish needs the uplink (xvsctl uplink set), which is not available yet".into(),
             );
         }
-        match args.port_type.as_deref() {
-            None | Some("veth") => {}
-            Some("tap") => return Err("--port-type tap is not available yet; use veth".into()),
-            Some(other) => return Err(format!("unknown port type {other:?} (veth or tap)")),
-        }
+        let port_type = match args.port_type.as_deref() {
+            None => DEFAULT_PORT_TYPE,
+            Some(t) => t.parse()?,
+        };
         for n in args.name.iter().chain(args.aliases.iter()) {
             validate_dns_name(n)?;
         }
@@ -400,18 +502,9 @@ impl Switch {
             ip,
             name: args.name,
             aliases: args.aliases,
+            port_type,
         };
-        if netns::link_exists(&ep.host_ifname) {
-            // A leftover from an earlier failure or crash: it is ours, replace it.
-            let _ = netns::delete_endpoint(&ep.host_ifname);
-        }
-        netns::create_endpoint(&self.endpoint_spec(&conf, &ep, sandbox))
-            .map_err(|e| e.to_string())?;
-        let bridge = bridge_of(network);
-        if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
-            let _ = netns::delete_endpoint(&ep.host_ifname);
-            return Err(format!("cannot attach the endpoint to the switch: {e}"));
-        }
+        self.attach_new_endpoint(network, &conf, &ep, sandbox)?;
         if let Some(n) = self.state.networks.get_mut(network) {
             n.pool = pool;
             n.endpoints.push(ep.clone());
@@ -421,8 +514,7 @@ impl Switch {
                 n.pool.release(ip);
                 n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
             }
-            let _ = self.dp.del_port(&bridge, &ep.host_ifname);
-            let _ = netns::delete_endpoint(&ep.host_ifname);
+            self.remove_endpoint(network, &ep);
             return Err(format!("endpoint not connected: cannot save state: {e}"));
         }
         self.register_names(network, &ep);
@@ -446,12 +538,7 @@ impl Switch {
             .find(|e| e.sandbox == sandbox)
             .cloned()
             .ok_or_else(|| format!("{sandbox} is not connected to network {network}"))?;
-        if self.port_errors.remove(&ep.host_ifname).is_none() {
-            let _ = self.dp.del_port(&bridge_of(network), &ep.host_ifname);
-        }
-        if let Err(e) = netns::delete_endpoint(&ep.host_ifname) {
-            tracing::warn!("cannot delete {}: {e}", ep.host_ifname);
-        }
+        self.remove_endpoint(network, &ep);
         if let Ok(mut t) = self.names.write() {
             t.remove_addr(network, ep.ip);
         }
@@ -552,7 +639,7 @@ fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> Endpoi
         gateway: conf.pool.gateway.to_string(),
         name: ep.name.clone(),
         aliases: ep.aliases.clone(),
-        port_type: "veth".into(),
+        port_type: ep.port_type.name().into(),
     }
 }
 

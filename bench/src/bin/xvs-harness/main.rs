@@ -254,7 +254,7 @@ fn measure_row(
         ))
     };
     // Declared before the switch, so the switch is stopped first and the topology last.
-    let topo = match Topo::up(&env.prefix, idx, spec.hosts_tx_off) {
+    let topo = match Topo::up(&env.prefix, idx, spec.hosts_tx_off, !spec.is_xvs_tap()) {
         Ok(t) => t,
         Err(Fail::Failed(e)) => return unavailable(format!("topology: {e}")),
         Err(e) => return Err(e),

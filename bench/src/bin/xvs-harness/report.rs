@@ -103,12 +103,17 @@ pub struct Target {
     pub detail: String,
 }
 
-/// The targets of issue 4, judged on the first xvs row.
+/// The targets of issue 4, judged on every xvs row (AF_XDP ports and TAP endpoints are the
+/// user's choice per endpoint, so each is held to every target).
 pub fn targets(rows: &[RowResult]) -> Vec<Target> {
+    rows.iter()
+        .filter(|r| r.id.starts_with("xvs") && r.available)
+        .flat_map(|x| targets_of(x, rows))
+        .collect()
+}
+
+fn targets_of(x: &RowResult, rows: &[RowResult]) -> Vec<Target> {
     let find = |id: &str| rows.iter().find(|r| r.id == id && r.available);
-    let Some(x) = rows.iter().find(|r| r.id.starts_with("xvs") && r.available) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
     let mut cmp = |what: &str, key: &str, peer: &str, factor: f64, higher: bool, strict: bool| {
         let b = find(peer).and_then(|p| p.get(key));
@@ -126,7 +131,7 @@ pub fn targets(rows: &[RowResult]) -> Vec<Target> {
             _ => (None, format!("{key} missing for {} or {peer}", x.id)),
         };
         out.push(Target {
-            what: what.into(),
+            what: format!("{}: {what}", x.id),
             met,
             detail,
         });
@@ -181,7 +186,7 @@ pub fn targets(rows: &[RowResult]) -> Vec<Target> {
     );
     let idle = x.get("idle_daemon_pct");
     out.push(Target {
-        what: "idle CPU <= 2% of a core".into(),
+        what: format!("{}: idle CPU <= 2% of a core", x.id),
         met: idle.map(|v| v <= 2.0),
         detail: idle.map_or("idle_daemon_pct missing".into(), |v| format!("{v:.2}%")),
     });

@@ -14,7 +14,12 @@ use crate::topo::Topo;
 /// Which switch a row measures.
 #[derive(Clone, Debug)]
 pub enum Kind {
-    Xvs { workers: Option<u32> },
+    Xvs {
+        workers: Option<u32>,
+    },
+    /// xvs with TAP endpoints (virtio-net headers, offloads on) as the namespaces' interfaces,
+    /// made by `xvsctl network connect --port-type tap`.
+    XvsTap,
     LinuxBridge,
     OvsAfxdp,
     OvsAfpacketTso,
@@ -32,7 +37,11 @@ pub struct RowSpec {
 
 impl RowSpec {
     pub fn is_xvs(&self) -> bool {
-        matches!(self.kind, Kind::Xvs { .. })
+        matches!(self.kind, Kind::Xvs { .. } | Kind::XvsTap)
+    }
+
+    pub fn is_xvs_tap(&self) -> bool {
+        matches!(self.kind, Kind::XvsTap)
     }
 }
 
@@ -62,6 +71,13 @@ pub fn all_rows(workers: &[u32]) -> Vec<RowSpec> {
             hosts_tx_off: true,
         });
     }
+    rows.push(RowSpec {
+        id: "xvs-tap".into(),
+        label: "xvs, TAP endpoints with virtio-net offloads (network connect --port-type tap)"
+            .into(),
+        kind: Kind::XvsTap,
+        hosts_tx_off: false,
+    });
     rows.push(RowSpec {
         id: "lbr".into(),
         label: "Linux bridge, hosts' offloads on".into(),
@@ -106,7 +122,8 @@ pub enum Switch {
 impl Switch {
     pub fn start(spec: &RowSpec, row: usize, topo: &Topo, env: &Env) -> Res<Switch> {
         match spec.kind {
-            Kind::Xvs { workers } => Xvs::start(row, topo, env, workers).map(Switch::Xvs),
+            Kind::Xvs { workers } => Xvs::start(row, topo, env, workers, false).map(Switch::Xvs),
+            Kind::XvsTap => Xvs::start(row, topo, env, None, true).map(Switch::Xvs),
             Kind::LinuxBridge => LinuxBridge::start(row, topo, env).map(Switch::Bridge),
             Kind::OvsAfxdp => Ovs::start(row, topo, env, false).map(Switch::Ovs),
             Kind::OvsAfpacketTso => Ovs::start(row, topo, env, true).map(Switch::Ovs),
@@ -189,7 +206,13 @@ pub struct Xvs {
 }
 
 impl Xvs {
-    fn start(row: usize, topo: &Topo, env: &Env, workers: Option<u32>) -> Res<Xvs> {
+    fn start(
+        row: usize,
+        topo: &Topo,
+        env: &Env,
+        workers: Option<u32>,
+        tap_endpoints: bool,
+    ) -> Res<Xvs> {
         let xvsd = env.bin_dir.join("xvsd");
         let xvsctl = env.bin_dir.join("xvsctl");
         for b in [&xvsd, &xvsctl] {
@@ -247,11 +270,61 @@ impl Xvs {
             }
             sys::sleep(Duration::from_millis(50))?;
         }
+        if tap_endpoints {
+            x.connect_tap_endpoints(topo)?;
+            return Ok(x);
+        }
         x.ctl(&["add-br", &x.bridge.clone()])?;
         for p in [&topo.p1, &topo.p2] {
             x.ctl(&["add-port", &x.bridge.clone(), p, "--type", "afxdp"])?;
         }
         Ok(x)
+    }
+
+    /// A network on the topology's subnet (gateway out of the way at .254) and the two
+    /// namespaces connected to it through TAP endpoints named v1 and v2; their MACs are then
+    /// set to the topology's, which trafgen's packet names.
+    fn connect_tap_endpoints(&mut self, topo: &Topo) -> Res<()> {
+        let net = self.bridge.clone();
+        self.ctl(&[
+            "network",
+            "create",
+            &net,
+            "--subnet",
+            "198.18.0.0/24",
+            "--gateway",
+            "198.18.0.254",
+        ])?;
+        for (ns, v, mac, ip) in [
+            (
+                &topo.ns1,
+                crate::topo::V1,
+                crate::topo::MAC1,
+                crate::topo::IP1,
+            ),
+            (
+                &topo.ns2,
+                crate::topo::V2,
+                crate::topo::MAC2,
+                crate::topo::IP2,
+            ),
+        ] {
+            self.ctl(&[
+                "network",
+                "connect",
+                &net,
+                ns,
+                "--ip",
+                ip,
+                "--ifname",
+                v,
+                "--port-type",
+                "tap",
+            ])?;
+            sys::run_ok(&["ip", "-n", ns, "link", "set", v, "address", mac], T)?;
+        }
+        self.bridge = format!("net.{net}");
+        Ok(())
     }
 
     fn ctl(&self, args: &[&str]) -> Res<String> {

@@ -28,7 +28,9 @@ pub struct Topo {
 impl Topo {
     /// Creates the namespaces and veths. `hosts_tx_off` turns tx checksum offload (and with it
     /// TSO) off on v1 and v2, which every userspace switch without virtio-net headers needs.
-    pub fn up(prefix: &str, row: usize, hosts_tx_off: bool) -> Res<Topo> {
+    /// Without `veths` only the namespaces are made: the switch gives them their interfaces
+    /// (xvs's TAP endpoints), named v1 and v2 with the same MACs and addresses.
+    pub fn up(prefix: &str, row: usize, hosts_tx_off: bool, veths: bool) -> Res<Topo> {
         let t = Topo {
             ns1: format!("{prefix}{row}-ns1"),
             ns2: format!("{prefix}{row}-ns2"),
@@ -41,6 +43,10 @@ impl Topo {
             (&t.ns2, &t.p2, V2, MAC2, IP2),
         ] {
             sys::run_ok(&["ip", "netns", "add", ns], T)?;
+            if !veths {
+                sys::run_ok(&["ip", "-n", ns, "link", "set", "lo", "up"], T)?;
+                continue;
+            }
             sys::run_ok(
                 &[
                     "ip", "link", "add", p, "type", "veth", "peer", "name", v, "netns", ns,

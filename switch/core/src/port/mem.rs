@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use super::{BackendInfo, Burst, PortIo, PortType, TxOutcome};
 use crate::frame::FramePool;
+use crate::offload::Offload;
 
 #[derive(Default)]
 struct Queues {
-    to_switch: VecDeque<Vec<u8>>,
-    from_switch: VecDeque<Vec<u8>>,
+    to_switch: VecDeque<(Vec<u8>, Offload)>,
+    from_switch: VecDeque<(Vec<u8>, Offload)>,
 }
 
 enum Source {
@@ -32,6 +33,7 @@ pub struct MemPort {
     source: Source,
     record_tx: bool,
     tx_frames: u64,
+    takes_offloads: bool,
 }
 
 /// The test's side of a [`MemPort`].
@@ -57,6 +59,7 @@ impl MemPort {
                 source: Source::Queue,
                 record_tx: true,
                 tx_frames: 0,
+                takes_offloads: false,
             },
             MemPortHandle { queues },
         )
@@ -74,7 +77,15 @@ impl MemPort {
             },
             record_tx: false,
             tx_frames: 0,
+            takes_offloads: false,
         }
+    }
+
+    /// The same port, taking frames with offloads still to do as they are (like a TAP with
+    /// virtio-net headers) when `on`.
+    pub fn with_offloads(mut self, on: bool) -> MemPort {
+        self.takes_offloads = on;
+        self
     }
 
     /// A port that receives nothing and discards what it transmits.
@@ -91,13 +102,26 @@ impl MemPort {
 impl MemPortHandle {
     /// Queues a frame for the switch to receive.
     pub fn inject(&self, bytes: &[u8]) {
+        self.inject_with_offload(bytes, Offload::NONE);
+    }
+
+    /// Queues a frame with offloads still to do, as a TAP with virtio-net headers hands over.
+    pub fn inject_with_offload(&self, bytes: &[u8], offload: Offload) {
         if let Ok(mut q) = self.queues.lock() {
-            q.to_switch.push_back(bytes.to_vec());
+            q.to_switch.push_back((bytes.to_vec(), offload));
         }
     }
 
     /// Takes every frame the switch transmitted on this port so far.
     pub fn take_tx(&self) -> Vec<Vec<u8>> {
+        self.take_tx_with_offload()
+            .into_iter()
+            .map(|(bytes, _)| bytes)
+            .collect()
+    }
+
+    /// Takes every frame transmitted so far, with the offload state each one left with.
+    pub fn take_tx_with_offload(&self) -> Vec<(Vec<u8>, Offload)> {
         self.queues
             .lock()
             .map(|mut q| q.from_switch.drain(..).collect())
@@ -114,12 +138,13 @@ impl PortIo for MemPort {
                     return 0;
                 };
                 while !out.is_full() {
-                    let Some(bytes) = q.to_switch.front() else {
+                    let Some((bytes, offload)) = q.to_switch.front() else {
                         break;
                     };
-                    let Some(frame) = pool.alloc_copy(bytes) else {
+                    let Some(mut frame) = pool.alloc_copy(bytes) else {
                         break;
                     };
+                    frame.set_offload(*offload);
                     q.to_switch.pop_front();
                     out.push(frame);
                     n += 1;
@@ -155,7 +180,8 @@ impl PortIo for MemPort {
             outcome.sent += 1;
             outcome.bytes += frame.len() as u64;
             if let Some(q) = q.as_mut() {
-                q.from_switch.push_back(pool.data(&frame).to_vec());
+                q.from_switch
+                    .push_back((pool.data(&frame).to_vec(), frame.offload()));
             }
             pool.free(frame);
         }
@@ -168,6 +194,10 @@ impl PortIo for MemPort {
     }
 
     fn poll_fds(&self, _out: &mut Vec<RawFd>) {}
+
+    fn takes_offloads(&self) -> bool {
+        self.takes_offloads
+    }
 
     fn info(&self) -> BackendInfo {
         BackendInfo {

@@ -177,6 +177,13 @@ pub trait PortIo: Send {
     /// Backend description for `xvsctl show`.
     fn info(&self) -> BackendInfo;
 
+    /// Whether the port takes frames with offloads still to do (GSO super-frames, partial
+    /// checksums) as they are. The worker segments and checksums, in software, every such
+    /// frame bound for a port that does not.
+    fn takes_offloads(&self) -> bool {
+        false
+    }
+
     /// Kernel/backend counters.
     fn backend_stats(&self) -> BackendStats {
         BackendStats::default()

@@ -1,35 +1,153 @@
-//! TAP port backend: one non-blocking TAP file descriptor (`tun-tap`, no packet info, no
-//! offloads), read into and written from the worker's pool frames, one frame per syscall.
+//! TAP port backend: one non-blocking TAP file descriptor opened with `IFF_VNET_HDR` and
+//! offloads (`TUNSETOFFLOAD`: partial checksums, TSO for IPv4 and IPv6), read into and written
+//! from the worker's pool frames, one frame per syscall, each behind its virtio-net header.
+//!
+//! With offloads the kernel hands over TCP super-frames of up to 64 KiB with their checksum
+//! left partial, and takes the same back: bulk TCP between two TAP ports crosses the switch as
+//! a few large frames instead of many small ones, and nothing is segmented or checksummed in
+//! software. A read lands in an ordinary frame when it fits (every small frame) and spills into
+//! a jumbo frame only when it does not. The frame keeps its header as its [`Offload`]; ports
+//! that cannot take offloads get it segmented and checksummed by the worker first.
 //!
 //! The port owns the descriptor and, when xvsd created the device, the device's lifetime (a
-//! TAP created here disappears when the port is dropped). It belongs to one worker thread
-//! (`Send`, not `Sync`). The descriptor stays valid when the device is moved into another
-//! network namespace; when that namespace is deleted the device is destroyed, reads fail, and
-//! the port marks itself gone: it closes the descriptor, receives nothing, drops what it is
-//! given, and no longer offers a descriptor to poll (a dead TAP polls as always ready).
+//! TAP created here disappears when the port is dropped, unless made persistent). It belongs to
+//! one worker thread (`Send`, not `Sync`). The descriptor stays valid when the device is moved
+//! into another network namespace, and [`open_tap`] can open one inside a sandbox from a thread
+//! that entered it; when that namespace is deleted the device is destroyed, reads fail, and the
+//! port marks itself gone: it closes the descriptor, receives nothing, drops what it is given,
+//! and no longer offers a descriptor to poll (a dead TAP polls as always ready).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{BackendInfo, Burst, PortError, PortIo, PortType, TxOutcome};
-use crate::frame::{FRAME_CAPACITY, FramePool};
+use crate::frame::{FRAME_CAPACITY, Frame, FramePool, JUMBO_CAPACITY};
+use crate::offload::{Offload, VNET_HDR_LEN};
 
-/// Bytes past a frame's capacity that a read may spill into; any spill marks the read as
+/// Bytes past a jumbo frame's capacity that a read may spill into; any spill marks the read as
 /// oversized (the kernel truncates silently when the buffer is short).
 const SPILL: usize = 64;
+
+/// `TUNSETIFF`: `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `TUNSETPERSIST`: `_IOW('T', 203, int)`.
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)`, flags by value.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUNSETVNETHDRSZ`: `_IOW('T', 216, int)`, a pointer to the size.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`.
+const TAP_FLAGS: libc::c_short = 0x0002 | 0x1000 | 0x4000;
+/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`: what the kernel may hand over.
+const TAP_OFFLOADS: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08;
+
+/// How to open a TAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TapOptions {
+    /// Keep the device when its last descriptor closes (`TUNSETPERSIST`), so that a restarted
+    /// xvsd can open it again; it is then removed by deleting the link.
+    pub persist: bool,
+}
+
+/// Opens (creating it if missing) the TAP `iface` in the calling thread's network namespace,
+/// with virtio-net headers and offloads on, non-blocking. Returns the descriptor and whether
+/// the device already existed. Callable from any thread (the netns code opens sandboxes' TAPs
+/// from a thread inside the sandbox).
+pub fn open_tap(iface: &str, opts: TapOptions) -> Result<(OwnedFd, bool), PortError> {
+    let open_err = |what: &'static str, e: io::Error| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => " (needs CAP_NET_ADMIN: run xvsd as root)",
+            Some(libc::ENOENT | libc::ENODEV) => " (/dev/net/tun is missing: load the tun module)",
+            Some(libc::EINVAL) => {
+                " (an interface of that name exists and is not a TAP opened with virtio-net \
+                 headers)"
+            }
+            Some(libc::EBUSY) => " (the TAP is already open in another process)",
+            _ => "",
+        };
+        PortError::Open {
+            iface: iface.to_string(),
+            what,
+            reason: format!("{e}{hint}"),
+        }
+    };
+    check_name(iface)?;
+    let existed = ifindex_of(iface).is_some();
+    let path = c"/dev/net/tun";
+    // SAFETY: `path` is a valid NUL-terminated string; the result is checked before use.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(open_err("open /dev/net/tun", io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = TAP_FLAGS;
+    // SAFETY: TUNSETIFF reads a valid ifreq (NUL-terminated name, checked shorter than
+    // IFNAMSIZ) that lives for the call, and may write the final name back into it.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(open_err("open TAP", io::Error::last_os_error()));
+    }
+    let hdr_len: libc::c_int = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which lives for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &hdr_len) } < 0 {
+        return Err(open_err(
+            "set virtio-net header size",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, TAP_OFFLOADS) } < 0 {
+        return Err(open_err("set TAP offloads", io::Error::last_os_error()));
+    }
+    if opts.persist {
+        // SAFETY: TUNSETPERSIST takes its flag by value.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+            return Err(open_err("make TAP persistent", io::Error::last_os_error()));
+        }
+    }
+    set_nonblocking(fd.as_raw_fd()).map_err(|e| open_err("set non-blocking", e))?;
+    Ok((fd, existed))
+}
+
+/// Refuses names the kernel would refuse (or that could name another file).
+fn check_name(iface: &str) -> Result<(), PortError> {
+    if iface.is_empty()
+        || iface.len() >= libc::IFNAMSIZ
+        || iface.contains(['/', '\0', ':'])
+        || iface.contains(char::is_whitespace)
+        || iface == "."
+        || iface == ".."
+    {
+        return Err(PortError::Open {
+            iface: iface.to_string(),
+            what: "name",
+            reason: format!(
+                "not a valid interface name (1 to {} characters, no '/', ':' or spaces)",
+                libc::IFNAMSIZ - 1
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// A TAP device port.
 pub struct TapPort {
     name: String,
     ifindex: u32,
     /// `None` once the device is gone.
-    dev: Option<tun_tap::Iface>,
+    fd: Option<OwnedFd>,
     spill: [u8; SPILL],
-    /// Reads larger than a frame, dropped.
+    /// Reads larger than a jumbo frame, dropped.
     rx_oversized: u64,
-    /// Reads that failed for a reason other than "nothing to read", frames dropped on write.
+    /// Reads that failed for a reason other than "nothing to read".
     rx_errors: u64,
+    /// Writes that failed (frames dropped).
     tx_errors: u64,
 }
 
@@ -37,63 +155,40 @@ impl std::fmt::Debug for TapPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TapPort")
             .field("name", &self.name)
-            .field("gone", &self.dev.is_none())
+            .field("gone", &self.fd.is_none())
             .finish()
     }
 }
 
 impl TapPort {
-    /// Opens the TAP device `iface`, creating it (and setting it up) if it does not exist.
+    /// Opens the TAP device `iface` in xvsd's namespace, creating it (and setting it up) if it
+    /// does not exist.
     pub fn open(iface: &str) -> Result<TapPort, PortError> {
-        let open_err = |what: &'static str, reason: String| PortError::Open {
-            iface: iface.to_string(),
-            what,
-            reason,
-        };
-        if iface.is_empty()
-            || iface.len() >= libc::IFNAMSIZ
-            || iface.contains(['/', '\0'])
-            || iface.contains(char::is_whitespace)
-            || iface == "."
-            || iface == ".."
-        {
-            return Err(open_err(
-                "name",
-                format!(
-                    "not a valid interface name (1 to {} characters, no '/' or spaces)",
-                    libc::IFNAMSIZ - 1
-                ),
-            ));
-        }
-        let existed = ifindex_of(iface).is_some();
-        let dev = tun_tap::Iface::without_packet_info(iface, tun_tap::Mode::Tap).map_err(|e| {
-            let hint = match e.raw_os_error() {
-                Some(libc::EPERM | libc::EACCES) => " (needs CAP_NET_ADMIN: run xvsd as root)",
-                Some(libc::ENOENT | libc::ENODEV) => {
-                    " (/dev/net/tun is missing: load the tun module)"
-                }
-                Some(libc::EINVAL) => " (an interface of that name exists and is not a TAP)",
-                Some(libc::EBUSY) => " (the TAP is already open in another process)",
-                _ => "",
-            };
-            open_err("open TAP", format!("{e}{hint}"))
-        })?;
-        set_nonblocking(dev.as_raw_fd())
-            .map_err(|e| open_err("set non-blocking", e.to_string()))?;
+        let (fd, existed) = open_tap(iface, TapOptions::default())?;
         if !existed {
-            set_up(iface).map_err(|e| open_err("set up", e.to_string()))?;
+            set_up(iface).map_err(|e| PortError::Open {
+                iface: iface.to_string(),
+                what: "set up",
+                reason: e.to_string(),
+            })?;
         }
         let ifindex = ifindex_of(iface).unwrap_or(0);
         tracing::info!(iface, created = !existed, "TAP port open");
-        Ok(TapPort {
-            name: iface.to_string(),
+        Ok(TapPort::from_fd(iface, fd, ifindex))
+    }
+
+    /// A port on a TAP descriptor opened by [`open_tap`] elsewhere (inside a sandbox), shown
+    /// under `name`.
+    pub fn from_fd(name: &str, fd: OwnedFd, ifindex: u32) -> TapPort {
+        TapPort {
+            name: name.to_string(),
             ifindex,
-            dev: Some(dev),
+            fd: Some(fd),
             spill: [0; SPILL],
             rx_oversized: 0,
             rx_errors: 0,
             tx_errors: 0,
-        })
+        }
     }
 
     /// The device's name.
@@ -103,7 +198,7 @@ impl TapPort {
 
     /// True once the device has been destroyed (its namespace deleted).
     pub fn is_gone(&self) -> bool {
-        self.dev.is_none()
+        self.fd.is_none()
     }
 
     /// Reads too large for a frame, dropped.
@@ -122,9 +217,93 @@ impl TapPort {
     }
 
     fn mark_gone(&mut self) {
-        // Dropping the handle closes the descriptor: nothing is left to read, and a dead TAP
-        // would otherwise wake every poll at once.
-        self.dev = None;
+        // Dropping the descriptor closes it: nothing is left to read, and a dead TAP would
+        // otherwise wake every poll at once.
+        self.fd = None;
+    }
+
+    /// One read into `f` (and `jumbo`'s tail, for what does not fit `f`). Returns the frame
+    /// read, `Ok(None)` when there is nothing to read, `Err(())` when reading should stop.
+    fn read_one(
+        &mut self,
+        fd: RawFd,
+        pool: &mut FramePool,
+        mut f: Frame,
+        jumbo: &mut Option<Frame>,
+    ) -> Result<Option<Frame>, ()> {
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let head = pool.buffer_mut(&mut f);
+        let head_ptr = head.as_mut_ptr();
+        let (tail_ptr, tail_len) = match jumbo.as_mut() {
+            Some(j) => {
+                let tail = &mut pool.buffer_mut(j)[FRAME_CAPACITY..];
+                (tail.as_mut_ptr(), tail.len())
+            }
+            None => (self.spill.as_mut_ptr(), SPILL),
+        };
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: VNET_HDR_LEN,
+            },
+            libc::iovec {
+                iov_base: head_ptr.cast(),
+                iov_len: FRAME_CAPACITY,
+            },
+            libc::iovec {
+                iov_base: tail_ptr.cast(),
+                iov_len: tail_len,
+            },
+            libc::iovec {
+                iov_base: self.spill.as_mut_ptr().cast(),
+                iov_len: if jumbo.is_some() { SPILL } else { 0 },
+            },
+        ];
+        // SAFETY: every iovec describes writable memory owned by this call for its duration:
+        // the local header, the data area of `f` (exclusively owned), the tail of the jumbo
+        // frame's data area past FRAME_CAPACITY (exclusively owned, disjoint from `f`) or the
+        // spill buffer, and the spill buffer (only when it is not already the third iovec);
+        // `fd` is the TAP descriptor this port holds open.
+        let n = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        if n < 0 {
+            pool.free(f);
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if errno == libc::EAGAIN || errno == libc::EINTR {
+                return Err(());
+            }
+            if device_gone(errno) || errno == libc::EIO {
+                self.mark_gone();
+            } else {
+                self.rx_errors += 1;
+            }
+            return Err(());
+        }
+        let n = n as usize;
+        if n <= VNET_HDR_LEN {
+            // Nothing after the header: not a frame.
+            pool.free(f);
+            return if n == 0 { Err(()) } else { Ok(None) };
+        }
+        let len = n - VNET_HDR_LEN;
+        let offload = Offload::parse(&hdr);
+        if len <= FRAME_CAPACITY {
+            f.set_len(len);
+            f.set_offload(offload);
+            return Ok(Some(f));
+        }
+        let Some(mut j) = jumbo.take().filter(|_| len <= JUMBO_CAPACITY) else {
+            self.rx_oversized += 1;
+            pool.free(f);
+            return Ok(None);
+        };
+        // The frame's first FRAME_CAPACITY bytes are in `f`, the rest already in place in `j`.
+        f.set_len(FRAME_CAPACITY);
+        pool.buffer_mut(&mut j)[..FRAME_CAPACITY].copy_from_slice(pool.data(&f));
+        pool.free(f);
+        j.set_len(len);
+        j.set_offload(offload);
+        *jumbo = pool.alloc_jumbo();
+        Ok(Some(j))
     }
 }
 
@@ -138,52 +317,23 @@ fn device_gone(errno: i32) -> bool {
 
 impl PortIo for TapPort {
     fn rx_burst(&mut self, pool: &mut FramePool, out: &mut Burst) -> usize {
-        let Some(fd) = self.dev.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(fd) = self.fd.as_ref().map(AsRawFd::as_raw_fd) else {
             return 0;
         };
         let start = out.len();
+        // One jumbo frame stands by for a read that does not fit an ordinary frame; it is
+        // replaced when used and given back at the end of the burst.
+        let mut jumbo = pool.alloc_jumbo();
         while !out.is_full() {
-            let Some(mut f) = pool.alloc() else { break };
-            let buf = pool.buffer_mut(&mut f);
-            let iov = [
-                libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf.len(),
-                },
-                libc::iovec {
-                    iov_base: self.spill.as_mut_ptr().cast(),
-                    iov_len: SPILL,
-                },
-            ];
-            // SAFETY: both iovecs describe writable memory owned by this call for its duration
-            // (the frame's data area, which `f` exclusively owns, and the port's spill buffer);
-            // `fd` is the TAP descriptor this port holds open.
-            let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
-            if n < 0 {
-                pool.free(f);
-                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if errno == libc::EAGAIN || errno == libc::EINTR {
-                    break;
-                }
-                if device_gone(errno) || errno == libc::EIO {
-                    self.mark_gone();
-                } else {
-                    self.rx_errors += 1;
-                }
-                break;
+            let Some(f) = pool.alloc() else { break };
+            match self.read_one(fd, pool, f, &mut jumbo) {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => {}
+                Err(()) => break,
             }
-            let n = n as usize;
-            if n == 0 {
-                pool.free(f);
-                break;
-            }
-            if n > FRAME_CAPACITY {
-                self.rx_oversized += 1;
-                pool.free(f);
-                continue;
-            }
-            f.set_len(n);
-            out.push(f);
+        }
+        if let Some(j) = jumbo {
+            pool.free(j);
         }
         out.len() - start
     }
@@ -191,16 +341,30 @@ impl PortIo for TapPort {
     fn tx_burst(&mut self, pool: &mut FramePool, frames: &mut Burst) -> TxOutcome {
         let mut outcome = TxOutcome::default();
         for f in frames.drain(..) {
-            let Some(fd) = self.dev.as_ref().map(AsRawFd::as_raw_fd) else {
+            let Some(fd) = self.fd.as_ref().map(AsRawFd::as_raw_fd) else {
                 outcome.dropped += 1;
                 pool.free(f);
                 continue;
             };
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            f.offload().emit(&mut hdr);
             let data = pool.data(&f);
-            // SAFETY: `data` is a readable slice of `data.len()` bytes that lives for the
-            // call; `fd` is the TAP descriptor this port holds open.
-            let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-            if n >= 0 && n as usize == data.len() {
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_mut_ptr().cast(),
+                    iov_len: VNET_HDR_LEN,
+                },
+                libc::iovec {
+                    iov_base: data.as_ptr().cast_mut().cast(),
+                    iov_len: data.len(),
+                },
+            ];
+            // SAFETY: both iovecs describe readable memory that lives for the call (the local
+            // header and the frame's data; writev only reads through them); `fd` is the TAP
+            // descriptor this port holds open.
+            let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+            let want = VNET_HDR_LEN + data.len();
+            if n >= 0 && n as usize == want {
                 outcome.sent += 1;
                 outcome.bytes += data.len() as u64;
             } else {
@@ -224,19 +388,23 @@ impl PortIo for TapPort {
     }
 
     fn poll_fds(&self, out: &mut Vec<RawFd>) {
-        if let Some(dev) = &self.dev {
-            out.push(dev.as_raw_fd());
+        if let Some(fd) = &self.fd {
+            out.push(fd.as_raw_fd());
         }
     }
 
     fn info(&self) -> BackendInfo {
         BackendInfo {
             port_type: PortType::Tap,
-            mode: "tap".into(),
+            mode: "tap+vnet".into(),
             queues: 1,
             ifindex: self.ifindex,
-            fault: self.dev.is_none().then(|| "device gone".to_string()),
+            fault: self.fd.is_none().then(|| "device gone".to_string()),
         }
+    }
+
+    fn takes_offloads(&self) -> bool {
+        true
     }
 
     fn detach(&mut self, _pool: &mut FramePool) {
@@ -300,7 +468,7 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for name in ["", "a/b", "0123456789abcdef", "..", "a b"] {
+        for name in ["", "a/b", "0123456789abcdef", "..", "a b", "a:1"] {
             let err = TapPort::open(name).unwrap_err();
             assert!(
                 matches!(err, PortError::Open { what: "name", .. }),
