@@ -255,7 +255,7 @@ fn tap_ports_forward_ping_between_namespaces() {
     let mut pool = FramePool::new_heap(1024).unwrap();
     let mut a = TapPort::open(&ta).unwrap();
     let mut b = TapPort::open(&tb).unwrap();
-    assert_eq!(a.info().mode, "tap");
+    assert_eq!(a.info().mode, "vnet-hdr");
     for (dev, ns, addr) in [(&ta, &nsa, "198.18.1.1/24"), (&tb, &nsb, "198.18.1.2/24")] {
         run(&["ip", "link", "set", dev, "netns", ns]);
         topo.address(ns, dev, addr);

@@ -396,7 +396,7 @@ impl PortIo for TapPort {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             port_type: PortType::Tap,
-            mode: "tap+vnet".into(),
+            mode: "vnet-hdr".into(),
             queues: 1,
             ifindex: self.ifindex,
             fault: self.fd.is_none().then(|| "device gone".to_string()),
