@@ -5,8 +5,8 @@
 //! With offloads the kernel hands over TCP super-frames of up to 64 KiB with their checksum
 //! left partial, and takes the same back: bulk TCP between two TAP ports crosses the switch as
 //! a few large frames instead of many small ones, and nothing is segmented or checksummed in
-//! software. A read lands in an ordinary frame when it fits (every small frame) and spills into
-//! a jumbo frame only when it does not. The frame keeps its header as its [`Offload`]; ports
+//! software. Reads land in a jumbo frame; one that fits an ordinary frame is copied into one (a
+//! short copy), so jumbo frames only carry super-frames. The frame keeps its header as its [`Offload`]; ports
 //! that cannot take offloads get it segmented and checksummed by the worker first.
 //!
 //! The port owns the descriptor and, when xvsd created the device, the device's lifetime (a
@@ -22,10 +22,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{BackendInfo, Burst, PortError, PortIo, PortType, TxOutcome};
-use crate::frame::{FRAME_CAPACITY, Frame, FramePool, JUMBO_CAPACITY};
+use crate::frame::{FRAME_CAPACITY, Frame, FramePool};
 use crate::offload::{Offload, VNET_HDR_LEN};
 
-/// Bytes past a jumbo frame's capacity that a read may spill into; any spill marks the read as
+/// Bytes past a frame's capacity that a read may spill into; any spill marks the read as
 /// oversized (the kernel truncates silently when the buffer is short).
 const SPILL: usize = 64;
 
@@ -222,51 +222,50 @@ impl TapPort {
         self.fd = None;
     }
 
-    /// One read into `f` (and `jumbo`'s tail, for what does not fit `f`). Returns the frame
-    /// read, `Ok(None)` when there is nothing to read, `Err(())` when reading should stop.
+    /// One read into the stand-by jumbo frame (or, without one, into an ordinary frame and
+    /// the spill buffer). A frame that fits an ordinary frame is copied into one, so the jumbo
+    /// frame stays for the next read: small frames cost a short copy, super-frames none.
+    /// Returns the frame read, `Ok(None)` when the read gave no usable frame, `Err(())` when
+    /// reading should stop.
     fn read_one(
         &mut self,
         fd: RawFd,
         pool: &mut FramePool,
-        mut f: Frame,
         jumbo: &mut Option<Frame>,
     ) -> Result<Option<Frame>, ()> {
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        let head = pool.buffer_mut(&mut f);
-        let head_ptr = head.as_mut_ptr();
-        let (tail_ptr, tail_len) = match jumbo.as_mut() {
-            Some(j) => {
-                let tail = &mut pool.buffer_mut(j)[FRAME_CAPACITY..];
-                (tail.as_mut_ptr(), tail.len())
-            }
-            None => (self.spill.as_mut_ptr(), SPILL),
+        let Some(mut f) = jumbo.take().or_else(|| pool.alloc()) else {
+            return Err(());
         };
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let buf = pool.buffer_mut(&mut f);
         let iov = [
             libc::iovec {
                 iov_base: hdr.as_mut_ptr().cast(),
                 iov_len: VNET_HDR_LEN,
             },
             libc::iovec {
-                iov_base: head_ptr.cast(),
-                iov_len: FRAME_CAPACITY,
-            },
-            libc::iovec {
-                iov_base: tail_ptr.cast(),
-                iov_len: tail_len,
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
             },
             libc::iovec {
                 iov_base: self.spill.as_mut_ptr().cast(),
-                iov_len: if jumbo.is_some() { SPILL } else { 0 },
+                iov_len: SPILL,
             },
         ];
         // SAFETY: every iovec describes writable memory owned by this call for its duration:
-        // the local header, the data area of `f` (exclusively owned), the tail of the jumbo
-        // frame's data area past FRAME_CAPACITY (exclusively owned, disjoint from `f`) or the
-        // spill buffer, and the spill buffer (only when it is not already the third iovec);
-        // `fd` is the TAP descriptor this port holds open.
+        // the local header, the whole data area of `f` (exclusively owned) and the port's spill
+        // buffer; `fd` is the TAP descriptor this port holds open.
         let n = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        let is_jumbo = pool.is_jumbo(&f);
+        let give_back = |pool: &mut FramePool, f: Frame, jumbo: &mut Option<Frame>| {
+            if is_jumbo {
+                *jumbo = Some(f);
+            } else {
+                pool.free(f);
+            }
+        };
         if n < 0 {
-            pool.free(f);
+            give_back(pool, f, jumbo);
             let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
             if errno == libc::EAGAIN || errno == libc::EINTR {
                 return Err(());
@@ -281,29 +280,29 @@ impl TapPort {
         let n = n as usize;
         if n <= VNET_HDR_LEN {
             // Nothing after the header: not a frame.
-            pool.free(f);
+            give_back(pool, f, jumbo);
             return if n == 0 { Err(()) } else { Ok(None) };
         }
         let len = n - VNET_HDR_LEN;
-        let offload = Offload::parse(&hdr);
-        if len <= FRAME_CAPACITY {
-            f.set_len(len);
-            f.set_offload(offload);
+        if len > pool.capacity_of(&f) {
+            self.rx_oversized += 1;
+            give_back(pool, f, jumbo);
+            return Ok(None);
+        }
+        f.set_len(len);
+        f.set_offload(Offload::parse(&hdr));
+        if !is_jumbo || len > FRAME_CAPACITY {
             return Ok(Some(f));
         }
-        let Some(mut j) = jumbo.take().filter(|_| len <= JUMBO_CAPACITY) else {
-            self.rx_oversized += 1;
-            pool.free(f);
-            return Ok(None);
-        };
-        // The frame's first FRAME_CAPACITY bytes are in `f`, the rest already in place in `j`.
-        f.set_len(FRAME_CAPACITY);
-        pool.buffer_mut(&mut j)[..FRAME_CAPACITY].copy_from_slice(pool.data(&f));
-        pool.free(f);
-        j.set_len(len);
-        j.set_offload(offload);
-        *jumbo = pool.alloc_jumbo();
-        Ok(Some(j))
+        // Small: into an ordinary frame, keeping the jumbo one for the next read.
+        match pool.clone_frame(&f) {
+            Some(small) => {
+                *jumbo = Some(f);
+                Ok(Some(small))
+            }
+            // No ordinary frame left: hand over the jumbo one; the next read takes another.
+            None => Ok(Some(f)),
+        }
     }
 }
 
@@ -325,9 +324,13 @@ impl PortIo for TapPort {
         // replaced when used and given back at the end of the burst.
         let mut jumbo = pool.alloc_jumbo();
         while !out.is_full() {
-            let Some(f) = pool.alloc() else { break };
-            match self.read_one(fd, pool, f, &mut jumbo) {
-                Ok(Some(frame)) => out.push(frame),
+            match self.read_one(fd, pool, &mut jumbo) {
+                Ok(Some(frame)) => {
+                    if jumbo.is_none() {
+                        jumbo = pool.alloc_jumbo();
+                    }
+                    out.push(frame);
+                }
                 Ok(None) => {}
                 Err(()) => break,
             }
