@@ -140,6 +140,40 @@ impl Netns {
     }
 
     /// `dig +short` for `name` at `server` (over TCP if `tcp`): the answer, or "" for none.
+    /// A bounded iperf3 TCP run (`secs` seconds) from this namespace to an `iperf3 -s -1`
+    /// started in `server` at `ip`; it must complete. Returns bits/s received.
+    pub fn iperf3_to(&self, server: &Netns, ip: &str, secs: u32) -> f64 {
+        let mut child = server.spawn(&["iperf3", "-s", "-1"]);
+        let listening = wait_until(Duration::from_secs(5), || {
+            String::from_utf8_lossy(&server.sh(&["ss", "-ltn"]).stdout).contains(":5201")
+        });
+        let out = listening.then(|| {
+            self.sh(&[
+                "timeout",
+                "30",
+                "iperf3",
+                "-c",
+                ip,
+                "-t",
+                &secs.to_string(),
+                "-J",
+            ])
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = out.unwrap_or_else(|| panic!("iperf3 server did not start in {}", server.name));
+        assert!(
+            out.status.success(),
+            "iperf3 {} -> {ip} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("iperf3 -J printed no JSON");
+        report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .expect("no bits_per_second in iperf3's report")
+    }
+
     pub fn dig(&self, server: &str, name: &str, tcp: bool) -> String {
         let at = format!("@{server}");
         let mut args = vec!["dig", "+short", "+time=2", "+tries=2", &at, name];

@@ -69,22 +69,7 @@ fn three_namespaces_on_afxdp_ports() {
     );
 
     // A bounded iperf3 TCP run completes (checksums right through the switch).
-    let mut server = t.ns[2].spawn(&["iperf3", "-s", "-1"]);
-    assert!(xvs_tests::wait_until(Duration::from_secs(5), || {
-        String::from_utf8_lossy(&t.ns[2].sh(&["ss", "-ltn"]).stdout).contains(":5201")
-    }));
-    let out = t.ns[0].sh(&["timeout", "20", "iperf3", "-c", &t.ips[2], "-t", "2", "-J"]);
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        out.status.success(),
-        "iperf3 failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let bps = report["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap();
+    let bps = t.ns[0].iperf3_to(&t.ns[2], &t.ips[2], 2);
     eprintln!(
         "iperf3 TCP through xvs AF_XDP ports: {:.2} Gbit/s",
         bps / 1e9

@@ -20,6 +20,8 @@ fn bad_network_requests_leave_nothing_behind() {
         "10.238.0.10",
         "--name",
         "a",
+        "--port-type",
+        "veth",
     ]);
     let links = endpoint_links().len();
     let before = network_state(&x, "n1");
@@ -46,6 +48,25 @@ fn bad_network_requests_leave_nothing_behind() {
     assert!(e.contains(&a.name), "connect twice: {e}");
     let e = x.refused(&["network", "connect", "nope", &b.name]);
     assert!(e.contains("nope"), "{e}");
+    let e = x.refused_with(
+        2,
+        &["network", "connect", "n1", &b.name, "--port-type", "vhost"],
+    );
+    assert!(e.contains("vhost"), "{e}");
+    let e = x.refused(&[
+        "network",
+        "connect",
+        "n1",
+        &b.name,
+        "--port-type",
+        "veth",
+        "--ip",
+        "10.238.0.10",
+    ]);
+    assert!(
+        e.contains("10.238.0.10"),
+        "duplicate --ip on a veth endpoint: {e}"
+    );
     let e = x.refused(&["network", "disconnect", "n1", &b.name]);
     assert!(e.contains(&b.name), "{e}");
     let e = x.refused(&["network", "rm", "n1"]);

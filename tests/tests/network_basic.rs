@@ -1,7 +1,8 @@
 //! Docker-style networks end to end: two networks of three sandboxes each (reachable inside a
 //! network, not across), the gateway answering ping, DNS at the gateway for names and aliases
 //! (UDP, TCP, and getent through /etc/netns/NAME/resolv.conf) scoped to the network, a sandbox
-//! on both networks, disconnect and reconnect, and --icc=false.
+//! on both networks, disconnect and reconnect, and --icc=false. One network's endpoints are
+//! veths on AF_XDP, the other's TAPs with offloads (the default).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -31,12 +32,21 @@ fn two_networks_three_sandboxes_each() {
             let ns = Netns::new(&format!("{p}{}{i}", &net[..1]));
             let name = format!("{net}{i}");
             let alias = format!("{net}{i}.svc");
-            let ep = x.json(&[
+            // red's endpoints are veths on AF_XDP, blue's the default (TAPs with offloads).
+            let mut args = vec![
                 "network", "connect", net, &ns.name, "--name", &name, "--alias", &alias,
-            ]);
+            ];
+            let kind = if net == "red" {
+                args.extend(["--port-type", "veth"]);
+                "veth"
+            } else {
+                "tap"
+            };
+            let ep = x.json(&args);
             let addr = endpoint_ip(&ep);
             assert!(addr.starts_with(&format!("10.236.{n}.")), "{ep}");
             assert_eq!(ep["ifname"], "eth0");
+            assert_eq!(ep["port_type"], kind, "{ep}");
             assert_eq!(ep["gateway"], format!("10.236.{n}.1"));
             sandboxes.push((ns, net, addr, name));
         }

@@ -1,7 +1,8 @@
 //! Networks across restarts, and DNS forwarding upstream: a dnsmasq in its own namespace
 //! (198.18.0.0/15 addresses, reached from the host over a veth this test made) answers what
 //! the embedded DNS does not know. xvsd killed or stopped and started again re-adopts every
-//! endpoint: no duplicate veths, traffic and DNS work again.
+//! endpoint, a veth (AF_XDP) and a TAP one: no duplicate veths, the TAP opened again rather
+//! than made anew, traffic and DNS work again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -52,10 +53,25 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
     x.must(&["network", "create", "app", "--subnet", "10.237.0.0/24"]);
     let a = Netns::new(&format!("{p}a"));
     let b = Netns::new(&format!("{p}b"));
-    x.must(&["network", "connect", "app", &a.name, "--name", "web"]);
     x.must(&[
+        "network",
+        "connect",
+        "app",
+        &a.name,
+        "--name",
+        "web",
+        "--port-type",
+        "veth",
+    ]);
+    let eb = x.json(&[
         "network", "connect", "app", &b.name, "--name", "db", "--alias", "pg",
     ]);
+    assert_eq!(
+        eb["port_type"], "tap",
+        "the default endpoint is a TAP: {eb}"
+    );
+    let tap_index = || ifindex(&b, "eth0");
+    let b_index = tap_index();
     assert!(a.reaches("10.237.0.3", Duration::from_secs(5)));
     assert_eq!(a.dig("10.237.0.1", "pg", false), "10.237.0.3");
     let forwarded = xvs_tests::wait_until(Duration::from_secs(10), || {
@@ -70,7 +86,7 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
         );
     }
     let links = endpoint_links();
-    assert!(links.len() >= 2);
+    assert!(!links.is_empty());
 
     for how in ["kill", "term"] {
         if how == "kill" {
@@ -78,8 +94,9 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
         } else {
             assert!(x.stop(), "xvsd did not exit 0 on SIGTERM");
         }
-        // Endpoints' veths are kept for re-adoption.
+        // Endpoints' veths and TAPs are kept for re-adoption.
         assert!(a.sh(&["ip", "link", "show", "eth0"]).status.success());
+        assert!(b.sh(&["ip", "link", "show", "eth0"]).status.success());
         x.start_again();
         let inspect = x.json(&["network", "inspect", "app"]);
         assert_eq!(
@@ -91,6 +108,11 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
             endpoint_links(),
             links,
             "endpoints re-made instead of re-adopted ({how})"
+        );
+        assert_eq!(
+            tap_index(),
+            b_index,
+            "TAP endpoint re-made instead of re-opened ({how})"
         );
         assert!(
             a.reaches("10.237.0.3", Duration::from_secs(10)),
@@ -111,7 +133,17 @@ fn endpoints_survive_restart_and_dns_forwards_upstream() {
 
     x.must(&["network", "disconnect", "app", &a.name]);
     x.must(&["network", "disconnect", "app", &b.name]);
+    assert!(
+        !b.sh(&["ip", "link", "show", "eth0"]).status.success(),
+        "disconnect left the TAP in the sandbox"
+    );
     x.must(&["network", "rm", "app"]);
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
+}
+
+/// The index of `ifname` inside `ns`.
+fn ifindex(ns: &Netns, ifname: &str) -> String {
+    let out = ns.must(&["cat", &format!("/sys/class/net/{ifname}/ifindex")]);
+    out.trim().to_string()
 }
