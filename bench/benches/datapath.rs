@@ -1,18 +1,20 @@
 //! Criterion benches of each datapath stage and the whole pipeline, per packet at bursts of 32:
-//! classification, the L2 bridge with 1K and 64K learned MACs, and classify → L2 → output on
-//! in-memory ports.
+//! classification, the L2 bridge with 1K and 64K learned MACs, classify → L2 → output on
+//! in-memory ports, and the software offloads (TSO of a 64 KiB super-frame, checksum
+//! completion) that frames from TAP endpoints need on their way to ports without offloads.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use xvs_bench::{two_port_engine, udp_frame};
+use xvs_bench::{tcp_super_frame, two_port_engine, udp_frame};
 use xvs_switch::bridge::Bridge;
 use xvs_switch::classify::{Mac, classify};
 use xvs_switch::counters::DropCounters;
 use xvs_switch::fdb::FdbConfig;
-use xvs_switch::frame::FramePool;
+use xvs_switch::frame::{FRAME_CAPACITY, FramePool};
+use xvs_switch::offload::{Offload, Segmenter, complete_checksum};
 use xvs_switch::pipeline::classify_batch;
 use xvs_switch::port::BURST;
 use xvs_switch::stage::{Batch, Stage, StageContext};
@@ -117,5 +119,49 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_classify, bench_l2, bench_pipeline);
+fn bench_offload(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offload");
+    // Software TSO: one 64 KiB super-frame into 1448-byte segments (46 of them), each
+    // checksummed in full; per segment.
+    let (sup, off) = tcp_super_frame(65_000);
+    let segments = Segmenter::new(&sup, &off).unwrap().remaining();
+    let mut out = vec![0u8; FRAME_CAPACITY];
+    g.throughput(Throughput::Elements(segments as u64));
+    g.bench_function("tso_64k_to_1448", |b| {
+        b.iter(|| {
+            let mut seg = Segmenter::new(black_box(&sup), &off).unwrap();
+            let mut bytes = 0;
+            while let Some(Ok(n)) = seg.next_into(&mut out) {
+                bytes += n;
+            }
+            black_box(bytes)
+        })
+    });
+    // Checksum completion of a partial checksum (a small TAP frame bound for AF_XDP).
+    for payload in [64usize, 1448] {
+        let (frame, off) = tcp_super_frame(payload);
+        let csum = Offload {
+            gso_type: Offload::GSO_NONE,
+            gso_size: 0,
+            ..off
+        };
+        let mut f = frame.clone();
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("checksum_tcp_{payload}b"), |b| {
+            b.iter(|| {
+                f[50..52].copy_from_slice(&frame[50..52]);
+                complete_checksum(black_box(&mut f), &csum).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_classify,
+    bench_l2,
+    bench_pipeline,
+    bench_offload
+);
 criterion_main!(benches);

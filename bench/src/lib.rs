@@ -5,6 +5,7 @@ use std::sync::Arc;
 use xvs_switch::counters::{DropCounters, PortCounters};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::frame::FramePool;
+use xvs_switch::offload::Offload;
 use xvs_switch::port::mem::MemPort;
 use xvs_switch::worker::Engine;
 
@@ -44,4 +45,27 @@ pub fn two_port_engine(templates: Vec<Vec<u8>>, count: u64, pool_frames: u32) ->
         Arc::new(PortCounters::default()),
     );
     e
+}
+
+/// An IPv4/TCP GSO super-frame with `payload` bytes (10.0.0.1:40000 -> 10.0.0.2:5201), as a
+/// TAP with offloads hands it over: MSS 1448, checksum left partial.
+pub fn tcp_super_frame(payload: usize) -> (Vec<u8>, Offload) {
+    let ip_len = (20 + 20 + payload) as u16;
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    f[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    // TCP: ports, seq, ack, data offset 5, ACK|PSH, window, checksum (partial), urgent.
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0x10, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0x50, 0x18, 0x02, 0x00, 0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| (i % 251) as u8));
+    let offload = Offload {
+        flags: Offload::F_NEEDS_CSUM,
+        gso_type: Offload::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (f, offload)
 }
