@@ -1,26 +1,40 @@
 //! A steady-state pipeline run (receive → classify → L2 → transmit on in-memory ports)
-//! allocates nothing: a counting global allocator proves it.
+//! allocates nothing: a counting global allocator proves it, for plain frames and for GSO
+//! super-frames segmented in software.
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use xvs_switch::classify::Mac;
 use xvs_switch::counters::{DropCounters, PortCounters};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::frame::FramePool;
+use xvs_switch::offload::Offload;
 use xvs_switch::port::mem::MemPort;
 use xvs_switch::worker::Engine;
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Allocations made by this thread (tests run in parallel threads; each counts its own).
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn count_one() {
+    // try_with: the allocator may run while the thread's locals are being torn down.
+    let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
+        count_one();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -29,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
+        count_one();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new) }
     }
@@ -86,16 +100,91 @@ fn steady_state_forwarding_allocates_nothing() {
     for _ in 0..100 {
         e.poll(1);
     }
-    let before = ALLOCS.load(Relaxed);
+    let before = allocs();
     let mut frames = 0;
     for i in 0..2000 {
         frames += e.poll(2 + i / 100).0;
     }
-    let allocs = ALLOCS.load(Relaxed) - before;
+    let allocs = allocs() - before;
     assert!(frames >= 60_000, "only {frames} frames forwarded");
     assert_eq!(
         allocs, 0,
         "{allocs} allocations while forwarding {frames} frames"
     );
     assert_eq!(e.pool().available(), 1024, "frames leaked from the pool");
+}
+
+/// A 20 000-byte IPv4/TCP super-frame from host 1 to host 2 with its checksum left partial.
+fn super_frame() -> (Vec<u8>, Offload) {
+    let payload = 20_000usize;
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0x10, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0x50, 0x18, 0x02, 0x00, 0, 0, 0, 0]);
+    f.resize(f.len() + payload, 0x5a);
+    let off = Offload {
+        flags: Offload::F_NEEDS_CSUM,
+        gso_type: Offload::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (f, off)
+}
+
+#[test]
+fn steady_state_segmentation_allocates_nothing() {
+    let pool = FramePool::new_heap(2048).unwrap();
+    let mut e = Engine::new(pool, Arc::new(DropCounters::default()));
+    e.add_bridge(1, "br0".into(), FdbConfig::default());
+    // Port 1 (a TAP-like source) floods super-frames to port 2 (no offloads: segmented) and
+    // port 3 (offloads: whole).
+    let (sup, off) = super_frame();
+    let mut flood = sup.clone();
+    flood[..6].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    e.insert_port(
+        1,
+        1,
+        Box::new(MemPort::generator_with_offloads(
+            vec![(sup, off), (flood, off)],
+            1_000_000,
+        )),
+        0,
+        Arc::new(PortCounters::default()),
+    );
+    e.insert_port(
+        2,
+        1,
+        Box::new(MemPort::sink()),
+        0,
+        Arc::new(PortCounters::default()),
+    );
+    e.insert_port(
+        3,
+        1,
+        Box::new(MemPort::sink().with_offloads(true)),
+        0,
+        Arc::new(PortCounters::default()),
+    );
+    if let Some(br) = e.bridge_mut(1) {
+        br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
+    }
+    for _ in 0..20 {
+        e.poll(1);
+    }
+    let before = allocs();
+    let mut frames = 0;
+    for i in 0..200 {
+        frames += e.poll(2 + i / 100).0;
+    }
+    let allocs = allocs() - before;
+    assert!(frames >= 6_000, "only {frames} super-frames forwarded");
+    assert_eq!(
+        allocs, 0,
+        "{allocs} allocations while forwarding {frames} super-frames"
+    );
+    assert_eq!(e.pool().available(), 2048, "frames leaked from the pool");
 }

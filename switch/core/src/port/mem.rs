@@ -21,7 +21,7 @@ struct Queues {
 enum Source {
     Queue,
     Generator {
-        templates: Vec<Vec<u8>>,
+        templates: Vec<(Vec<u8>, Offload)>,
         next: usize,
         remaining: u64,
     },
@@ -68,6 +68,13 @@ impl MemPort {
     /// A port that receives `count` frames cycling through `templates` (copied into pool
     /// frames, no allocation), and discards what it transmits.
     pub fn generator(templates: Vec<Vec<u8>>, count: u64) -> MemPort {
+        let templates = templates.into_iter().map(|t| (t, Offload::NONE)).collect();
+        MemPort::generator_with_offloads(templates, count)
+    }
+
+    /// A generator whose frames carry offloads still to do, as a TAP with virtio-net headers
+    /// hands them over.
+    pub fn generator_with_offloads(templates: Vec<(Vec<u8>, Offload)>, count: u64) -> MemPort {
         MemPort {
             queues: Arc::default(),
             source: Source::Generator {
@@ -156,9 +163,11 @@ impl PortIo for MemPort {
                 remaining,
             } => {
                 while !out.is_full() && *remaining > 0 && !templates.is_empty() {
-                    let Some(frame) = pool.alloc_copy(&templates[*next]) else {
+                    let (bytes, offload) = &templates[*next];
+                    let Some(mut frame) = pool.alloc_copy(bytes) else {
                         break;
                     };
+                    frame.set_offload(*offload);
                     *next = (*next + 1) % templates.len();
                     *remaining -= 1;
                     out.push(frame);
