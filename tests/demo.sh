@@ -78,7 +78,7 @@ run "$XVSCTL" show
 run "$XVSCTL" stats
 run "$XVSCTL" trace demo0 "in_port=${P}h1,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:03,udp,nw_src=10.250.0.1,nw_dst=10.250.0.3,tp_src=1234,tp_dst=53"
 
-echo; echo "== part 2: a Docker-style network with DNS"
+echo; echo "== part 2: a Docker-style network with DNS, on TAP endpoints with offloads"
 run "$XVSCTL" network create web --subnet 10.251.0.0/24
 for i in 1 2; do
   ip netns add "${P}web$i"
@@ -90,6 +90,10 @@ run "$XVSCTL" network ls
 run ip netns exec "${P}web1" ping -c 2 -i 0.2 db
 run ip netns exec "${P}web2" ping -c 2 -i 0.2 10.251.0.1
 run ip netns exec "${P}web2" dig +short @10.251.0.1 api.internal
+# Bulk TCP between the two TAP endpoints (the default port type): GSO super-frames cross whole.
+ip netns exec "${P}web2" iperf3 -s -1 >/dev/null 2>&1 &
+sleep 0.5
+run ip netns exec "${P}web1" timeout 20 iperf3 -c db -t 2
 run "$XVSCTL" network inspect web
 
 echo; echo "== demo done; cleaning up (xvsd log: last lines)"
