@@ -1,6 +1,7 @@
-//! 100 sandboxes connected to one network, one after another: every endpoint gets its own
-//! address, the first and last reach each other, and the connect and disconnect latencies
-//! (as xvsctl sees them, process start included) are printed as p50/p99.
+//! 100 sandboxes connected to one network, one after another, every other one through a veth
+//! (AF_XDP) and the rest through the default TAP: every endpoint gets its own address, the
+//! first and last reach each other, and the connect and disconnect latencies (as xvsctl sees
+//! them, process start included) are printed as p50/p99 per endpoint kind.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -35,13 +36,24 @@ fn connect_one_hundred_endpoints() {
         .map(|i| Netns::new(&format!("{p}{i}")))
         .collect();
 
-    let mut connect = Vec::new();
+    let kind = |i: usize| if i % 2 == 0 { "veth" } else { "tap" };
+    let mut connect = [Vec::new(), Vec::new()];
     let mut addresses = BTreeSet::new();
     for (i, ns) in sandboxes.iter().enumerate() {
         let name = format!("c{i}");
         let t = Instant::now();
-        let ep = x.json(&["network", "connect", "big", &ns.name, "--name", &name]);
-        connect.push(t.elapsed());
+        let ep = x.json(&[
+            "network",
+            "connect",
+            "big",
+            &ns.name,
+            "--name",
+            &name,
+            "--port-type",
+            kind(i),
+        ]);
+        connect[i % 2].push(t.elapsed());
+        assert_eq!(ep["port_type"], kind(i));
         assert!(addresses.insert(ep["address"].as_str().unwrap().to_string()));
     }
     assert_eq!(addresses.len(), SANDBOXES);
@@ -57,13 +69,17 @@ fn connect_one_hundred_endpoints() {
     );
     assert!(sandboxes[0].ping("10.239.0.1", 2));
 
-    let mut disconnect = Vec::new();
-    for ns in &sandboxes {
+    let mut disconnect = [Vec::new(), Vec::new()];
+    for (i, ns) in sandboxes.iter().enumerate() {
         let t = Instant::now();
         x.must(&["network", "disconnect", "big", &ns.name]);
-        disconnect.push(t.elapsed());
+        disconnect[i % 2].push(t.elapsed());
     }
-    report("network connect", connect);
-    report("network disconnect", disconnect);
+    let [connect_veth, connect_tap] = connect;
+    let [disconnect_veth, disconnect_tap] = disconnect;
+    report("network connect (veth)", connect_veth);
+    report("network connect (tap)", connect_tap);
+    report("network disconnect (veth)", disconnect_veth);
+    report("network disconnect (tap)", disconnect_tap);
     x.must(&["network", "rm", "big"]);
 }
