@@ -36,7 +36,7 @@ fn connect_one_hundred_endpoints() {
         .map(|i| Netns::new(&format!("{p}{i}")))
         .collect();
 
-    let kind = |i: usize| if i % 2 == 0 { "veth" } else { "tap" };
+    let kind = |i: usize| if i.is_multiple_of(2) { "veth" } else { "tap" };
     let mut connect = [Vec::new(), Vec::new()];
     let mut addresses = BTreeSet::new();
     for (i, ns) in sandboxes.iter().enumerate() {
