@@ -2,10 +2,11 @@
 //!
 //! A network is a bridge named `net.NAME` (its own L2 domain: no frame crosses between
 //! networks), a gateway (xvsd's smoltcp host at the gateway address, attached through a pipe
-//! port named `gw`), an IPAM pool and a table of DNS names. `connect` builds the endpoint's
-//! veth pair in the sandbox and attaches the switch side as an AF_XDP port; every step is
-//! undone if a later one fails, so a failed connect leaves nothing half-made. Runs on control
-//! threads under the daemon's lock.
+//! port named `gw`), an IPAM pool and a table of DNS names. `connect` gives the sandbox its
+//! interface, either a TAP with offloads made inside it (the default; the switch holds the
+//! TAP's descriptor as the port) or a veth pair whose switch side becomes an AF_XDP port; every
+//! step is undone if a later one fails, so a failed connect leaves nothing half-made. Runs on
+//! control threads under the daemon's lock.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
