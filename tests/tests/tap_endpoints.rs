@@ -21,6 +21,29 @@ fn port_counter(stats: &Value, port: &str, counter: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {counter} for port {port} in {stats}"))
 }
 
+/// The interface's IPv6 link-local address, once duplicate address detection is done.
+fn link_local(ns: &Netns, ifname: &str) -> String {
+    let mut addr = None;
+    let ready = xvs_tests::wait_until(Duration::from_secs(10), || {
+        let out = ns.must(&[
+            "ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "link",
+        ]);
+        addr = out
+            .lines()
+            .find(|l| !l.contains("tentative"))
+            .and_then(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
+            .and_then(|a| a.split('/').next())
+            .map(str::to_string);
+        addr.is_some()
+    });
+    assert!(
+        ready,
+        "no usable IPv6 link-local address on {ifname} in {}",
+        ns.name
+    );
+    addr.unwrap()
+}
+
 fn offloads_on(ns: &Netns, ifname: &str) -> bool {
     let k = ns.must(&["ethtool", "-k", ifname]);
     k.lines()
@@ -118,6 +141,14 @@ fn tap_endpoints_carry_tcp_in_every_mix_of_port_types() {
     // veth -> TAP: full-checksum frames from AF_XDP go to the TAP with an empty header.
     let bps = v1.iperf3_to(&t1, &ip1, 2);
     eprintln!("iperf3 TCP veth -> TAP: {:.2} Gbit/s", bps / 1e9);
+
+    // IPv6 (link-local addresses) TAP -> veth: TCPv6 super-frames segmented in software.
+    let v1_ll = link_local(&v1, "eth0");
+    let bps = t1.iperf3_to(&v1, &format!("{v1_ll}%eth0"), 2);
+    eprintln!(
+        "iperf3 TCPv6 TAP -> veth (software TSO): {:.2} Gbit/s",
+        bps / 1e9
+    );
 
     // DNS over TCP from TAP endpoints (partial checksums completed for the gateway's stack),
     // and over UDP.
