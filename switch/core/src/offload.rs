@@ -86,6 +86,19 @@ impl Offload {
     pub fn is_none(&self) -> bool {
         !self.needs_csum() && !self.is_gso()
     }
+
+    /// The header Linux gives an untagged IPv4 TCP super-frame with 20-byte IP and TCP
+    /// headers: checksum partial from the TCP header, `gso_size` payload bytes per segment.
+    pub const fn tcpv4_gso(gso_size: u16) -> Offload {
+        Offload {
+            flags: Offload::F_NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    }
 }
 
 /// Why an offload could not be carried out (each becomes a counted drop).

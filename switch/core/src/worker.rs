@@ -949,14 +949,7 @@ mod tests {
         let (mut e, drops) = engine_with([a, b, c]);
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let sup = partial_tcp(&payload);
-        let gso = Offload {
-            flags: Offload::F_NEEDS_CSUM,
-            gso_type: Offload::GSO_TCPV4,
-            hdr_len: 54,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let gso = Offload::tcpv4_gso(1448);
         // Unknown destination: flooded to b (no offloads) and c (offloads).
         ha.inject_with_offload(&sup, gso);
         for _ in 0..4 {

@@ -124,14 +124,7 @@ fn super_frame() -> (Vec<u8>, Offload) {
     f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0x10, 0, 0, 0, 0, 1]);
     f.extend_from_slice(&[0x50, 0x18, 0x02, 0x00, 0, 0, 0, 0]);
     f.resize(f.len() + payload, 0x5a);
-    let off = Offload {
-        flags: Offload::F_NEEDS_CSUM,
-        gso_type: Offload::GSO_TCPV4,
-        hdr_len: 54,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-    };
+    let off = Offload::tcpv4_gso(1448);
     (f, off)
 }
 
