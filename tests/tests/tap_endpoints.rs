@@ -159,6 +159,15 @@ fn tap_endpoints_carry_tcp_in_every_mix_of_port_types() {
     let stats = x.json(&["stats"]);
     assert_eq!(drop_count(&stats, "offload_failed"), 0, "{stats}");
     assert_eq!(drop_count(&stats, "oversize"), 0, "{stats}");
+    // TAP read losses are the backend's counters, shown per port.
+    let tap_stats = stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["port"] == e1["port"])
+        .unwrap();
+    assert_eq!(tap_stats["backend"]["rx_oversized"], 0, "{tap_stats}");
+    assert_eq!(tap_stats["backend"]["rx_errors"], 0, "{tap_stats}");
 
     for ns in [&t1, &t2, &v1] {
         x.must(&["network", "disconnect", "fast", &ns.name]);

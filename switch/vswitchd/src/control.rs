@@ -595,11 +595,18 @@ impl Switch {
         for b in &status {
             for p in &b.ports {
                 let mut backend = BTreeMap::new();
-                if p.info.port_type == PortType::Afxdp {
-                    backend.insert("rx_ring_full".to_string(), p.backend.rx_ring_full);
-                    backend.insert("fill_ring_empty".to_string(), p.backend.fill_empty);
-                    backend.insert("invalid_descs".to_string(), p.backend.invalid_descs);
-                    backend.insert("kernel_rx_dropped".to_string(), p.backend.rx_dropped);
+                match p.info.port_type {
+                    PortType::Afxdp => {
+                        backend.insert("rx_ring_full".to_string(), p.backend.rx_ring_full);
+                        backend.insert("fill_ring_empty".to_string(), p.backend.fill_empty);
+                        backend.insert("invalid_descs".to_string(), p.backend.invalid_descs);
+                        backend.insert("kernel_rx_dropped".to_string(), p.backend.rx_dropped);
+                    }
+                    PortType::Tap => {
+                        backend.insert("rx_oversized".to_string(), p.backend.rx_oversized);
+                        backend.insert("rx_errors".to_string(), p.backend.rx_errors);
+                    }
+                    PortType::Mem | PortType::Internal => {}
                 }
                 ports.push(PortStatsView {
                     bridge: b.name.clone(),

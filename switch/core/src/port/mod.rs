@@ -131,6 +131,10 @@ pub struct BackendStats {
     pub invalid_descs: u64,
     /// Frames dropped by the kernel on receive for other reasons.
     pub rx_dropped: u64,
+    /// TAP: reads larger than any frame of the pool, dropped.
+    pub rx_oversized: u64,
+    /// TAP: reads that failed for a reason other than "nothing to read".
+    pub rx_errors: u64,
 }
 
 /// Errors opening a port.

@@ -21,7 +21,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{BackendInfo, Burst, PortError, PortIo, PortType, TxOutcome};
+use super::{BackendInfo, BackendStats, Burst, PortError, PortIo, PortType, TxOutcome};
 use crate::frame::{FRAME_CAPACITY, Frame, FramePool};
 use crate::offload::{Offload, VNET_HDR_LEN};
 
@@ -408,6 +408,14 @@ impl PortIo for TapPort {
 
     fn takes_offloads(&self) -> bool {
         true
+    }
+
+    fn backend_stats(&self) -> BackendStats {
+        BackendStats {
+            rx_oversized: self.rx_oversized,
+            rx_errors: self.rx_errors,
+            ..BackendStats::default()
+        }
     }
 
     fn detach(&mut self, _pool: &mut FramePool) {
