@@ -110,6 +110,15 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    /// Creating or opening a TAP endpoint's device failed (the TAP backend says which step).
+    #[error("{source} (in {sandbox})")]
+    Tap {
+        /// The sandbox the TAP is in.
+        sandbox: String,
+        /// What the TAP backend reported.
+        #[source]
+        source: xvs_switch::port::PortError,
+    },
     /// The worker thread of an operation could not start or did not finish.
     #[error("netlink worker thread failed: {0}")]
     Worker(String),
@@ -449,11 +458,12 @@ pub fn create_tap_endpoint(spec: &EndpointSpec) -> Result<(OwnedFd, u32), NetErr
                 sandbox: spec.sandbox.to_string(),
             });
         }
-        let (fd, _) =
-            open_tap(&spec.ifname, TapOptions { persist: true }).map_err(|e| NetError::Io {
-                what: format!("cannot create TAP {} in {}", spec.ifname, spec.sandbox),
-                source: io::Error::other(e.to_string()),
-            })?;
+        let (fd, _) = open_tap(&spec.ifname, TapOptions { persist: true }).map_err(|source| {
+            NetError::Tap {
+                sandbox: spec.sandbox.to_string(),
+                source,
+            }
+        })?;
         let configured = async {
             let index = sandbox_link_index(&inside, spec).await?;
             let set = LinkUnspec::new_with_index(index)
@@ -502,10 +512,11 @@ pub fn open_tap_endpoint(
         else {
             return Ok(None);
         };
-        let (fd, _) = open_tap(ifname, TapOptions { persist: true }).map_err(|e| NetError::Io {
-            what: format!("cannot open TAP {ifname} in {sandbox}"),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let (fd, _) =
+            open_tap(ifname, TapOptions { persist: true }).map_err(|source| NetError::Tap {
+                sandbox: sandbox.to_string(),
+                source,
+            })?;
         Ok(Some((fd, index)))
     })
 }
