@@ -23,7 +23,7 @@ use crate::fdb::{FdbConfig, FdbRecord};
 use crate::frame::{Frame, FramePool};
 use crate::offload::{self, Offload};
 use crate::pipeline;
-use crate::port::{self, BURST, BackendInfo, BackendStats, Burst, PortError, PortIo, PortSpec};
+use crate::port::{self, BackendInfo, BackendStats, Burst, PortError, PortIo, PortSpec};
 use crate::stage::{Batch, Verdict};
 use crate::trace::TraceLog;
 
@@ -806,9 +806,10 @@ fn finish_offloads(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounte
     push_pending(pool, slot, drops, frame);
 }
 
-/// Segments a GSO super-frame into ordinary frames on `slot`'s pending burst, a burst of
-/// output frames at a time (the segmenter borrows the pool's bytes, so frames are taken
-/// first).
+/// Segments a GSO super-frame into ordinary frames on `slot`'s pending burst, a burst at a
+/// time: the segmenter borrows the pool's bytes, so each burst's output frames are taken from
+/// the pool first and the segmenter is made again (it only parses the headers) to resume where
+/// the last burst ended. Frames not needed are given straight back.
 fn segment(
     pool: &mut FramePool,
     slot: &mut PortSlot,
@@ -816,29 +817,17 @@ fn segment(
     frame: &Frame,
     off: &Offload,
 ) {
-    let total = match offload::Segmenter::new(pool.data(frame), off) {
-        Ok(s) => s.remaining(),
-        Err(_) => {
-            drops.add(DropReason::OffloadFailed, 1);
-            return;
-        }
-    };
     let mut done = 0;
-    while done < total {
+    loop {
         let mut outs = Burst::new();
-        while outs.len() < (total - done).min(BURST) {
+        while !outs.is_full() {
             match pool.alloc() {
                 Some(f) => outs.push(f),
                 None => break,
             }
         }
-        if outs.is_empty() {
-            drops.add(DropReason::PoolExhausted, (total - done) as u64);
-            return;
-        }
-        let mut failed = false;
         let mut made = 0;
-        if let Ok(mut seg) = offload::Segmenter::new(pool.data(frame), off) {
+        let outcome = offload::Segmenter::new(pool.data(frame), off).map(|mut seg| {
             seg.skip(done);
             for out in outs.iter_mut() {
                 match seg.next_into(pool.buffer_mut(out)) {
@@ -846,14 +835,12 @@ fn segment(
                         out.set_len(n);
                         made += 1;
                     }
-                    Some(Err(_)) => {
-                        failed = true;
-                        break;
-                    }
+                    Some(Err(e)) => return Err(e),
                     None => break,
                 }
             }
-        }
+            Ok(seg.remaining())
+        });
         for (i, out) in outs.into_iter().enumerate() {
             if i < made {
                 push_pending(pool, slot, drops, out);
@@ -861,11 +848,18 @@ fn segment(
                 pool.free(out);
             }
         }
-        if failed || made == 0 {
-            drops.add(DropReason::OffloadFailed, 1);
-            return;
+        match outcome {
+            Ok(Ok(0)) => return,
+            Ok(Ok(left)) if made == 0 => {
+                drops.add(DropReason::PoolExhausted, left as u64);
+                return;
+            }
+            Ok(Ok(_)) => done += made,
+            Ok(Err(_)) | Err(_) => {
+                drops.add(DropReason::OffloadFailed, 1);
+                return;
+            }
         }
-        done += made;
     }
 }
 
@@ -993,6 +987,24 @@ mod tests {
             e.pool().jumbo_available(),
             crate::frame::JUMBO_FRAMES as usize
         );
+    }
+
+    #[test]
+    fn segments_the_pool_cannot_hold_are_counted() {
+        let drops = Arc::new(DropCounters::default());
+        let mut e = Engine::new(FramePool::new_heap(4).unwrap(), drops.clone());
+        e.add_bridge(1, "br".into(), FdbConfig::default());
+        let ((a, ha), (b, hb)) = (mem(true), mem(false));
+        for (id, p) in [(1, a), (2, b)] {
+            e.insert_port(id, 1, Box::new(p), 0, Arc::new(PortCounters::default()));
+        }
+        // 7 segments, 4 ordinary frames: 4 go out, 3 are counted, nothing leaks.
+        ha.inject_with_offload(&partial_tcp(&[7; 10_000]), Offload::tcpv4_gso(1448));
+        e.poll(0);
+        assert_eq!(hb.take_tx().len(), 4);
+        assert_eq!(drops.get(DropReason::PoolExhausted), 3);
+        assert_eq!(e.pool().available(), 4);
+        assert_eq!(e.pool().jumbo_available(), crate::frame::JUMBO_FRAMES as usize);
     }
 
     #[test]
