@@ -1004,7 +1004,10 @@ mod tests {
         assert_eq!(hb.take_tx().len(), 4);
         assert_eq!(drops.get(DropReason::PoolExhausted), 3);
         assert_eq!(e.pool().available(), 4);
-        assert_eq!(e.pool().jumbo_available(), crate::frame::JUMBO_FRAMES as usize);
+        assert_eq!(
+            e.pool().jumbo_available(),
+            crate::frame::JUMBO_FRAMES as usize
+        );
     }
 
     #[test]

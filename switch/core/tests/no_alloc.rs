@@ -61,41 +61,39 @@ fn frame(src: u8, dst: [u8; 6]) -> Vec<u8> {
     f
 }
 
+/// An engine over a heap pool of `frames` with one bridge whose ports 1, 2, 3 are `ports`, and
+/// host 02:00:00:00:00:02 learned on port 2.
+fn engine(frames: u32, ports: [MemPort; 3]) -> Engine {
+    let mut e = Engine::new(
+        FramePool::new_heap(frames).unwrap(),
+        Arc::new(DropCounters::default()),
+    );
+    e.add_bridge(1, "br0".into(), FdbConfig::default());
+    for (id, port) in (1..).zip(ports) {
+        e.insert_port(id, 1, Box::new(port), 0, Arc::new(PortCounters::default()));
+    }
+    if let Some(br) = e.bridge_mut(1) {
+        br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
+    }
+    e
+}
+
 #[test]
 fn steady_state_forwarding_allocates_nothing() {
-    let pool = FramePool::new_heap(1024).unwrap();
-    let mut e = Engine::new(pool, Arc::new(DropCounters::default()));
-    e.add_bridge(1, "br0".into(), FdbConfig::default());
     // unicast to a learned host, broadcast (flood to two ports), and a malformed runt
     let templates = vec![
         frame(1, [2, 0, 0, 0, 0, 2]),
         frame(1, [0xff; 6]),
         vec![1, 2, 3],
     ];
-    e.insert_port(
-        1,
-        1,
-        Box::new(MemPort::generator(templates, 1_000_000)),
-        0,
-        Arc::new(PortCounters::default()),
+    let mut e = engine(
+        1024,
+        [
+            MemPort::generator(templates, 1_000_000),
+            MemPort::sink(),
+            MemPort::sink(),
+        ],
     );
-    e.insert_port(
-        2,
-        1,
-        Box::new(MemPort::sink()),
-        0,
-        Arc::new(PortCounters::default()),
-    );
-    e.insert_port(
-        3,
-        1,
-        Box::new(MemPort::sink()),
-        0,
-        Arc::new(PortCounters::default()),
-    );
-    if let Some(br) = e.bridge_mut(1) {
-        br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
-    }
     // warm up: the FDB learns host 1, tables settle
     for _ in 0..100 {
         e.poll(1);
@@ -130,41 +128,19 @@ fn super_frame() -> (Vec<u8>, Offload) {
 
 #[test]
 fn steady_state_segmentation_allocates_nothing() {
-    let pool = FramePool::new_heap(2048).unwrap();
-    let mut e = Engine::new(pool, Arc::new(DropCounters::default()));
-    e.add_bridge(1, "br0".into(), FdbConfig::default());
     // Port 1 (a TAP-like source) floods super-frames to port 2 (no offloads: segmented) and
     // port 3 (offloads: whole).
     let (sup, off) = super_frame();
     let mut flood = sup.clone();
     flood[..6].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-    e.insert_port(
-        1,
-        1,
-        Box::new(MemPort::generator_with_offloads(
-            vec![(sup, off), (flood, off)],
-            1_000_000,
-        )),
-        0,
-        Arc::new(PortCounters::default()),
+    let mut e = engine(
+        2048,
+        [
+            MemPort::generator_with_offloads(vec![(sup, off), (flood, off)], 1_000_000),
+            MemPort::sink(),
+            MemPort::sink().with_offloads(true),
+        ],
     );
-    e.insert_port(
-        2,
-        1,
-        Box::new(MemPort::sink()),
-        0,
-        Arc::new(PortCounters::default()),
-    );
-    e.insert_port(
-        3,
-        1,
-        Box::new(MemPort::sink().with_offloads(true)),
-        0,
-        Arc::new(PortCounters::default()),
-    );
-    if let Some(br) = e.bridge_mut(1) {
-        br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
-    }
     for _ in 0..20 {
         e.poll(1);
     }
