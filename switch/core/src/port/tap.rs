@@ -323,7 +323,9 @@ impl PortIo for TapPort {
         // One jumbo frame stands by for a read that does not fit an ordinary frame; it is
         // replaced when used and given back at the end of the burst.
         let mut jumbo = pool.alloc_jumbo();
-        while !out.is_full() {
+        // Reads that yield no frame (oversized, empty) count against the burst too, so a
+        // device flooding garbage cannot keep the worker here.
+        for _ in 0..out.remaining_capacity() {
             match self.read_one(fd, pool, &mut jumbo) {
                 Ok(Some(frame)) => {
                     if jumbo.is_none() {
