@@ -5,19 +5,20 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use xvs_bench::{tcp_super_frame, two_port_engine, udp_frame};
-use xvs_switch::bridge::Bridge;
-use xvs_switch::classify::{Mac, classify};
+use xvs_switch::checksum::complete_checksum;
+use xvs_switch::classify::{ClassifyStage, Mac, classify};
 use xvs_switch::counters::DropCounters;
+use xvs_switch::domain::Domain;
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::frame::{FRAME_CAPACITY, FramePool};
-use xvs_switch::offload::{Offload, Segmenter, complete_checksum};
-use xvs_switch::pipeline::classify_batch;
+use xvs_switch::l2::L2Stage;
+use xvs_switch::offload::Offload;
 use xvs_switch::port::BURST;
-use xvs_switch::stage::{Batch, Stage, StageContext};
+use xvs_switch::segment::Segmenter;
+use xvs_switch::stage::{Batch, FrameMeta, Stage, StageContext};
 
 fn bench_classify(c: &mut Criterion) {
     let mut g = c.benchmark_group("classify");
@@ -26,11 +27,28 @@ fn bench_classify(c: &mut Criterion) {
     let mut batch = Batch::default();
     for i in 0..BURST as u32 {
         batch
-            .push(pool.alloc_copy(&udp_frame(i, i + 1)).unwrap())
+            .push(
+                pool.alloc_copy(&udp_frame(i, i + 1)).unwrap(),
+                FrameMeta::default(),
+            )
             .unwrap();
     }
+    batch.begin(1, 1, 0);
+    let (domain, counters) = (Domain::default(), DropCounters::default());
     g.bench_function("udp_burst32", |b| {
-        b.iter(|| classify_batch(&pool, black_box(&mut batch), 1, 0, None))
+        b.iter(|| {
+            batch.reset_verdicts();
+            let mut ctx = StageContext {
+                pool: &pool,
+                now_ms: 1,
+                trace: None,
+                domain: &domain,
+                counters: &counters,
+                worker: 0,
+                workers: 1,
+            };
+            ClassifyStage.process(&mut ctx, black_box(&mut batch))
+        })
     });
     let frame = udp_frame(1, 2);
     g.throughput(Throughput::Elements(1));
@@ -45,18 +63,16 @@ fn bench_l2(c: &mut Criterion) {
     let mut g = c.benchmark_group("l2");
     g.throughput(Throughput::Elements(BURST as u64));
     for macs in [1024u32, 65536] {
-        let mut br = Bridge::new(
-            "br0",
-            FdbConfig {
-                ageing_secs: 300,
-                capacity: 65536,
-                port_limit: 65536,
-            },
-            Arc::new(DropCounters::default()),
-        );
+        let mut br = L2Stage::new(FdbConfig {
+            ageing_secs: 300,
+            capacity: 65536,
+            port_limit: 65536,
+        });
+        let mut domain = Domain::default();
         for p in 1..=16 {
-            br.add_member(p, 0);
+            domain.add_member(p, 0);
         }
+        let counters = DropCounters::default();
         // Learn `macs` hosts spread over 16 ports.
         let host = |n: u32| {
             let b = n.to_be_bytes();
@@ -69,7 +85,9 @@ fn bench_l2(c: &mut Criterion) {
         let mut scratch = FramePool::new_heap(BURST as u32).unwrap();
         let mut batch = Batch::default();
         for i in 0..BURST as u32 {
-            batch.push(scratch.alloc().unwrap()).unwrap();
+            batch
+                .push(scratch.alloc().unwrap(), FrameMeta::default())
+                .unwrap();
             // pseudo-random known source and destination
             let s = (i.wrapping_mul(2654435761)) % macs;
             let d = (i.wrapping_mul(40503) + 7) % macs;
@@ -84,6 +102,10 @@ fn bench_l2(c: &mut Criterion) {
                     pool: &pool,
                     now_ms: 1,
                     trace: None,
+                    domain: &domain,
+                    counters: &counters,
+                    worker: 0,
+                    workers: 1,
                 };
                 br.process(&mut ctx, black_box(&mut batch));
             })
@@ -103,8 +125,8 @@ fn bench_pipeline(c: &mut Criterion) {
         b.iter_batched_ref(
             || {
                 let mut e = two_port_engine(templates.clone(), u64::MAX, 4096);
-                if let Some(br) = e.bridge_mut(1) {
-                    br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
+                if let Some(l2) = e.l2_mut(1) {
+                    l2.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
                 }
                 e.poll(1);
                 e

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use xvs_switch::counters::{DropCounters, PortCounters};
+use xvs_switch::engine::Engine;
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::frame::FramePool;
 use xvs_switch::offload::Offload;
 use xvs_switch::port::mem::MemPort;
-use xvs_switch::worker::Engine;
 
 /// A 64-byte (without FCS: 60) IPv4/UDP frame from host `src` to host `dst`, where host `n`
 /// has MAC 02:00:00:NN:NN:NN and address 10.x.y.z from n.

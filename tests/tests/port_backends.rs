@@ -201,7 +201,8 @@ fn afxdp_ports_forward_ping_between_namespaces() {
     // Two active queues: the port must bind both.
     topo.veth(&rb, &format!("{p}b1"), &nsb, "198.18.0.2/24", 2);
 
-    let mut pool = FramePool::new_umem(afxdp::suggested_pool_frames(2), afxdp::RING_SIZE).unwrap();
+    let mut pool =
+        xvs_switch::umem::new_pool(afxdp::suggested_pool_frames(2), afxdp::RING_SIZE).unwrap();
     let whole = pool.capacity() as usize;
 
     for mode in [XdpMode::Auto, XdpMode::Generic] {
@@ -303,7 +304,7 @@ fn tap_ports_forward_ping_between_namespaces() {
 #[test]
 fn missing_interface_is_reported() {
     let name = format!("{}zz", prefix("m"));
-    let mut pool = FramePool::new_umem(64, afxdp::RING_SIZE).unwrap();
+    let mut pool = xvs_switch::umem::new_pool(64, afxdp::RING_SIZE).unwrap();
     match AfxdpPort::open(&name, XdpMode::Auto, &mut pool) {
         Err(PortError::NoSuchInterface(n)) => assert_eq!(n, name),
         Err(e) => panic!("wrong error: {e}"),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded};
 
+use crate::chain::Chain;
 use crate::classify::{Mac, PortId};
 use crate::clock::{Clock, MonotonicClock};
 use crate::counters::{DropCounters, DropReason, PortCounterSnapshot, PortCounters};
@@ -186,10 +187,10 @@ impl Datapath {
         config: DatapathConfig,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Datapath> {
-        let n = config.workers.max(1);
+        let n = config.workers.clamp(1, u32::from(u16::MAX));
         let mut workers = Vec::new();
         let mut drops = Vec::new();
-        for id in 0..n {
+        for (id, link) in (0..n).zip(worker::links(n as u16)?) {
             let d = Arc::new(DropCounters::default());
             workers.push(worker::spawn(
                 id,
@@ -199,6 +200,7 @@ impl Datapath {
                 },
                 clock.clone(),
                 d.clone(),
+                link,
             )?);
             drops.push(d);
         }
@@ -534,6 +536,8 @@ impl Datapath {
                 "flood:{}",
                 ps.iter().map(|p| name_of(*p)).collect::<Vec<_>>().join(",")
             ),
+            TraceAction::Local(p) => format!("local:{}", name_of(*p)),
+            TraceAction::Handoff(w) => format!("handoff:worker{w}"),
             TraceAction::Drop(r) => format!("drop:{}", r.name()),
         };
         Ok(TraceReport {
@@ -593,12 +597,24 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Drop counters summed over workers, every reason.
+    /// Drop counters summed over workers, every registered reason, stage by stage.
     pub fn drops(&self) -> Vec<(DropReason, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|r| (*r, self.drops.iter().map(|d| d.get(*r)).sum()))
+        crate::drop::ReasonSet::registered()
+            .flat_map(crate::drop::ReasonSet::all)
+            .map(|r| (r, self.drops.iter().map(|d| d.get(r)).sum()))
             .collect()
+    }
+
+    /// Swaps `bridge`'s chain of stages for `chain` without stopping its traffic (the new
+    /// stages adopt what the old ones of the same name kept).
+    pub fn set_chain(&mut self, bridge: &str, chain: Chain) -> Result<(), DatapathError> {
+        let b = self.bridge(bridge)?;
+        let (worker, id) = (b.worker, b.id);
+        if self.call(worker, |reply| Command::SetChain { id, chain, reply })? {
+            Ok(())
+        } else {
+            Err(DatapathError::NoSuchBridge(bridge.to_string()))
+        }
     }
 
     /// Stops every worker (ports are closed).
@@ -673,10 +689,9 @@ mod tests {
         assert_eq!((fdb[0].port.as_str(), fdb[0].ofport), ("a", 1));
         // malformed frame counted
         handles[0].inject(&[1, 2, 3]);
-        assert!(wait_for(|| dp
-            .drops()
-            .iter()
-            .any(|(r, n)| *r == DropReason::Runt && *n == 1)));
+        assert!(wait_for(|| dp.drops().iter().any(|(r, n)| *r
+            == crate::classify::ClassifyDrop::Runt.reason()
+            && *n == 1)));
         let st = dp.status().unwrap();
         assert_eq!(st[0].ports.len(), 3);
         assert_eq!(st[0].ports[0].counters.rx_packets, 2);

@@ -232,18 +232,23 @@ struct PipeDevice {
     counters: Arc<GatewayCounters>,
 }
 
-struct Rx(Vec<u8>);
+/// A frame from the switch; its buffer goes back to the pipe once smoltcp has read it.
+struct Rx<'a>(Vec<u8>, &'a PipeEnd);
 struct Tx<'a>(&'a PipeEnd, &'a GatewayCounters);
 
-impl RxToken for Rx {
+impl RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let Rx(buf, end) = self;
+        let r = f(&buf);
+        end.recycle(buf);
+        r
     }
 }
 
 impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = self.0.buffer();
+        buf.resize(len, 0);
         let r = f(&mut buf);
         if self.0.send(buf) {
             self.1.tx_frames.fetch_add(1, Relaxed);
@@ -255,10 +260,10 @@ impl TxToken for Tx<'_> {
 }
 
 impl Device for PipeDevice {
-    type RxToken<'a> = Rx;
+    type RxToken<'a> = Rx<'a>;
     type TxToken<'a> = Tx<'a>;
 
-    fn receive(&mut self, _ts: Instant) -> Option<(Rx, Tx<'_>)> {
+    fn receive(&mut self, _ts: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
         let f = self.end.recv()?;
         self.counters.rx_frames.fetch_add(1, Relaxed);
         if f.len() >= 14 {
@@ -272,7 +277,7 @@ impl Device for PipeDevice {
                 _ => {}
             }
         }
-        Some((Rx(f), Tx(&self.end, &self.counters)))
+        Some((Rx(f, &self.end), Tx(&self.end, &self.counters)))
     }
 
     fn transmit(&mut self, _ts: Instant) -> Option<Tx<'_>> {

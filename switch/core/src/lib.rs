@@ -1,21 +1,28 @@
 //! xvs-switch: the datapath of xvs.
 //!
-//! Frames live in a per-worker [`frame::FramePool`] (the AF_XDP UMEM when ports are AF_XDP);
-//! ports deliver bursts of up to 32 frames; each frame is classified once ([`classify`]);
-//! stages ([`stage`]) give every frame a verdict; the L2 [`bridge`] learns and forwards;
-//! [`worker`] threads drive ports and pipelines; [`datapath`] is the control thread's handle.
+//! The stage contract (frames, batches, verdicts, the `Stage` trait, drop reasons,
+//! classification, checksums, offload headers) is the `xvs-stage` crate, re-exported here
+//! under the same module names. This crate adds what runs it: the UMEM-backed frame pool
+//! ([`umem`]), the port backends ([`port`]), the L2 stage ([`l2`], over the MAC table in
+//! [`fdb`]), a bridge's chain of stages ([`chain`]), the per-worker [`engine`] that receives,
+//! runs chains and sends ([`output`], with software offloads for ports that cannot take them),
+//! hand-off rings between workers ([`handoff`]), the [`worker`] threads, the smoltcp
+//! [`gateway`], and [`datapath`], the control thread's handle on all of it.
 
-pub mod bridge;
-pub mod classify;
+pub use xvs_stage::{
+    batch, checksum, classify, domain, drop, frame, offload, segment, stage, trace, verdict, wire,
+};
+
+pub mod chain;
 pub mod clock;
 pub mod counters;
 pub mod datapath;
+pub mod engine;
 pub mod fdb;
-pub mod frame;
 pub mod gateway;
-pub mod offload;
-pub mod pipeline;
+pub mod handoff;
+pub mod l2;
+pub mod output;
 pub mod port;
-pub mod stage;
-pub mod trace;
+pub mod umem;
 pub mod worker;

@@ -1,5 +1,6 @@
-//! Worker threads: each owns a frame pool (its AF_XDP UMEM), a set of ports and the bridges
-//! those ports belong to, and runs receive → pipeline → transmit in bursts.
+//! Worker threads: each owns an [`Engine`] (its frame pool, the AF_XDP UMEM; its ports; the
+//! bridges those ports belong to) and runs it: receive → chain of stages → transmit, in
+//! bursts.
 //!
 //! A worker busy-polls while there is traffic and sleeps in `poll()` on its ports' descriptors
 //! (AF_XDP need_wakeup) and a wake-up socket when idle. The control thread talks to it only
@@ -13,22 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use hashbrown::HashMap;
 
-use crate::bridge::Bridge;
+use crate::chain::Chain;
 use crate::classify::PortId;
 use crate::clock::Clock;
-use crate::counters::{DropCounters, DropReason, PortCounters};
+use crate::counters::{DropCounters, PortCounters};
+pub use crate::engine::{Engine, TraceAction, TraceResult};
 use crate::fdb::{FdbConfig, FdbRecord};
-use crate::frame::{Frame, FramePool};
-use crate::offload::{self, Offload};
-use crate::pipeline;
-use crate::port::{self, BackendInfo, BackendStats, Burst, PortError, PortIo, PortSpec};
-use crate::stage::{Batch, Verdict};
-use crate::trace::TraceLog;
-
-/// A bridge's number inside the datapath.
-pub type BridgeId = u32;
+use crate::frame::FramePool;
+use crate::handoff::Handoff;
+use crate::port::{self, BackendInfo, BackendStats, PortError, PortIo, PortSpec};
+pub use crate::wire::BridgeId;
 
 /// Milliseconds without traffic before a worker goes to sleep in `poll()`.
 const IDLE_BEFORE_SLEEP_MS: u64 = 2;
@@ -49,26 +45,6 @@ fn spin_for_pause(pause_ms: u64) -> u64 {
 }
 /// Longest sleep, so ageing sweeps still run on an idle switch.
 const MAX_SLEEP_MS: i32 = 1000;
-
-/// What the final action of a traced frame was.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TraceAction {
-    /// Sent to one port.
-    Output(PortId),
-    /// Sent to these ports.
-    Flood(Vec<PortId>),
-    /// Dropped.
-    Drop(DropReason),
-}
-
-/// Result of tracing one frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceResult {
-    /// Each stage's decision.
-    pub log: TraceLog,
-    /// Final action.
-    pub action: TraceAction,
-}
 
 /// A request from the control thread to a worker.
 pub enum Command {
@@ -102,6 +78,15 @@ pub enum Command {
         local_port: Option<PortId>,
         /// Acknowledgement.
         reply: Sender<()>,
+    },
+    /// Swaps a bridge's chain of stages (between two passes; traffic keeps flowing).
+    SetChain {
+        /// Bridge id.
+        id: BridgeId,
+        /// The new chain; its stages adopt the old ones' state by name.
+        chain: Chain,
+        /// Whether the bridge exists on this worker.
+        reply: Sender<bool>,
     },
     /// Removes a bridge (its ports must be gone).
     DelBridge {
@@ -238,17 +223,68 @@ pub struct PoolConfig {
     pub umem: bool,
 }
 
-/// Starts worker `id`.
+/// What connects a worker to the others: its wake-up socket (both ends) with the flag that
+/// says it sleeps, and its ends of the hand-off rings.
+#[derive(Debug)]
+pub struct WorkerLink {
+    /// Written (by the control thread, other workers) to wake the worker.
+    pub wake_tx: UnixDatagram,
+    /// Polled by the worker while it sleeps.
+    pub wake_rx: UnixDatagram,
+    /// Set while the worker sleeps.
+    pub sleeping: Arc<AtomicBool>,
+    /// The worker's ends of the hand-off rings.
+    pub handoff: Handoff,
+    /// How many workers there are.
+    pub workers: u16,
+}
+
+/// The wake-up socket pairs and sleeping flags of `n` workers, with the hand-off rings
+/// between them.
+pub fn links(n: u16) -> std::io::Result<Vec<WorkerLink>> {
+    let mut socks = Vec::new();
+    let mut wakers = Vec::new();
+    for _ in 0..n {
+        let (tx, rx) = UnixDatagram::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        let sleeping = Arc::new(AtomicBool::new(false));
+        wakers.push(crate::handoff::Waker {
+            socket: tx.try_clone()?,
+            sleeping: sleeping.clone(),
+        });
+        socks.push((tx, rx, sleeping));
+    }
+    let rings = crate::handoff::mesh(wakers);
+    Ok(socks
+        .into_iter()
+        .zip(rings)
+        .map(|((wake_tx, wake_rx, sleeping), handoff)| WorkerLink {
+            wake_tx,
+            wake_rx,
+            sleeping,
+            handoff,
+            workers: n,
+        })
+        .collect())
+}
+
+/// Starts worker `id`, connected to the others by `link`.
 pub fn spawn(
     id: u32,
     pool_config: PoolConfig,
     clock: Arc<dyn Clock>,
     drops: Arc<DropCounters>,
+    link: WorkerLink,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let (wake_tx, wake_rx) = UnixDatagram::pair()?;
-    wake_rx.set_nonblocking(true)?;
-    let sleeping = Arc::new(AtomicBool::new(false));
+    let WorkerLink {
+        wake_tx,
+        wake_rx,
+        sleeping,
+        handoff,
+        workers,
+    } = link;
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let sleeping2 = sleeping.clone();
     let thread = std::thread::Builder::new()
@@ -259,7 +295,7 @@ pub fn spawn(
             let Some(pool) = pool else { return };
             let mut w = Worker {
                 id,
-                engine: Engine::new(pool, drops),
+                engine: Engine::with_handoff(pool, drops, id as u16, handoff, workers),
                 commands: rx,
                 wake: wake_rx,
                 sleeping: sleeping2,
@@ -282,7 +318,7 @@ pub fn spawn(
 
 fn make_pool(cfg: PoolConfig) -> (Option<FramePool>, Option<String>) {
     if cfg.umem {
-        match FramePool::new_umem(cfg.frames, port::afxdp::RING_SIZE) {
+        match crate::umem::new_pool(cfg.frames, port::afxdp::RING_SIZE) {
             Ok(p) => return (Some(p), None),
             Err(e) => {
                 tracing::warn!("AF_XDP unavailable, using a heap frame pool: {e}");
@@ -294,38 +330,6 @@ fn make_pool(cfg: PoolConfig) -> (Option<FramePool>, Option<String>) {
         FramePool::new_heap(cfg.frames).ok(),
         Some("frame pool is not a UMEM".into()),
     )
-}
-
-struct PortSlot {
-    io: Box<dyn PortIo>,
-    bridge: BridgeId,
-    vlan: u16,
-    counters: Arc<PortCounters>,
-    pending: Burst,
-    /// The backend takes GSO super-frames and partial checksums ([`PortIo::takes_offloads`]).
-    takes_offloads: bool,
-}
-
-/// The single-threaded forwarding engine of one worker: its pool, ports and bridges.
-///
-/// The worker thread drives it with [`Engine::poll`]; benches and tests drive it directly.
-pub struct Engine {
-    pool: FramePool,
-    ports: HashMap<PortId, PortSlot>,
-    /// Port ids in polling order (no allocation while iterating `ports`).
-    port_order: Vec<PortId>,
-    bridges: HashMap<BridgeId, Bridge>,
-    drops: Arc<DropCounters>,
-    batch: Batch,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("ports", &self.port_order)
-            .field("pool", &self.pool)
-            .finish()
-    }
 }
 
 struct Worker {
@@ -349,7 +353,7 @@ impl Worker {
             while let Ok(cmd) = self.commands.try_recv() {
                 if !self.handle(cmd) {
                     self.engine.close_all();
-                    port::afxdp::release_umem(&self.engine.pool);
+                    port::afxdp::release_umem(self.engine.pool());
                     tracing::debug!(worker = self.id, "worker stopped");
                     return;
                 }
@@ -378,9 +382,7 @@ impl Worker {
         }
         self.fds.clear();
         self.fds.push(self.wake.as_raw_fd());
-        for slot in self.engine.ports.values() {
-            slot.io.poll_fds(&mut self.fds);
-        }
+        self.engine.poll_fds(&mut self.fds);
         if let Err(e) = port::wait::wait_readable(&self.fds, &mut self.pollfds, MAX_SLEEP_MS) {
             tracing::warn!(worker = self.id, "poll failed: {e}");
         }
@@ -402,8 +404,8 @@ impl Worker {
                 let _ = reply.send(());
             }
             Command::SetBridge { id, config, reply } => {
-                if let Some(b) = self.engine.bridges.get_mut(&id) {
-                    b.fdb_mut().set_config(config);
+                if let Some(l2) = self.engine.l2_mut(id) {
+                    l2.fdb_mut().set_config(config);
                 }
                 let _ = reply.send(());
             }
@@ -413,23 +415,16 @@ impl Worker {
                 local_port,
                 reply,
             } => {
-                if let Some(b) = self.engine.bridges.get_mut(&id) {
-                    b.set_policy(icc, local_port);
+                if let Some(d) = self.engine.domain_mut(id) {
+                    d.set_policy(icc, local_port);
                 }
                 let _ = reply.send(());
             }
+            Command::SetChain { id, chain, reply } => {
+                let _ = reply.send(self.engine.set_chain(id, chain));
+            }
             Command::DelBridge { id, reply } => {
-                let ports: Vec<PortId> = self
-                    .engine
-                    .ports
-                    .iter()
-                    .filter(|(_, s)| s.bridge == id)
-                    .map(|(p, _)| *p)
-                    .collect();
-                for p in ports {
-                    self.engine.remove_port(p);
-                }
-                self.engine.bridges.remove(&id);
+                self.engine.remove_bridge(id);
                 let _ = reply.send(());
             }
             Command::AddPort {
@@ -440,7 +435,7 @@ impl Worker {
                 counters,
                 reply,
             } => {
-                let result = port::open(&spec, &mut self.engine.pool).map(|io| {
+                let result = port::open(&spec, self.engine.pool_mut()).map(|io| {
                     let info = io.info();
                     self.engine.insert_port(id, bridge, io, vlan, counters);
                     info
@@ -467,15 +462,14 @@ impl Worker {
                 let now = self.clock.now_ms();
                 let records = self
                     .engine
-                    .bridges
-                    .get(&bridge)
-                    .map(|b| b.fdb().records(now))
+                    .l2(bridge)
+                    .map(|l2| l2.fdb().records(now))
                     .unwrap_or_default();
                 let _ = reply.send(records);
             }
             Command::FdbFlush { bridge, reply } => {
-                if let Some(b) = self.engine.bridges.get_mut(&bridge) {
-                    b.fdb_mut().flush();
+                if let Some(l2) = self.engine.l2_mut(bridge) {
+                    l2.fdb_mut().flush();
                 }
                 let _ = reply.send(());
             }
@@ -490,14 +484,7 @@ impl Worker {
                 let _ = reply.send(result);
             }
             Command::PortStats { reply } => {
-                let mut v: Vec<_> = self
-                    .engine
-                    .ports
-                    .iter()
-                    .map(|(id, s)| (*id, s.io.info(), s.io.backend_stats()))
-                    .collect();
-                v.sort_by_key(|(id, _, _)| *id);
-                let _ = reply.send(v);
+                let _ = reply.send(self.engine.port_stats());
             }
             Command::Stop => return false,
         }
@@ -505,536 +492,9 @@ impl Worker {
     }
 }
 
-impl Engine {
-    /// An engine with no ports over `pool`.
-    pub fn new(pool: FramePool, drops: Arc<DropCounters>) -> Engine {
-        Engine {
-            pool,
-            ports: HashMap::new(),
-            port_order: Vec::new(),
-            bridges: HashMap::new(),
-            drops,
-            batch: Batch::default(),
-        }
-    }
-
-    /// The frame pool.
-    pub fn pool(&self) -> &FramePool {
-        &self.pool
-    }
-
-    /// Adds a bridge.
-    pub fn add_bridge(&mut self, id: BridgeId, name: String, config: FdbConfig) {
-        self.bridges
-            .insert(id, Bridge::new(name, config, self.drops.clone()));
-    }
-
-    /// A bridge.
-    pub fn bridge_mut(&mut self, id: BridgeId) -> Option<&mut Bridge> {
-        self.bridges.get_mut(&id)
-    }
-
-    /// One pass: a burst from every port, housekeeping, ageing. Returns (frames received,
-    /// whether any port still has work in flight).
-    #[inline]
-    pub fn poll(&mut self, now: u64) -> (usize, bool) {
-        let mut work = 0;
-        for i in 0..self.port_order.len() {
-            work += self.poll_port(self.port_order[i], now);
-        }
-        let mut busy = false;
-        for i in 0..self.port_order.len() {
-            if let Some(slot) = self.ports.get_mut(&self.port_order[i]) {
-                busy |= slot.io.maintain(&mut self.pool);
-            }
-        }
-        for br in self.bridges.values_mut() {
-            br.maybe_expire(now);
-        }
-        (work, busy)
-    }
-
-    /// Receives one burst from `pid` and forwards it; returns frames received.
-    fn poll_port(&mut self, pid: PortId, now: u64) -> usize {
-        let Some(slot) = self.ports.get_mut(&pid) else {
-            return 0;
-        };
-        let n = slot.io.rx_burst(&mut self.pool, &mut self.batch.frames);
-        if n == 0 {
-            return 0;
-        }
-        let (bridge_id, vlan) = (slot.bridge, slot.vlan);
-        let bytes: u64 = self.batch.frames.iter().map(|f| f.len() as u64).sum();
-        slot.counters.add_rx(n as u64, bytes);
-        let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
-            self.batch.free_all(&mut self.pool);
-            return n;
-        };
-        pipeline::run(&self.pool, bridge, &mut self.batch, pid, vlan, now, None);
-        let dropped = pipeline::count_drops(&self.batch, &self.drops);
-        if dropped > 0 {
-            slot.counters
-                .rx_drops
-                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.output(bridge_id);
-        self.flush_pending();
-        n
-    }
-
-    /// Moves every frame of the batch to its output ports' pending bursts (or frees it).
-    fn output(&mut self, bridge_id: BridgeId) {
-        let Engine {
-            pool,
-            ports,
-            bridges,
-            batch,
-            drops,
-            ..
-        } = self;
-        let Some(bridge) = bridges.get(&bridge_id) else {
-            batch.free_all(pool);
-            return;
-        };
-        for (i, frame) in batch.frames.drain(..).enumerate() {
-            match batch.verdicts[i] {
-                Verdict::Output(p) => enqueue(pool, ports, drops, p, frame),
-                Verdict::Flood => {
-                    let key = &batch.keys[i];
-                    let mut targets = bridge.flood_targets(key).peekable();
-                    if targets.peek().is_none() {
-                        drops.add(DropReason::NoFloodTarget, 1);
-                        pool.free(frame);
-                        continue;
-                    }
-                    let mut frame = Some(frame);
-                    while let Some(p) = targets.next() {
-                        let f = if targets.peek().is_some() {
-                            let Some(original) = frame.as_ref() else {
-                                break;
-                            };
-                            match pool.clone_frame(original) {
-                                Some(c) => c,
-                                None => {
-                                    drops.add(DropReason::PoolExhausted, 1);
-                                    continue;
-                                }
-                            }
-                        } else {
-                            match frame.take() {
-                                Some(f) => f,
-                                None => break,
-                            }
-                        };
-                        enqueue(pool, ports, drops, p, f);
-                    }
-                    if let Some(f) = frame {
-                        pool.free(f);
-                    }
-                }
-                Verdict::Drop(_) | Verdict::Next | Verdict::Punt => pool.free(frame),
-            }
-        }
-    }
-
-    fn flush_pending(&mut self) {
-        for slot in self.ports.values_mut() {
-            if !slot.pending.is_empty() {
-                transmit(&mut self.pool, slot, &self.drops);
-            }
-        }
-    }
-
-    /// Attaches a port backend to a bridge.
-    pub fn insert_port(
-        &mut self,
-        id: PortId,
-        bridge: BridgeId,
-        io: Box<dyn PortIo>,
-        vlan: u16,
-        counters: Arc<PortCounters>,
-    ) {
-        if let Some(b) = self.bridges.get_mut(&bridge) {
-            b.add_member(id, vlan);
-        }
-        let takes_offloads = io.takes_offloads();
-        self.ports.insert(
-            id,
-            PortSlot {
-                io,
-                bridge,
-                vlan,
-                counters,
-                pending: Burst::new(),
-                takes_offloads,
-            },
-        );
-        self.port_order.retain(|p| *p != id);
-        self.port_order.push(id);
-    }
-
-    /// Detaches a port and gives its frames back.
-    pub fn remove_port(&mut self, id: PortId) {
-        if let Some(mut slot) = self.ports.remove(&id) {
-            for f in slot.pending.drain(..) {
-                self.pool.free(f);
-            }
-            slot.io.detach(&mut self.pool);
-            if let Some(b) = self.bridges.get_mut(&slot.bridge) {
-                b.remove_member(id);
-            }
-        }
-        self.port_order.retain(|p| *p != id);
-    }
-
-    /// Detaches every port.
-    pub fn close_all(&mut self) {
-        let ids: Vec<PortId> = self.ports.keys().copied().collect();
-        for id in ids {
-            self.remove_port(id);
-        }
-    }
-
-    /// Runs one frame through a bridge's pipeline without side effects.
-    pub fn trace(
-        &mut self,
-        bridge_id: BridgeId,
-        in_port: PortId,
-        bytes: &[u8],
-        now: u64,
-    ) -> TraceResult {
-        let mut log = TraceLog::default();
-        let vlan = self.ports.get(&in_port).map(|s| s.vlan).unwrap_or(0);
-        let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
-            log.record("bridge", "no such bridge on this worker");
-            return TraceResult {
-                log,
-                action: TraceAction::Drop(DropReason::PortGone),
-            };
-        };
-        let Some(frame) = self.pool.alloc_copy(bytes) else {
-            log.record("input", "no free frame (or frame too large)");
-            return TraceResult {
-                log,
-                action: TraceAction::Drop(DropReason::PoolExhausted),
-            };
-        };
-        let mut batch = Batch::default();
-        if let Err(f) = batch.push(frame) {
-            self.pool.free(f);
-        }
-        pipeline::run(
-            &self.pool,
-            bridge,
-            &mut batch,
-            in_port,
-            vlan,
-            now,
-            Some(&mut log),
-        );
-        let action = match batch.verdicts[0] {
-            Verdict::Output(p) => TraceAction::Output(p),
-            Verdict::Flood => {
-                let targets: Vec<PortId> = bridge.flood_targets(&batch.keys[0]).collect();
-                if targets.is_empty() {
-                    TraceAction::Drop(DropReason::NoFloodTarget)
-                } else {
-                    TraceAction::Flood(targets)
-                }
-            }
-            Verdict::Drop(r) => TraceAction::Drop(r),
-            Verdict::Next | Verdict::Punt => TraceAction::Drop(DropReason::PortGone),
-        };
-        batch.free_all(&mut self.pool);
-        TraceResult { log, action }
-    }
-}
-
-/// Adds `frame` to port `p`'s pending burst, transmitting first if it is full. A frame with
-/// offloads still to do, bound for a port that cannot take them, is finished in software
-/// first ([`finish_offloads`]).
-#[inline]
-fn enqueue(
-    pool: &mut FramePool,
-    ports: &mut HashMap<PortId, PortSlot>,
-    drops: &DropCounters,
-    p: PortId,
-    frame: Frame,
-) {
-    let Some(slot) = ports.get_mut(&p) else {
-        drops.add(DropReason::PortGone, 1);
-        pool.free(frame);
-        return;
-    };
-    if !slot.takes_offloads && (!frame.offload().is_none() || pool.is_jumbo(&frame)) {
-        finish_offloads(pool, slot, drops, frame);
-        return;
-    }
-    push_pending(pool, slot, drops, frame);
-}
-
-#[inline]
-fn push_pending(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters, frame: Frame) {
-    if slot.pending.is_full() {
-        transmit(pool, slot, drops);
-    }
-    slot.pending.push(frame);
-}
-
-/// Queues `frame` for a port without offloads: a GSO super-frame is cut into ordinary frames
-/// (checksums complete), a partial checksum is completed in place, and a frame that is still
-/// too large for an ordinary frame is dropped as oversize.
-fn finish_offloads(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters, frame: Frame) {
-    let off = frame.offload();
-    if off.is_gso() {
-        segment(pool, slot, drops, &frame, &off);
-        pool.free(frame);
-        return;
-    }
-    let mut frame = frame;
-    if off.needs_csum() && offload::complete_checksum(pool.data_mut(&mut frame), &off).is_err() {
-        drops.add(DropReason::OffloadFailed, 1);
-        pool.free(frame);
-        return;
-    }
-    frame.set_offload(Offload::NONE);
-    if pool.is_jumbo(&frame) {
-        drops.add(DropReason::Oversize, 1);
-        pool.free(frame);
-        return;
-    }
-    push_pending(pool, slot, drops, frame);
-}
-
-/// Segments a GSO super-frame into ordinary frames on `slot`'s pending burst, a burst at a
-/// time: the segmenter borrows the pool's bytes, so each burst's output frames are taken from
-/// the pool first and the segmenter is made again (it only parses the headers) to resume where
-/// the last burst ended. Frames not needed are given straight back.
-fn segment(
-    pool: &mut FramePool,
-    slot: &mut PortSlot,
-    drops: &DropCounters,
-    frame: &Frame,
-    off: &Offload,
-) {
-    let mut done = 0;
-    loop {
-        let mut outs = Burst::new();
-        while !outs.is_full() {
-            match pool.alloc() {
-                Some(f) => outs.push(f),
-                None => break,
-            }
-        }
-        let mut made = 0;
-        let outcome = offload::Segmenter::new(pool.data(frame), off).map(|mut seg| {
-            seg.skip(done);
-            for out in outs.iter_mut() {
-                match seg.next_into(pool.buffer_mut(out)) {
-                    Some(Ok(n)) => {
-                        out.set_len(n);
-                        made += 1;
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                }
-            }
-            Ok(seg.remaining())
-        });
-        for (i, out) in outs.into_iter().enumerate() {
-            if i < made {
-                push_pending(pool, slot, drops, out);
-            } else {
-                pool.free(out);
-            }
-        }
-        match outcome {
-            Ok(Ok(0)) => return,
-            Ok(Ok(left)) if made == 0 => {
-                drops.add(DropReason::PoolExhausted, left as u64);
-                return;
-            }
-            Ok(Ok(_)) => done += made,
-            Ok(Err(_)) | Err(_) => {
-                drops.add(DropReason::OffloadFailed, 1);
-                return;
-            }
-        }
-    }
-}
-
-#[inline]
-fn transmit(pool: &mut FramePool, slot: &mut PortSlot, drops: &DropCounters) {
-    let out = slot.io.tx_burst(pool, &mut slot.pending);
-    slot.counters
-        .add_tx(u64::from(out.sent), out.bytes, u64::from(out.dropped));
-    if out.dropped > 0 {
-        drops.add(DropReason::TxRingFull, u64::from(out.dropped));
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::sync::Arc;
-
-    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-
-    use super::{Engine, IDLE_BEFORE_SLEEP_MS, MAX_SPIN_MS, spin_for_pause};
-    use crate::counters::{DropCounters, DropReason, PortCounters};
-    use crate::fdb::FdbConfig;
-    use crate::frame::FramePool;
-    use crate::offload::Offload;
-    use crate::port::mem::{MemPort, MemPortHandle};
-
-    /// An IPv4/TCP frame from 10.0.0.1 to 10.0.0.2 whose TCP checksum field holds only the
-    /// pseudo-header sum, as a TAP with offloads hands it over.
-    fn partial_tcp(payload: &[u8]) -> Vec<u8> {
-        let mut f = Vec::new();
-        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .tcp(40000, 5201, 1000, 512)
-            .ack(1)
-            .psh()
-            .write(&mut f, payload)
-            .unwrap();
-        let tcp_len = (f.len() - 34) as u32;
-        let mut sum: u32 = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + tcp_len;
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        f[50..52].copy_from_slice(&(sum as u16).to_be_bytes());
-        f
-    }
-
-    fn tcp_checksum_ok(frame: &[u8]) -> bool {
-        let p = SlicedPacket::from_ethernet(frame).unwrap();
-        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (&p.net, &p.transport)
-        else {
-            return false;
-        };
-        let want = tcp
-            .to_header()
-            .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
-            .unwrap();
-        want == tcp.checksum()
-    }
-
-    fn engine_with(ports: [MemPort; 3]) -> (Engine, Arc<DropCounters>) {
-        let drops = Arc::new(DropCounters::default());
-        let mut e = Engine::new(FramePool::new_heap(512).unwrap(), drops.clone());
-        e.add_bridge(1, "br".into(), FdbConfig::default());
-        for (i, p) in ports.into_iter().enumerate() {
-            let id = i as u32 + 1;
-            e.insert_port(id, 1, Box::new(p), 0, Arc::new(PortCounters::default()));
-        }
-        (e, drops)
-    }
-
-    fn mem(offloads: bool) -> (MemPort, MemPortHandle) {
-        let (p, h) = MemPort::new();
-        (p.with_offloads(offloads), h)
-    }
-
-    #[test]
-    fn offloads_pass_to_ports_that_take_them_and_are_finished_for_the_rest() {
-        let ((a, ha), (b, hb), (c, hc)) = (mem(true), mem(false), mem(true));
-        let (mut e, drops) = engine_with([a, b, c]);
-        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let sup = partial_tcp(&payload);
-        let gso = Offload::tcpv4_gso(1448);
-        // Unknown destination: flooded to b (no offloads) and c (offloads).
-        ha.inject_with_offload(&sup, gso);
-        for _ in 0..4 {
-            e.poll(0);
-        }
-        let to_c = hc.take_tx_with_offload();
-        assert_eq!(
-            to_c,
-            vec![(sup.clone(), gso)],
-            "c takes the super-frame as it is"
-        );
-        let to_b = hb.take_tx_with_offload();
-        assert_eq!(to_b.len(), payload.len().div_ceil(1448));
-        let mut joined = Vec::new();
-        for (seg, off) in &to_b {
-            assert_eq!(*off, Offload::NONE);
-            assert!(seg.len() <= 14 + 20 + 20 + 1448);
-            assert!(tcp_checksum_ok(seg), "segment checksum");
-            joined.extend_from_slice(&seg[54..]);
-        }
-        assert_eq!(joined, payload);
-
-        // A small frame with only its checksum partial: completed for b, left for c.
-        let small = partial_tcp(b"hello");
-        let csum = Offload {
-            gso_type: Offload::GSO_NONE,
-            gso_size: 0,
-            ..gso
-        };
-        ha.inject_with_offload(&small, csum);
-        e.poll(0);
-        let to_b = hb.take_tx_with_offload();
-        assert_eq!(to_b.len(), 1);
-        assert!(tcp_checksum_ok(&to_b[0].0));
-        assert_eq!(to_b[0].1, Offload::NONE);
-        assert_eq!(hc.take_tx_with_offload(), vec![(small, csum)]);
-        let dropped: u64 = DropReason::ALL.iter().map(|r| drops.get(*r)).sum();
-        assert_eq!(dropped, 0, "no drops");
-        assert_eq!(e.pool().available(), 512, "every frame back in the pool");
-        assert_eq!(
-            e.pool().jumbo_available(),
-            crate::frame::JUMBO_FRAMES as usize
-        );
-    }
-
-    #[test]
-    fn segments_the_pool_cannot_hold_are_counted() {
-        let drops = Arc::new(DropCounters::default());
-        let mut e = Engine::new(FramePool::new_heap(4).unwrap(), drops.clone());
-        e.add_bridge(1, "br".into(), FdbConfig::default());
-        let ((a, ha), (b, hb)) = (mem(true), mem(false));
-        for (id, p) in [(1, a), (2, b)] {
-            e.insert_port(id, 1, Box::new(p), 0, Arc::new(PortCounters::default()));
-        }
-        // 7 segments, 4 ordinary frames: 4 go out, 3 are counted, nothing leaks.
-        ha.inject_with_offload(&partial_tcp(&[7; 10_000]), Offload::tcpv4_gso(1448));
-        e.poll(0);
-        assert_eq!(hb.take_tx().len(), 4);
-        assert_eq!(drops.get(DropReason::PoolExhausted), 3);
-        assert_eq!(e.pool().available(), 4);
-        assert_eq!(
-            e.pool().jumbo_available(),
-            crate::frame::JUMBO_FRAMES as usize
-        );
-    }
-
-    #[test]
-    fn malformed_offload_requests_are_counted_drops() {
-        let ((a, ha), (b, hb), (c, _hc)) = (mem(true), mem(false), mem(true));
-        let (mut e, drops) = engine_with([a, b, c]);
-        let frame = partial_tcp(&[0; 3000]);
-        // A checksum range past the end of the frame, and a UDP GSO type the switch does not
-        // segment: both dropped for b, with a reason.
-        let bad_range = Offload {
-            flags: Offload::F_NEEDS_CSUM,
-            csum_start: 34,
-            csum_offset: 9000,
-            ..Offload::NONE
-        };
-        let udp_gso = Offload {
-            gso_type: Offload::GSO_UDP_L4,
-            gso_size: 1000,
-            ..Offload::NONE
-        };
-        ha.inject_with_offload(&frame, bad_range);
-        ha.inject_with_offload(&frame, udp_gso);
-        e.poll(0);
-        assert!(hb.take_tx().is_empty());
-        assert_eq!(drops.get(DropReason::OffloadFailed), 2);
-        assert_eq!(e.pool().available(), 512);
-    }
+    use super::{IDLE_BEFORE_SLEEP_MS, MAX_SPIN_MS, spin_for_pause};
 
     #[test]
     fn spin_follows_short_pauses_only() {

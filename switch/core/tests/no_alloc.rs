@@ -1,6 +1,7 @@
-//! A steady-state pipeline run (receive → classify → L2 → transmit on in-memory ports)
-//! allocates nothing: a counting global allocator proves it, for plain frames and for GSO
-//! super-frames segmented in software.
+//! A steady-state pipeline run (receive → the bridge's chain of stages, classify → L2 →
+//! transmit on in-memory ports) allocates nothing: a counting global allocator proves it, for
+//! plain frames, for GSO super-frames segmented in software, and for frames to the gateway's
+//! pipe port.
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -9,11 +10,13 @@ use std::sync::Arc;
 
 use xvs_switch::classify::Mac;
 use xvs_switch::counters::{DropCounters, PortCounters};
+use xvs_switch::engine::Engine;
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::frame::FramePool;
 use xvs_switch::offload::Offload;
+use xvs_switch::port::PortIo;
 use xvs_switch::port::mem::MemPort;
-use xvs_switch::worker::Engine;
+use xvs_switch::port::pipe::pipe;
 
 struct Counting;
 
@@ -72,8 +75,8 @@ fn engine(frames: u32, ports: [MemPort; 3]) -> Engine {
     for (id, port) in (1..).zip(ports) {
         e.insert_port(id, 1, Box::new(port), 0, Arc::new(PortCounters::default()));
     }
-    if let Some(br) = e.bridge_mut(1) {
-        br.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
+    if let Some(l2) = e.l2_mut(1) {
+        l2.fdb_mut().learn(0, Mac([2, 0, 0, 0, 0, 2]), 2, 0);
     }
     e
 }
@@ -156,4 +159,47 @@ fn steady_state_segmentation_allocates_nothing() {
         "{allocs} allocations while forwarding {frames} super-frames"
     );
     assert_eq!(e.pool().available(), 2048, "frames leaked from the pool");
+}
+
+#[test]
+fn steady_state_frames_to_the_gateway_pipe_allocate_nothing() {
+    // Broadcasts from port 1 flood to a sink and to the gateway's pipe port, whose local end
+    // (on this thread, as the gateway thread would) reads each frame and gives its buffer back.
+    let (pipe_port, end) = pipe().unwrap();
+    let mut e = Engine::new(
+        FramePool::new_heap(1024).unwrap(),
+        Arc::new(DropCounters::default()),
+    );
+    e.add_bridge(1, "br0".into(), FdbConfig::default());
+    let ports: [Box<dyn PortIo>; 3] = [
+        Box::new(MemPort::generator(vec![frame(1, [0xff; 6])], 1_000_000)),
+        Box::new(MemPort::sink()),
+        Box::new(pipe_port),
+    ];
+    for (id, port) in (1..).zip(ports) {
+        e.insert_port(id, 1, port, 0, Arc::new(PortCounters::default()));
+    }
+    let mut read = 0u64;
+    let drain = |read: &mut u64| {
+        while let Some(buf) = end.recv() {
+            *read += 1;
+            end.recycle(buf);
+        }
+    };
+    for _ in 0..100 {
+        e.poll(1);
+        drain(&mut read);
+    }
+    let before = allocs();
+    for i in 0..1000 {
+        e.poll(2 + i / 100);
+        drain(&mut read);
+    }
+    let allocs = allocs() - before;
+    assert!(read >= 30_000, "only {read} frames reached the gateway");
+    assert_eq!(
+        allocs, 0,
+        "{allocs} allocations for {read} frames to the gateway"
+    );
+    assert_eq!(e.pool().available(), 1024, "frames leaked from the pool");
 }

@@ -93,7 +93,7 @@ static ANCHORS: std::sync::Mutex<Vec<(usize, UmemAnchor)>> = std::sync::Mutex::n
 const ANCHOR_NAME: &str = "xvsumem%d";
 
 fn umem_key(pool: &FramePool, umem: &Umem) -> Option<usize> {
-    let desc = pool.xsk_desc(0, 0)?;
+    let desc = crate::umem::desc(pool, 0, 0)?;
     // SAFETY: `desc` describes chunk 0 of this UMEM; only the address of its data segment is
     // taken, no byte is read or written.
     let ptr = unsafe { umem.data(&desc) }.contents().as_ptr();
@@ -150,7 +150,9 @@ fn make_anchor(umem: &Umem) -> Result<UmemAnchor, String> {
 /// UMEM is unmapped when the pool is dropped. Call it only once every AF_XDP port of the pool
 /// has been dropped, right before dropping the pool: the UMEM takes no new port afterwards.
 pub fn release_umem(pool: &FramePool) {
-    let Some(umem) = pool.umem() else { return };
+    let Some(umem) = crate::umem::umem_of(pool) else {
+        return;
+    };
     let Some(key) = umem_key(pool, umem) else {
         return;
     };
@@ -234,7 +236,7 @@ impl AfxdpPort {
     /// (`Auto`: native, falling back to generic), sharing the UMEM of `pool`, and puts receive
     /// buffers from `pool` on each fill ring.
     pub fn open(iface: &str, mode: XdpMode, pool: &mut FramePool) -> Result<AfxdpPort, PortError> {
-        let Some(umem) = pool.umem().cloned() else {
+        let Some(umem) = crate::umem::umem_of(pool).cloned() else {
             return Err(PortError::AfxdpUnavailable(format!(
                 "cannot attach {iface}: this worker's frame pool is not an AF_XDP UMEM \
                  (UMEM creation failed at start-up; see xvsd's log, or use a TAP port)"
@@ -366,7 +368,7 @@ impl AfxdpPort {
                     let Some(chunk) = pool.alloc_chunk() else {
                         break;
                     };
-                    match pool.xsk_desc(chunk, 0) {
+                    match crate::umem::desc(pool, chunk, 0) {
                         Some(d) => {
                             self.scratch[got] = d;
                             got += 1;
@@ -474,9 +476,16 @@ impl PortIo for AfxdpPort {
     fn tx_burst(&mut self, pool: &mut FramePool, frames: &mut Burst) -> TxOutcome {
         let mut outcome = TxOutcome::default();
         let mut n = 0;
-        for f in frames.drain(..) {
+        for mut f in frames.drain(..) {
+            // A frame whose header was pushed or pulled goes back to where the ring expects
+            // its data (a memmove; xsk-rs descriptors cannot start elsewhere).
+            if !pool.reset_head(&mut f) {
+                pool.free(f);
+                outcome.dropped += 1;
+                continue;
+            }
             let (chunk, len) = f.into_raw();
-            match pool.xsk_desc(chunk, len) {
+            match crate::umem::desc(pool, chunk, len) {
                 Some(d) if n < SCRATCH && !self.queues.is_empty() => {
                     self.scratch[n] = d;
                     n += 1;

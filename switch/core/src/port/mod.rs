@@ -13,16 +13,11 @@ pub mod wait;
 
 use std::os::fd::RawFd;
 
-use arrayvec::ArrayVec;
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{Frame, FramePool};
+use crate::frame::FramePool;
 
-/// Frames per burst, as OVS's `NETDEV_MAX_BURST` and VPP's vectors.
-pub const BURST: usize = 32;
-
-/// A burst of frames.
-pub type Burst = ArrayVec<Frame, BURST>;
+pub use crate::batch::{BURST, Burst};
 
 /// Which backend a port uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

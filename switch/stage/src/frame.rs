@@ -1,20 +1,24 @@
 //! Frames and the per-worker frame pool.
 //!
 //! A [`Frame`] is a move-only handle to one fixed-size chunk of a [`FramePool`]; the pool is
-//! either a plain heap arena (tests, benches, TAP-only use) or an AF_XDP UMEM shared by every
-//! socket of one worker, so a frame received on one AF_XDP port is transmitted on another
-//! without a copy. A pool belongs to exactly one worker thread; nothing here is `Sync`.
+//! either a plain heap arena (tests, benches, TAP-only use) or a region the port layer owns
+//! (the AF_XDP UMEM shared by every socket of one worker, so a frame received on one AF_XDP
+//! port is transmitted on another without a copy). A pool belongs to exactly one worker
+//! thread; nothing here is `Sync`.
 //!
 //! Layout of a chunk: `FRAME_SIZE` bytes, packet data starting at `DATA_OFFSET` (the kernel's
-//! `XDP_PACKET_HEADROOM`, which is where AF_XDP copy mode writes received packets).
+//! `XDP_PACKET_HEADROOM`, which is where AF_XDP copy mode writes received packets). A stage
+//! may push headers in front of the data into that headroom (VXLAN encapsulation needs 50
+//! bytes) and pull them off again: the frame records where its data starts.
 //!
 //! Beside the chunks, every pool has a few jumbo chunks ([`JUMBO_CAPACITY`] bytes each, on the
-//! heap, never in the UMEM) for GSO super-frames read from TAP ports with offloads. A jumbo
-//! frame never reaches an AF_XDP ring: it goes to ports that take offloads as it is, and is
-//! segmented into ordinary frames for every other port. A frame carries its [`Offload`] (the
-//! virtio-net header it arrived with), so the output side knows what is still to be done.
+//! heap, never in a kernel ring) for GSO super-frames read from TAP ports with offloads. A
+//! jumbo frame goes to ports that take offloads as it is, and is segmented into ordinary
+//! frames for every other port. A frame carries its [`Offload`] (the virtio-net header it
+//! arrived with), so the output side knows what is still to be done.
+#![allow(unsafe_code)]
 
-use std::num::NonZeroU32;
+use std::any::Any;
 use std::ptr::NonNull;
 
 pub use crate::offload::Offload;
@@ -34,7 +38,8 @@ pub const JUMBO_CAPACITY: usize = JUMBO_SIZE - DATA_OFFSET as usize;
 /// waiting to be sent; their pages are only touched when used.
 pub const JUMBO_FRAMES: u32 = 96;
 
-/// A move-only handle to one chunk of a [`FramePool`] holding `len` bytes of packet data.
+/// A move-only handle to one chunk of a [`FramePool`] holding `len` bytes of packet data,
+/// starting `head` bytes into the chunk.
 ///
 /// Not `Clone`/`Copy`: whoever holds the handle owns the bytes. Give it back with
 /// [`FramePool::free`] or hand it to a port's transmit path.
@@ -43,6 +48,7 @@ pub const JUMBO_FRAMES: u32 = 96;
 pub struct Frame {
     chunk: u32,
     len: u32,
+    head: u16,
     offload: Offload,
 }
 
@@ -63,6 +69,19 @@ impl Frame {
     #[inline]
     pub fn chunk(&self) -> u32 {
         self.chunk
+    }
+
+    /// Bytes in front of the data that headers can be pushed into.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        usize::from(self.head)
+    }
+
+    /// Whether the data starts where ports receive it ([`DATA_OFFSET`]); only such frames
+    /// go to kernel rings as they are ([`FramePool::reset_head`] moves the others).
+    #[inline]
+    pub fn has_default_head(&self) -> bool {
+        u32::from(self.head) == DATA_OFFSET
     }
 
     /// Sets the packet length. The pool never shows more than the chunk holds
@@ -95,14 +114,17 @@ impl Frame {
         Frame {
             chunk,
             len: len.min(FRAME_CAPACITY as u32),
+            head: DATA_OFFSET as u16,
             offload: Offload::NONE,
         }
     }
 
     /// Gives up the handle, returning `(chunk, len)`; the caller now owns the chunk. Its
-    /// offload state is gone with it: only frames without one go to kernel rings.
+    /// offload state is gone with it: only frames without one, whose data starts at
+    /// [`DATA_OFFSET`], go to kernel rings.
     #[inline]
     pub fn into_raw(self) -> (u32, u32) {
+        debug_assert!(self.has_default_head(), "frame with a moved head to a ring");
         let Frame { chunk, len, .. } = self;
         (chunk, len)
     }
@@ -114,19 +136,6 @@ pub enum PoolError {
     /// The pool must have at least one frame and fewer than 2^20.
     #[error("invalid frame count {0}: must be between 1 and 1048576")]
     BadFrameCount(u32),
-    /// The AF_XDP UMEM could not be created (needs CAP_NET_RAW and CAP_IPC_LOCK or memlock).
-    #[error("cannot create AF_XDP UMEM: {0}")]
-    Umem(String),
-}
-
-enum Backing {
-    /// A heap arena; the box keeps the memory alive and in place.
-    Heap(#[allow(dead_code)] Box<[Chunk]>),
-    /// An AF_XDP UMEM and xsk-rs's descriptor for each chunk (index = chunk).
-    Umem {
-        umem: xsk_rs::Umem,
-        descs: Box<[xsk_rs::FrameDesc]>,
-    },
 }
 
 #[repr(C, align(4096))]
@@ -138,7 +147,9 @@ pub struct FramePool {
     base: NonNull<u8>,
     nframes: u32,
     free: Vec<u32>,
-    backing: Backing,
+    /// Keeps the chunks' memory alive and in place: a heap arena, or the port layer's region
+    /// (an AF_XDP UMEM), which it finds again with [`FramePool::owner`].
+    owner: Box<dyn Any + Send>,
     /// Jumbo chunks: handles `nframes..nframes + JUMBO_FRAMES`, at `jumbo_base`, which points
     /// into `_jumbo` (kept alive and in place by the box).
     jumbo_base: NonNull<u8>,
@@ -152,7 +163,6 @@ impl std::fmt::Debug for FramePool {
             .field("nframes", &self.nframes)
             .field("free", &self.free.len())
             .field("jumbo_free", &self.jumbo_free.len())
-            .field("umem", &self.umem().is_some())
             .finish()
     }
 }
@@ -161,6 +171,9 @@ impl std::fmt::Debug for FramePool {
 // that the same owner drives); moving the whole pool to another thread moves that ownership.
 unsafe impl Send for FramePool {}
 
+/// A heap arena's chunks (the owner of a heap pool).
+struct HeapChunks(#[allow(dead_code)] Box<[Chunk]>);
+
 impl FramePool {
     /// A pool of `nframes` frames on the heap.
     pub fn new_heap(nframes: u32) -> Result<FramePool, PoolError> {
@@ -168,50 +181,31 @@ impl FramePool {
         let mut chunks = vec![Chunk([0; FRAME_SIZE as usize]); nframes as usize].into_boxed_slice();
         let base = NonNull::new(chunks.as_mut_ptr().cast::<u8>())
             .ok_or(PoolError::BadFrameCount(nframes))?;
-        Ok(FramePool::with_jumbo(base, nframes, Backing::Heap(chunks)))
-    }
-
-    /// A pool of `nframes` frames in a new AF_XDP UMEM, to be shared by a worker's sockets.
-    pub fn new_umem(nframes: u32, ring_size: u32) -> Result<FramePool, PoolError> {
-        use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
-        check_count(nframes)?;
-        let qs = QueueSize::new(ring_size).map_err(|e| PoolError::Umem(e.to_string()))?;
-        let cfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| PoolError::Umem(e.to_string()))?)
-            .frame_headroom(0)
-            .fill_queue_size(qs)
-            .comp_queue_size(qs)
-            .build()
-            .map_err(|e| PoolError::Umem(e.to_string()))?;
-        let count = NonZeroU32::new(nframes).ok_or(PoolError::BadFrameCount(nframes))?;
-        let (umem, descs) =
-            xsk_rs::Umem::new(cfg, count, false).map_err(|e| PoolError::Umem(e.to_string()))?;
-        let first = descs
-            .first()
-            .ok_or_else(|| PoolError::Umem("UMEM has no frames".into()))?;
-        if first.addr() != DATA_OFFSET as usize {
-            return Err(PoolError::Umem(format!(
-                "unexpected UMEM data offset {} (want {DATA_OFFSET})",
-                first.addr()
-            )));
-        }
-        // SAFETY: `first` describes frame 0 of this UMEM, which nobody else accesses yet; we
-        // only take the address of its (empty) data segment.
-        let data0 = unsafe { umem.data(first) }.contents().as_ptr();
-        // SAFETY: data segment 0 starts DATA_OFFSET bytes into the UMEM region.
-        let base = unsafe { data0.sub(DATA_OFFSET as usize) }.cast_mut();
-        let base = NonNull::new(base).ok_or_else(|| PoolError::Umem("null UMEM".into()))?;
         Ok(FramePool::with_jumbo(
             base,
             nframes,
-            Backing::Umem {
-                umem,
-                descs: descs.into_boxed_slice(),
-            },
+            Box::new(HeapChunks(chunks)),
         ))
     }
 
-    fn with_jumbo(base: NonNull<u8>, nframes: u32, backing: Backing) -> FramePool {
+    /// A pool over `nframes` chunks of [`FRAME_SIZE`] bytes at `base`, kept alive by `owner`
+    /// (the port layer's AF_XDP UMEM).
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to `nframes * FRAME_SIZE` bytes, writable, that stay valid and in
+    /// place as long as `owner` lives, and that nothing else reads or writes except through
+    /// this pool's frames (and kernel rings the pool's owner drives with them).
+    pub unsafe fn from_region(
+        base: NonNull<u8>,
+        nframes: u32,
+        owner: Box<dyn Any + Send>,
+    ) -> Result<FramePool, PoolError> {
+        check_count(nframes)?;
+        Ok(FramePool::with_jumbo(base, nframes, owner))
+    }
+
+    fn with_jumbo(base: NonNull<u8>, nframes: u32, owner: Box<dyn Any + Send>) -> FramePool {
         // Zeroed by the allocator (fresh pages): untouched jumbo chunks cost no memory.
         let mut jumbo = vec![0u8; JUMBO_FRAMES as usize * JUMBO_SIZE].into_boxed_slice();
         let jumbo_base = NonNull::new(jumbo.as_mut_ptr()).unwrap_or(NonNull::dangling());
@@ -219,11 +213,16 @@ impl FramePool {
             base,
             nframes,
             free: (0..nframes).rev().collect(),
-            backing,
+            owner,
             jumbo_base,
             _jumbo: jumbo,
             jumbo_free: (nframes..nframes + JUMBO_FRAMES).rev().collect(),
         }
+    }
+
+    /// The owner given to [`FramePool::from_region`], if it is a `T`.
+    pub fn owner<T: Any>(&self) -> Option<&T> {
+        self.owner.downcast_ref::<T>()
     }
 
     /// Takes a free frame (length 0), or `None` when the pool is exhausted.
@@ -255,6 +254,7 @@ impl FramePool {
         Frame {
             chunk,
             len: 0,
+            head: DATA_OFFSET as u16,
             offload: Offload::NONE,
         }
     }
@@ -262,7 +262,7 @@ impl FramePool {
     /// Returns a frame to the pool.
     #[inline]
     pub fn free(&mut self, frame: Frame) {
-        let (chunk, _) = frame.into_raw();
+        let chunk = frame.chunk;
         if chunk < self.nframes {
             if self.free.len() < self.nframes as usize {
                 self.free.push(chunk);
@@ -282,14 +282,10 @@ impl FramePool {
         frame.chunk >= self.nframes
     }
 
-    /// Bytes `frame`'s chunk can hold.
+    /// Bytes `frame` can hold from where its data starts.
     #[inline]
     pub fn capacity_of(&self, frame: &Frame) -> usize {
-        if self.is_jumbo(frame) {
-            JUMBO_CAPACITY
-        } else {
-            FRAME_CAPACITY
-        }
+        self.area(frame.chunk).1 - frame.headroom()
     }
 
     /// Jumbo frames currently free.
@@ -322,54 +318,105 @@ impl FramePool {
         self.nframes
     }
 
-    /// Start of `chunk`'s data area and the bytes it holds.
+    /// Start of `chunk` and the bytes it holds.
     #[inline]
     fn area(&self, chunk: u32) -> (*mut u8, usize) {
         if chunk < self.nframes {
             // SAFETY: chunk < nframes, so the offset stays inside the pool's allocation.
-            let p = unsafe {
-                self.base
-                    .as_ptr()
-                    .add(chunk as usize * FRAME_SIZE as usize + DATA_OFFSET as usize)
-            };
-            return (p, FRAME_CAPACITY);
+            let p = unsafe { self.base.as_ptr().add(chunk as usize * FRAME_SIZE as usize) };
+            return (p, FRAME_SIZE as usize);
         }
         let j = (chunk - self.nframes) as usize;
         assert!(j < JUMBO_FRAMES as usize, "frame from another pool");
         // SAFETY: j < JUMBO_FRAMES, so the offset stays inside the jumbo allocation, which is
         // JUMBO_FRAMES * JUMBO_SIZE bytes.
-        let p = unsafe {
-            self.jumbo_base
-                .as_ptr()
-                .add(j * JUMBO_SIZE + DATA_OFFSET as usize)
-        };
-        (p, JUMBO_CAPACITY)
+        let p = unsafe { self.jumbo_base.as_ptr().add(j * JUMBO_SIZE) };
+        (p, JUMBO_SIZE)
+    }
+
+    /// The whole chunk of `frame`, writable.
+    #[inline]
+    fn chunk_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
+        let (p, size) = self.area(frame.chunk);
+        // SAFETY: the chunk lies inside the pool and holds `size` bytes; `frame` is the only
+        // handle to it and is borrowed mutably for the slice's lifetime, so this is the only
+        // access.
+        unsafe { std::slice::from_raw_parts_mut(p, size) }
     }
 
     /// The packet bytes of `frame`.
     #[inline]
     pub fn data<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
-        let (p, cap) = self.area(frame.chunk);
-        // SAFETY: the chunk lies inside the pool and holds `cap` bytes; `frame` is the only
-        // handle to it and is borrowed shared for the slice's lifetime, so nobody writes it
-        // meanwhile.
-        unsafe { std::slice::from_raw_parts(p, frame.len().min(cap)) }
+        let (p, size) = self.area(frame.chunk);
+        let start = frame.headroom().min(size);
+        let len = frame.len().min(size - start);
+        // SAFETY: [start, start + len) lies inside the chunk, which lies inside the pool;
+        // `frame` is the only handle to it and is borrowed shared for the slice's lifetime, so
+        // nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(p.add(start), len) }
     }
 
     /// The packet bytes of `frame`, writable.
     #[inline]
     pub fn data_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        let (p, cap) = self.area(frame.chunk);
-        // SAFETY: as in `data`; `frame` is borrowed mutably, so this is the only access.
-        unsafe { std::slice::from_raw_parts_mut(p, frame.len().min(cap)) }
+        let (start, len) = (frame.headroom(), frame.len());
+        let chunk = self.chunk_mut(frame);
+        let start = start.min(chunk.len());
+        let end = start + len.min(chunk.len() - start);
+        &mut chunk[start..end]
     }
 
-    /// The whole data area of `frame` ([`FramePool::capacity_of`] bytes), for filling it.
+    /// Everything from where `frame`'s data starts to the end of its chunk
+    /// ([`FramePool::capacity_of`] bytes), for filling it.
     #[inline]
     pub fn buffer_mut<'a>(&'a self, frame: &'a mut Frame) -> &'a mut [u8] {
-        let (p, cap) = self.area(frame.chunk);
-        // SAFETY: as in `data_mut`; the data area of the chunk is `cap` bytes.
-        unsafe { std::slice::from_raw_parts_mut(p, cap) }
+        let start = frame.headroom();
+        let chunk = self.chunk_mut(frame);
+        let start = start.min(chunk.len());
+        &mut chunk[start..]
+    }
+
+    /// Pushes `n` bytes in front of `frame`'s data (a header to be written there) and returns
+    /// the whole data, new bytes first; `None`, with the frame unchanged, when the headroom is
+    /// smaller than `n`. A partial checksum's start moves with the data.
+    #[inline]
+    pub fn push_header<'a>(&'a self, frame: &'a mut Frame, n: usize) -> Option<&'a mut [u8]> {
+        let n16 = u16::try_from(n).ok().filter(|n| *n <= frame.head)?;
+        frame.head -= n16;
+        frame.len += u32::from(n16);
+        frame.offload.shift(i32::from(n16));
+        Some(self.data_mut(frame))
+    }
+
+    /// Pulls `n` bytes off the front of `frame`'s data (a header that was read); false, with
+    /// the frame unchanged, when it holds fewer than `n` bytes.
+    #[inline]
+    pub fn pull_header(&self, frame: &mut Frame, n: usize) -> bool {
+        let Some(n16) = u16::try_from(n).ok().filter(|n| u32::from(*n) <= frame.len) else {
+            return false;
+        };
+        frame.head += n16;
+        frame.len -= u32::from(n16);
+        frame.offload.shift(-i32::from(n16));
+        true
+    }
+
+    /// Moves `frame`'s data back to [`DATA_OFFSET`], where kernel rings expect it (after a
+    /// header was pushed or pulled); false when it no longer fits from there.
+    #[inline]
+    pub fn reset_head(&self, frame: &mut Frame) -> bool {
+        if frame.has_default_head() {
+            return true;
+        }
+        let (start, len) = (frame.headroom(), frame.len());
+        let to = DATA_OFFSET as usize;
+        let chunk = self.chunk_mut(frame);
+        if to + len > chunk.len() || start + len > chunk.len() {
+            return false;
+        }
+        chunk.copy_within(start..start + len, to);
+        frame.head = DATA_OFFSET as u16;
+        true
     }
 
     /// Allocates a frame holding a copy of `bytes` (a jumbo one if they need it); `None` if
@@ -390,40 +437,18 @@ impl FramePool {
         let (src, _) = self.area(frame.chunk);
         let (dst, _) = self.area(f.chunk);
         // SAFETY: `frame` and `f` are distinct chunks of this pool (f was just taken from a
-        // free list, frame is live), so the ranges do not overlap; `len` fits both (it is what
-        // `frame` holds, and `f` was chosen to hold it).
-        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        // free list, frame is live), so the ranges do not overlap; `len` bytes lie inside
+        // `frame`'s chunk from its head (`data` says so) and fit `f` from the default head (it
+        // was chosen to hold them).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.add(frame.headroom()), dst.add(f.headroom()), len)
+        };
         f.set_len(len);
         f.offload = frame.offload;
         Some(f)
     }
 
-    /// The UMEM behind this pool, when it is one.
-    pub fn umem(&self) -> Option<&xsk_rs::Umem> {
-        match &self.backing {
-            Backing::Umem { umem, .. } => Some(umem),
-            Backing::Heap(_) => None,
-        }
-    }
-
-    /// xsk-rs's descriptor of `chunk` with its data length set to `len` (AF_XDP backend only).
-    #[inline]
-    pub fn xsk_desc(&self, chunk: u32, len: u32) -> Option<xsk_rs::FrameDesc> {
-        match &self.backing {
-            Backing::Umem { umem, descs } => {
-                let mut d = *descs.get(chunk as usize)?;
-                // SAFETY: `d` describes a chunk of this UMEM owned by the caller; the cursor
-                // only records the length in the descriptor, it writes no packet bytes.
-                unsafe { umem.data_mut(&mut d) }
-                    .cursor()
-                    .set_pos(len as usize);
-                Some(d)
-            }
-            Backing::Heap(_) => None,
-        }
-    }
-
-    /// The chunk index of an xsk-rs descriptor's address.
+    /// The chunk index of a ring descriptor's address (an offset into the region).
     #[inline]
     pub fn chunk_of_addr(&self, addr: usize) -> u32 {
         (addr / FRAME_SIZE as usize) as u32
@@ -492,6 +517,41 @@ mod tests {
         assert!(!pool.is_jumbo(&small));
         pool.free(small);
         assert!(pool.alloc_copy(&vec![0; JUMBO_CAPACITY + 1]).is_none());
+    }
+
+    #[test]
+    fn headers_push_and_pull_at_the_front() {
+        let mut pool = FramePool::new_heap(2).unwrap();
+        let mut f = pool.alloc_copy(&[1, 2, 3, 4]).unwrap();
+        f.set_offload(Offload {
+            flags: Offload::F_NEEDS_CSUM,
+            csum_start: 2,
+            csum_offset: 1,
+            ..Offload::NONE
+        });
+        let data = pool.push_header(&mut f, 50).unwrap();
+        assert_eq!(data.len(), 54);
+        data[..50].fill(9);
+        assert_eq!(&pool.data(&f)[50..], &[1, 2, 3, 4]);
+        assert_eq!(
+            f.offload().csum_start,
+            52,
+            "checksum start moves with the data"
+        );
+        assert_eq!(f.headroom(), DATA_OFFSET as usize - 50);
+        assert!(pool.push_header(&mut f, DATA_OFFSET as usize).is_none());
+        assert!(pool.reset_head(&mut f));
+        assert!(f.has_default_head());
+        assert_eq!(&pool.data(&f)[..2], &[9, 9]);
+        assert!(pool.pull_header(&mut f, 50));
+        assert_eq!(pool.data(&f), &[1, 2, 3, 4]);
+        assert_eq!(f.offload().csum_start, 2);
+        assert!(!pool.pull_header(&mut f, 5));
+        assert!(pool.reset_head(&mut f));
+        assert_eq!(pool.data(&f), &[1, 2, 3, 4]);
+        assert_eq!(pool.capacity_of(&f), FRAME_CAPACITY);
+        pool.free(f);
+        assert_eq!(pool.available(), 2);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Classification: each received frame is parsed once (etherparse, strict slicing of untrusted
 //! bytes) into a compact [`FlowKey`] with cached header offsets; later stages read the key and
-//! the offsets and never parse again. Malformed input becomes a [`DropReason`], never a panic.
+//! the offsets and never parse again. Malformed input becomes a [`ClassifyDrop`], never a panic.
 //!
 //! Pure functions; safe to call from any thread.
 
@@ -10,99 +10,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::err::{Layer, LenError, ipv4, ipv6};
 use etherparse::{ArpPacketSlice, Ipv4Slice, Ipv6Slice, LenSource, TcpSlice, UdpSlice};
 
-use crate::counters::DropReason;
+use crate::drop::ReasonSet;
+use crate::stage::{Batch, Stage, StageContext, Verdict};
+pub use crate::wire::{ETH_HEADER_LEN, Mac, PortId, ethertype, ipproto};
 
-/// Ethertypes the switch forwards.
-pub mod ethertype {
-    /// IPv4.
-    pub const IPV4: u16 = 0x0800;
-    /// ARP.
-    pub const ARP: u16 = 0x0806;
-    /// IPv6.
-    pub const IPV6: u16 = 0x86dd;
-    /// 802.1Q VLAN tag.
-    pub const VLAN: u16 = 0x8100;
-    /// 802.1ad service tag.
-    pub const QINQ: u16 = 0x88a8;
-}
-
-/// IP protocol numbers the key records ports for.
-pub mod ipproto {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
-}
-
-/// A port's number inside the datapath.
-pub type PortId = u32;
-
-/// A MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// ff:ff:ff:ff:ff:ff
-    pub const BROADCAST: Mac = Mac([0xff; 6]);
-
-    /// Group (multicast or broadcast) address.
-    #[inline]
-    pub fn is_multicast(self) -> bool {
-        self.0[0] & 1 == 1
-    }
-
-    /// The address as a u64 (upper 16 bits zero).
-    #[inline]
-    pub fn to_u64(self) -> u64 {
-        let m = self.0;
-        u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
-    }
-
-    /// The address from the low 48 bits of a u64.
-    #[inline]
-    pub fn from_u64(v: u64) -> Mac {
-        let b = v.to_be_bytes();
-        Mac([b[2], b[3], b[4], b[5], b[6], b[7]])
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::str::FromStr for Mac {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mac, String> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in &mut out {
-            let p = parts
-                .next()
-                .ok_or_else(|| format!("invalid MAC address {s:?}: expected six hex bytes"))?;
-            *b = u8::from_str_radix(p, 16)
-                .map_err(|_| format!("invalid MAC address {s:?}: {p:?} is not a hex byte"))?;
-        }
-        if parts.next().is_some() {
-            return Err(format!("invalid MAC address {s:?}: more than six bytes"));
-        }
-        Ok(Mac(out))
+crate::drop_reasons! {
+    /// Why classification refuses a frame.
+    pub enum ClassifyDrop in "classify" {
+        Runt => "runt", "frame shorter than an Ethernet header";
+        TruncatedHeader => "truncated_header", "a header runs past the end of the frame";
+        BadIpv4Header => "bad_ipv4_header", "IPv4 header with a bad version or IHL";
+        BadIpLength => "bad_ip_length", "IP total/payload length disagrees with the frame";
+        BadL4Length => "bad_l4_length", "UDP/TCP length disagrees with the IP payload";
+        UnknownEthertype => "unknown_ethertype", "ethertype the switch does not forward";
+        StackedVlan => "stacked_vlan", "more than one VLAN tag (QinQ is not supported)";
+        TaggedOnAccessPort => "vlan_tagged_on_access_port", "802.1Q-tagged frame received on an access port";
     }
 }
 
@@ -174,10 +96,7 @@ impl fmt::Display for FlowKey {
     }
 }
 
-const ETH_HEADER_LEN: usize = 14;
-
-/// The 802.1Q tag of QinQ's old pre-standard outer tag.
-const VLAN_9100: u16 = 0x9100;
+use ethertype::VLAN_9100;
 
 /// Parses `frame`, received on `in_port` whose access VLAN is `port_vlan` (0 = untagged
 /// domain), into a key. Frames arrive untagged; a tagged one is dropped.
@@ -185,9 +104,9 @@ const VLAN_9100: u16 = 0x9100;
 /// Each header is sliced by etherparse's own header slices (`Ipv4Slice`, `Ipv6Slice`,
 /// `UdpSlice`, ...), which check every length once; going layer by layer, rather than through
 /// `SlicedPacket`, skips building the generic packet description the switch never reads.
-pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey, DropReason> {
+pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey, ClassifyDrop> {
     let Some((eth, l3)) = frame.split_first_chunk::<ETH_HEADER_LEN>() else {
-        return Err(DropReason::Runt);
+        return Err(ClassifyDrop::Runt);
     };
     let mut key = FlowKey {
         in_port,
@@ -203,18 +122,18 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
         ethertype::VLAN | ethertype::QINQ | VLAN_9100 => {
             // A tag's last two bytes are the next ethertype: another tag is QinQ.
             let Some([_, _, n0, n1]) = l3.first_chunk::<4>().copied() else {
-                return Err(DropReason::TruncatedHeader);
+                return Err(ClassifyDrop::TruncatedHeader);
             };
             return Err(match u16::from_be_bytes([n0, n1]) {
-                ethertype::VLAN | ethertype::QINQ | VLAN_9100 => DropReason::StackedVlan,
-                _ => DropReason::TaggedOnAccessPort,
+                ethertype::VLAN | ethertype::QINQ | VLAN_9100 => ClassifyDrop::StackedVlan,
+                _ => ClassifyDrop::TaggedOnAccessPort,
             });
         }
         ethertype::IPV4 => {
             let ip = Ipv4Slice::from_slice(l3).map_err(|e| match e {
                 ipv4::SliceError::Len(l) => ip_len_reason(&l),
-                ipv4::SliceError::Header(_) => DropReason::BadIpv4Header,
-                ipv4::SliceError::Exts(_) => DropReason::TruncatedHeader,
+                ipv4::SliceError::Header(_) => ClassifyDrop::BadIpv4Header,
+                ipv4::SliceError::Exts(_) => ClassifyDrop::TruncatedHeader,
             })?;
             let h = ip.header();
             key.l3_offset = l3_offset;
@@ -232,7 +151,7 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
             let ip = Ipv6Slice::from_slice(l3).map_err(|e| match e {
                 ipv6::SliceError::Len(l) => ip_len_reason(&l),
                 ipv6::SliceError::Header(_) | ipv6::SliceError::Exts(_) => {
-                    DropReason::TruncatedHeader
+                    ClassifyDrop::TruncatedHeader
                 }
             })?;
             let h = ip.header();
@@ -244,11 +163,11 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
             (!p.fragmented).then_some(p.payload)
         }
         ethertype::ARP => {
-            ArpPacketSlice::from_slice(l3).map_err(|_| DropReason::TruncatedHeader)?;
+            ArpPacketSlice::from_slice(l3).map_err(|_| ClassifyDrop::TruncatedHeader)?;
             key.l3_offset = l3_offset;
             None
         }
-        _ => return Err(DropReason::UnknownEthertype),
+        _ => return Err(ClassifyDrop::UnknownEthertype),
     };
     let Some(l4) = payload else {
         return Ok(key);
@@ -257,19 +176,19 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
     let l4_offset = (l4.as_ptr() as usize - frame.as_ptr() as usize) as u16;
     match key.nw_proto {
         ipproto::UDP => {
-            let udp = UdpSlice::from_slice(l4).map_err(|_| DropReason::BadL4Length)?;
+            let udp = UdpSlice::from_slice(l4).map_err(|_| ClassifyDrop::BadL4Length)?;
             key.tp_src = udp.source_port();
             key.tp_dst = udp.destination_port();
         }
         ipproto::TCP => {
-            let tcp = TcpSlice::from_slice(l4).map_err(|_| DropReason::BadL4Length)?;
+            let tcp = TcpSlice::from_slice(l4).map_err(|_| ClassifyDrop::BadL4Length)?;
             key.tp_src = tcp.source_port();
             key.tp_dst = tcp.destination_port();
         }
         ipproto::ICMP | ipproto::ICMPV6 => {
             // Type and code; an ICMP header is 8 bytes.
             let Some([ty, code, ..]) = l4.first_chunk::<8>().copied() else {
-                return Err(DropReason::TruncatedHeader);
+                return Err(ClassifyDrop::TruncatedHeader);
             };
             key.tp_src = u16::from(ty);
             key.tp_dst = u16::from(code);
@@ -282,11 +201,59 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
 
 /// The reason for an IP layer's length error: a length field that disagrees with the frame, or
 /// a header cut short.
-fn ip_len_reason(e: &LenError) -> DropReason {
+fn ip_len_reason(e: &LenError) -> ClassifyDrop {
     match (e.len_source, e.layer) {
         (LenSource::Ipv4HeaderTotalLen | LenSource::Ipv6HeaderPayloadLen, _)
-        | (_, Layer::Ipv4Packet | Layer::Ipv6Packet) => DropReason::BadIpLength,
-        _ => DropReason::TruncatedHeader,
+        | (_, Layer::Ipv4Packet | Layer::Ipv6Packet) => ClassifyDrop::BadIpLength,
+        _ => ClassifyDrop::TruncatedHeader,
+    }
+}
+
+/// The first stage of every chain: classifies each frame of the batch once. The engine seeds
+/// each key with the frame's ingress port and VLAN domain ([`Batch::begin`]); a frame that
+/// does not parse is dropped with its reason.
+///
+/// [`Batch::begin`]: crate::batch::Batch::begin
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClassifyStage;
+
+impl ClassifyStage {
+    /// Classifies every frame of `batch` still waiting for a verdict.
+    #[inline]
+    pub fn classify_batch(ctx: &mut StageContext<'_>, batch: &mut Batch) {
+        for i in 0..batch.len() {
+            if !batch.verdicts[i].is_next() {
+                continue;
+            }
+            let seed = &batch.keys[i];
+            match classify(ctx.pool.data(&batch.frames[i]), seed.in_port, seed.vlan) {
+                Ok(key) => {
+                    ctx.record("classify", || key.to_string());
+                    batch.keys[i] = key;
+                }
+                Err(reason) => {
+                    ctx.record("classify", || {
+                        format!("drop: {}", reason.reason().describe())
+                    });
+                    batch.verdicts[i] = Verdict::Drop(reason.into());
+                }
+            }
+        }
+    }
+}
+
+impl Stage for ClassifyStage {
+    fn name(&self) -> &'static str {
+        "classify"
+    }
+
+    fn reasons(&self) -> Option<&'static ReasonSet> {
+        Some(ClassifyDrop::set())
+    }
+
+    #[inline]
+    fn process(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
+        Self::classify_batch(ctx, batch);
     }
 }
 
@@ -316,23 +283,26 @@ mod tests {
 
     #[test]
     fn malformed_frames_have_reasons() {
-        assert_eq!(classify(&UDP_FRAME[..10], 0, 0), Err(DropReason::Runt));
+        assert_eq!(classify(&UDP_FRAME[..10], 0, 0), Err(ClassifyDrop::Runt));
         assert_eq!(
             classify(&UDP_FRAME[..20], 0, 0),
-            Err(DropReason::TruncatedHeader)
+            Err(ClassifyDrop::TruncatedHeader)
         );
         let mut bad_ihl = UDP_FRAME;
         bad_ihl[14] = 0x43;
-        assert_eq!(classify(&bad_ihl, 0, 0), Err(DropReason::BadIpv4Header));
+        assert_eq!(classify(&bad_ihl, 0, 0), Err(ClassifyDrop::BadIpv4Header));
         let mut long_ip = UDP_FRAME;
         long_ip[17] = 200;
-        assert_eq!(classify(&long_ip, 0, 0), Err(DropReason::BadIpLength));
+        assert_eq!(classify(&long_ip, 0, 0), Err(ClassifyDrop::BadIpLength));
         let mut bad_udp = UDP_FRAME;
         bad_udp[39] = 200;
-        assert_eq!(classify(&bad_udp, 0, 0), Err(DropReason::BadL4Length));
+        assert_eq!(classify(&bad_udp, 0, 0), Err(ClassifyDrop::BadL4Length));
         let mut unknown = UDP_FRAME;
         unknown[12..14].copy_from_slice(&[0x88, 0xb5]);
-        assert_eq!(classify(&unknown, 0, 0), Err(DropReason::UnknownEthertype));
+        assert_eq!(
+            classify(&unknown, 0, 0),
+            Err(ClassifyDrop::UnknownEthertype)
+        );
     }
 
     #[test]
@@ -340,11 +310,11 @@ mod tests {
         let mut one = Vec::from(&UDP_FRAME[..12]);
         one.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
         one.extend_from_slice(&UDP_FRAME[12..]);
-        assert_eq!(classify(&one, 0, 0), Err(DropReason::TaggedOnAccessPort));
+        assert_eq!(classify(&one, 0, 0), Err(ClassifyDrop::TaggedOnAccessPort));
         let mut two = Vec::from(&UDP_FRAME[..12]);
         two.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a, 0x81, 0x00, 0x00, 0x0b]);
         two.extend_from_slice(&UDP_FRAME[12..]);
-        assert_eq!(classify(&two, 0, 0), Err(DropReason::StackedVlan));
+        assert_eq!(classify(&two, 0, 0), Err(ClassifyDrop::StackedVlan));
     }
 
     #[test]

@@ -1,283 +1,10 @@
-//! Offloads of TAP ports opened with `IFF_VNET_HDR`: the virtio-net header ([`Offload`]),
-//! completion of partial checksums ([`complete_checksum`]) and software TCP segmentation of GSO
-//! super-frames ([`Segmenter`]). Pure byte logic, no I/O and no state: callable from any thread.
+//! Software TCP segmentation of GSO super-frames ([`Segmenter`]), for ports that cannot take
+//! them: IPv4 ids, sequence numbers, FIN/PSH/CWR on the right segments, full checksums.
+//!
+//! Pure byte logic, no state beyond the segmenter's cursor: callable from any thread.
 
-/// Length of the virtio-net header the TAP ports use (struct virtio_net_hdr, no num_buffers).
-pub const VNET_HDR_LEN: usize = 10;
-
-/// The virtio-net header: what a TAP with IFF_VNET_HDR says about a frame's offloads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Offload {
-    /// [`Offload::F_NEEDS_CSUM`], [`Offload::F_DATA_VALID`].
-    pub flags: u8,
-    /// One of the `GSO_*` types, optionally or-ed with [`Offload::GSO_ECN`].
-    pub gso_type: u8,
-    /// Length of the headers before the payload (a hint; the segmenter parses the headers).
-    pub hdr_len: u16,
-    /// Payload bytes per segment when the frame is a GSO super-frame.
-    pub gso_size: u16,
-    /// Where the partial checksum's coverage starts (from the start of the Ethernet header).
-    pub csum_start: u16,
-    /// Where the checksum field is, from `csum_start`.
-    pub csum_offset: u16,
-}
-
-impl Offload {
-    /// Nothing pending: checksums complete, not GSO.
-    pub const NONE: Offload = Offload {
-        flags: 0,
-        gso_type: 0,
-        hdr_len: 0,
-        gso_size: 0,
-        csum_start: 0,
-        csum_offset: 0,
-    };
-    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` holds only the
-    /// pseudo-header sum and must be completed.
-    pub const F_NEEDS_CSUM: u8 = 1;
-    /// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksums were verified.
-    pub const F_DATA_VALID: u8 = 2;
-    /// `VIRTIO_NET_HDR_GSO_NONE`: not a super-frame.
-    pub const GSO_NONE: u8 = 0;
-    /// `VIRTIO_NET_HDR_GSO_TCPV4`: TCP over IPv4 super-frame.
-    pub const GSO_TCPV4: u8 = 1;
-    /// `VIRTIO_NET_HDR_GSO_UDP`: UDP fragmentation offload (not supported here).
-    pub const GSO_UDP: u8 = 3;
-    /// `VIRTIO_NET_HDR_GSO_TCPV6`: TCP over IPv6 super-frame.
-    pub const GSO_TCPV6: u8 = 4;
-    /// `VIRTIO_NET_HDR_GSO_UDP_L4`: UDP segmentation offload (not supported here).
-    pub const GSO_UDP_L4: u8 = 5;
-    /// `VIRTIO_NET_HDR_GSO_ECN`: the super-frame has CWR set (or-ed into `gso_type`).
-    pub const GSO_ECN: u8 = 0x80;
-
-    /// Decodes a virtio-net header (little-endian fields).
-    pub fn parse(hdr: &[u8; VNET_HDR_LEN]) -> Offload {
-        let [flags, gso_type, h0, h1, s0, s1, c0, c1, o0, o1] = *hdr;
-        Offload {
-            flags,
-            gso_type,
-            hdr_len: u16::from_le_bytes([h0, h1]),
-            gso_size: u16::from_le_bytes([s0, s1]),
-            csum_start: u16::from_le_bytes([c0, c1]),
-            csum_offset: u16::from_le_bytes([o0, o1]),
-        }
-    }
-
-    /// Encodes the header (little-endian fields).
-    pub fn emit(&self, out: &mut [u8; VNET_HDR_LEN]) {
-        let [h0, h1] = self.hdr_len.to_le_bytes();
-        let [s0, s1] = self.gso_size.to_le_bytes();
-        let [c0, c1] = self.csum_start.to_le_bytes();
-        let [o0, o1] = self.csum_offset.to_le_bytes();
-        *out = [self.flags, self.gso_type, h0, h1, s0, s1, c0, c1, o0, o1];
-    }
-
-    /// Whether a partial checksum must be completed.
-    pub fn needs_csum(&self) -> bool {
-        self.flags & Self::F_NEEDS_CSUM != 0
-    }
-
-    /// Whether the frame is a GSO super-frame (`gso_type` without the ECN bit is not NONE).
-    pub fn is_gso(&self) -> bool {
-        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
-    }
-
-    /// Nothing pending: the frame can go anywhere as is.
-    pub fn is_none(&self) -> bool {
-        !self.needs_csum() && !self.is_gso()
-    }
-
-    /// The header Linux gives an untagged IPv4 TCP super-frame with 20-byte IP and TCP
-    /// headers: checksum partial from the TCP header, `gso_size` payload bytes per segment.
-    pub const fn tcpv4_gso(gso_size: u16) -> Offload {
-        Offload {
-            flags: Offload::F_NEEDS_CSUM,
-            gso_type: Offload::GSO_TCPV4,
-            hdr_len: 54,
-            gso_size,
-            csum_start: 34,
-            csum_offset: 16,
-        }
-    }
-}
-
-/// Why an offload could not be carried out (each becomes a counted drop).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum OffloadError {
-    /// checksum start or field outside the frame
-    #[error("checksum start or field outside the frame")]
-    BadChecksumRange,
-    /// frame is not a GSO super-frame
-    #[error("frame is not a GSO super-frame")]
-    NotGso,
-    /// GSO type not supported (only TCPv4 and TCPv6 are segmented)
-    #[error("GSO type {0:#x} not supported (only TCPv4 and TCPv6 are segmented)")]
-    UnsupportedGso(u8),
-    /// GSO type does not match the frame's IP version
-    #[error("GSO type does not match the frame's IP version")]
-    GsoMismatch,
-    /// super-frame headers not supported (VLAN tag, not IP, IPv4 fragment or IPv6 extension header)
-    #[error(
-        "super-frame headers not supported (VLAN tag, not IP, IPv4 fragment or IPv6 extension header)"
-    )]
-    UnsupportedHeaders,
-    /// GSO super-frame does not carry TCP
-    #[error("GSO super-frame does not carry TCP")]
-    NotTcp,
-    /// frame shorter than its headers, or a header length below the minimum
-    #[error("frame shorter than its headers, or a header length below the minimum")]
-    TruncatedHeaders,
-    /// IP length field inconsistent with the frame or its headers
-    #[error("IP length field inconsistent with the frame or its headers")]
-    BadIpLength,
-    /// gso_size is zero or makes segments longer than an IP length can say
-    #[error("gso_size is zero or makes segments longer than an IP length can say")]
-    BadGsoSize,
-    /// segment does not fit the output buffer
-    #[error("segment does not fit the output buffer")]
-    SegmentTooLarge,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ones'-complement sum (RFC 1071), computed in native byte order: 16-bit words are read
-// native-endian, summed, folded, and the folded result is stored native-endian again, which
-// yields the correct network-order bytes on any host. Values given as numbers (pseudo-header
-// protocol and length) are converted with `ne16`.
-
-/// Sums of up to this many bytes cannot overflow the u64 accumulator of `sum_block`.
-const SUM_BLOCK: usize = 1 << 16;
-
-/// A running ones'-complement sum (native byte order, not yet folded).
-#[derive(Debug, Clone, Copy, Default)]
-struct Csum(u64);
-
-impl Csum {
-    /// Adds `data`, which must start at an even offset of the checksummed region (an odd last
-    /// byte is padded with zero, so only the final piece may have an odd length).
-    #[inline]
-    fn add(self, data: &[u8]) -> Csum {
-        let mut acc = self.0;
-        for block in data.chunks(SUM_BLOCK) {
-            acc = fold32(acc) + sum_block(block);
-        }
-        Csum(fold32(acc))
-    }
-
-    /// Adds a 16-bit number given in host order, as it would appear in network order.
-    #[inline]
-    fn add_be16(self, v: u16) -> Csum {
-        Csum(self.0 + u64::from(u16::from_ne_bytes(v.to_be_bytes())))
-    }
-
-    /// The folded 16-bit sum, in native order.
-    #[inline]
-    fn fold(self) -> u16 {
-        let mut s = fold32(self.0);
-        while s >> 16 != 0 {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        s as u16
-    }
-
-    /// The checksum field's bytes (network order): the complement of the sum.
-    #[inline]
-    fn field(self) -> [u8; 2] {
-        (!self.fold()).to_ne_bytes()
-    }
-}
-
-/// Folds a u64 sum to at most 33 bits without changing it modulo 0xffff.
-#[inline]
-fn fold32(s: u64) -> u64 {
-    (s & 0xffff_ffff) + (s >> 32)
-}
-
-/// Sum of `block` (at most [`SUM_BLOCK`] bytes) as native-endian words: 8-byte words are split
-/// into their 32-bit halves and added to a u64, so no carry needs handling in the loop (which
-/// the compiler vectorises); 2^32 ≡ 2^16 ≡ 1 modulo 0xffff, so folding recovers the 16-bit sum.
-#[inline]
-fn sum_block(block: &[u8]) -> u64 {
-    let mut chunks = block.chunks_exact(8);
-    let mut acc: u64 = 0;
-    for c in &mut chunks {
-        if let Ok(w) = <[u8; 8]>::try_from(c) {
-            let w = u64::from_ne_bytes(w);
-            acc += (w & 0xffff_ffff) + (w >> 32);
-        }
-    }
-    let mut rest = chunks.remainder();
-    if let [a, b, c, d, tail @ ..] = rest {
-        acc += u64::from(u32::from_ne_bytes([*a, *b, *c, *d]));
-        rest = tail;
-    }
-    if let [a, b, tail @ ..] = rest {
-        acc += u64::from(u16::from_ne_bytes([*a, *b]));
-        rest = tail;
-    }
-    if let [a] = rest {
-        acc += u64::from(u16::from_ne_bytes([*a, 0]));
-    }
-    acc
-}
-
-/// Reads a big-endian u16 at `at`, if in range.
-#[inline]
-fn get_be16(b: &[u8], at: usize) -> Option<u16> {
-    match b.get(at..at.checked_add(2)?)? {
-        &[x, y] => Some(u16::from_be_bytes([x, y])),
-        _ => None,
-    }
-}
-
-/// Reads a big-endian u32 at `at`, if in range.
-#[inline]
-fn get_be32(b: &[u8], at: usize) -> Option<u32> {
-    match b.get(at..at.checked_add(4)?)? {
-        &[w, x, y, z] => Some(u32::from_be_bytes([w, x, y, z])),
-        _ => None,
-    }
-}
-
-/// Writes two bytes at `at` (nothing when out of range: callers have proven the range).
-#[inline]
-fn put2(b: &mut [u8], at: usize, v: [u8; 2]) {
-    if let Some([x, y]) = b.get_mut(at..at.saturating_add(2)) {
-        [*x, *y] = v;
-    }
-}
-
-/// Writes four bytes at `at` (nothing when out of range: callers have proven the range).
-#[inline]
-fn put4(b: &mut [u8], at: usize, v: [u8; 4]) {
-    if let Some([w, x, y, z]) = b.get_mut(at..at.saturating_add(4)) {
-        [*w, *x, *y, *z] = v;
-    }
-}
-
-/// Completes a partial checksum in place: the 16-bit ones'-complement sum of
-/// `frame[csum_start..]` (the checksum field already holds the pseudo-header sum, as Linux
-/// leaves it) is complemented and written at `csum_start + csum_offset`. Does nothing when
-/// `!off.needs_csum()`.
-///
-/// Like Linux (`skb_checksum_help`), a result of 0 is written as 0xffff (equivalent for TCP,
-/// required for UDP, where 0 means "no checksum").
-pub fn complete_checksum(frame: &mut [u8], off: &Offload) -> Result<(), OffloadError> {
-    if !off.needs_csum() {
-        return Ok(());
-    }
-    let start = usize::from(off.csum_start);
-    let field = start + usize::from(off.csum_offset);
-    if field + 2 > frame.len() {
-        return Err(OffloadError::BadChecksumRange);
-    }
-    let covered = frame.get(start..).ok_or(OffloadError::BadChecksumRange)?;
-    let mut v = Csum::default().add(covered).field();
-    if v == [0, 0] {
-        v = [0xff, 0xff];
-    }
-    put2(frame, field, v);
-    Ok(())
-}
+use crate::checksum::{Csum, get_be16, get_be32, put2, put4};
+use crate::offload::{Offload, OffloadError};
 
 /// Ethernet II header length.
 const ETH_LEN: usize = 14;
@@ -363,7 +90,7 @@ impl<'a> Segmenter<'a> {
                 let total = usize::from(get_be16(ip, 2).ok_or(E::TruncatedHeaders)?);
                 let ip_end = if total == 0 { frame.len() } else { l3 + total };
                 let addrs = ip.get(12..20).ok_or(E::TruncatedHeaders)?;
-                (true, l3 + ihl, ip_end, Csum::default().add(addrs))
+                (true, l3 + ihl, ip_end, Csum::default().add_bytes(addrs))
             }
             0x86dd => {
                 let ip = frame.get(l3..l3 + IPV6_LEN).ok_or(E::TruncatedHeaders)?;
@@ -386,7 +113,7 @@ impl<'a> Segmenter<'a> {
                     l3 + IPV6_LEN + plen
                 };
                 let addrs = ip.get(8..40).ok_or(E::TruncatedHeaders)?;
-                (false, l3 + IPV6_LEN, ip_end, Csum::default().add(addrs))
+                (false, l3 + IPV6_LEN, ip_end, Csum::default().add_bytes(addrs))
             }
             // VLAN tags (0x8100, 0x88a8) and anything that is not IP.
             _ => return Err(E::UnsupportedHeaders),
@@ -485,7 +212,7 @@ impl<'a> Segmenter<'a> {
             put2(h, l3 + 4, self.ip_id.wrapping_add(i as u16).to_be_bytes());
             put2(h, l3 + 10, [0, 0]);
             let ip_csum = Csum::default()
-                .add(h.get(l3..l4).unwrap_or_default())
+                .add_bytes(h.get(l3..l4).unwrap_or_default())
                 .field();
             put2(h, l3 + 10, ip_csum);
         } else {
@@ -510,7 +237,7 @@ impl<'a> Segmenter<'a> {
             .pseudo
             .add_be16((tcp_len >> 16) as u16)
             .add_be16(tcp_len as u16)
-            .add(seg.get(l4..).unwrap_or_default())
+            .add_bytes(seg.get(l4..).unwrap_or_default())
             .field();
         put2(seg, l4 + 16, tcp_csum);
 
@@ -524,6 +251,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::checksum::{SUM_BLOCK, complete_checksum};
+    use crate::offload::VNET_HDR_LEN;
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
 
@@ -847,7 +576,7 @@ mod tests {
         for start in 0..4 {
             for len in 0..(300 - start) {
                 let d = &data[start..start + len];
-                let ours = u16::from_be_bytes(Csum::default().add(d).fold().to_ne_bytes());
+                let ours = u16::from_be_bytes(Csum::default().add_bytes(d).fold().to_ne_bytes());
                 let reference = ref_sum(&[d]);
                 // 0 and 0xffff are the same value in ones' complement.
                 assert!(
@@ -858,7 +587,7 @@ mod tests {
         }
         // Larger than one accumulation block.
         let big = vec![0xffu8; SUM_BLOCK * 2 + 7];
-        let ours = u16::from_be_bytes(Csum::default().add(&big).fold().to_ne_bytes());
+        let ours = u16::from_be_bytes(Csum::default().add_bytes(&big).fold().to_ne_bytes());
         assert_eq!(ours, ref_sum(&[&big]));
     }
 

@@ -1,0 +1,125 @@
+//! A bridge's chain of stages, as data: built from the bridge's configuration (today
+//! classify → l2; decap, load balancing, conntrack/NAT, routing and encap as their issues add
+//! them), run once per stage per batch, and swapped by the control plane between two passes
+//! without stopping traffic (a new stage adopts what it keeps from the old one of its name).
+//!
+//! Owned by the worker that runs the bridge.
+
+use crate::classify::{ClassifyStage, PortId};
+use crate::drop::ReasonSet;
+use crate::fdb::FdbConfig;
+use crate::l2::L2Stage;
+use crate::stage::{Batch, Stage, StageContext, Verdict};
+
+xvs_stage::drop_reasons! {
+    /// Drops of the chain itself, not of one of its stages.
+    pub enum PipelineDrop in "pipeline" {
+        NoVerdict => "no_verdict", "frame left the chain without any stage deciding";
+        NoBridge => "no_bridge", "frame received on a port whose bridge is gone";
+    }
+}
+
+/// The stages of one bridge, in order.
+pub struct Chain {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Chain {
+    /// A chain of `stages`, in order.
+    pub fn new(stages: Vec<Box<dyn Stage>>) -> Chain {
+        PipelineDrop::set();
+        for s in &stages {
+            if let Some(set) = s.reasons() {
+                set.slot();
+            }
+        }
+        Chain { stages }
+    }
+
+    /// The chain of a plain bridge: classify, then L2 learning and forwarding.
+    pub fn bridge(config: FdbConfig) -> Chain {
+        Chain::new(vec![
+            Box::new(ClassifyStage),
+            Box::new(L2Stage::new(config)),
+        ])
+    }
+
+    /// The stages' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|s| s.name()).collect()
+    }
+
+    /// The reason sets of the chain's stages (and the chain's own).
+    pub fn reasons(&self) -> Vec<&'static ReasonSet> {
+        let mut v: Vec<_> = self.stages.iter().filter_map(|s| s.reasons()).collect();
+        v.push(PipelineDrop::set());
+        v
+    }
+
+    /// Runs every stage over `batch`, each once for the whole batch, stopping early once every
+    /// frame has a verdict. A frame still undecided at the end is a counted drop.
+    #[inline]
+    pub fn run(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
+        for stage in &mut self.stages {
+            if !batch.any_next() {
+                return;
+            }
+            stage.process(ctx, batch);
+        }
+        for v in &mut batch.verdicts[..batch.frames.len()] {
+            if v.is_next() {
+                *v = Verdict::Drop(PipelineDrop::NoVerdict.into());
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    t.record("pipeline", "drop: no stage decided");
+                }
+            }
+        }
+    }
+
+    /// Housekeeping of every stage (ageing, timeouts).
+    pub fn tick(&mut self, now_ms: u64) {
+        for s in &mut self.stages {
+            s.tick(now_ms);
+        }
+    }
+
+    /// Tells every stage that `port` left the bridge.
+    pub fn port_removed(&mut self, port: PortId) {
+        for s in &mut self.stages {
+            s.port_removed(port);
+        }
+    }
+
+    /// Replaces the chain's stages with `next`'s; each new stage adopts what it keeps from the
+    /// old stage of the same name.
+    pub fn replace(&mut self, mut next: Chain) {
+        for new in &mut next.stages {
+            if let Some(old) = self.stages.iter_mut().find(|s| s.name() == new.name()) {
+                new.adopt(old.as_mut());
+            }
+        }
+        self.stages = next.stages;
+    }
+
+    /// The first stage of type `T`.
+    pub fn stage<T: Stage>(&self) -> Option<&T> {
+        self.stages.iter().find_map(|s| {
+            let s: &dyn std::any::Any = s.as_ref();
+            s.downcast_ref::<T>()
+        })
+    }
+
+    /// The first stage of type `T`, writable.
+    pub fn stage_mut<T: Stage>(&mut self) -> Option<&mut T> {
+        self.stages.iter_mut().find_map(|s| {
+            let s: &mut dyn std::any::Any = s.as_mut();
+            s.downcast_mut::<T>()
+        })
+    }
+}

@@ -1,0 +1,471 @@
+//! The single-threaded forwarding engine of one worker: its pool, ports, bridges (each a
+//! domain and a chain of stages) and hand-off rings. One pass receives a burst from every
+//! port (and from other workers), runs each burst through its bridge's chain, and sends.
+//!
+//! The worker thread drives it with [`Engine::poll`]; benches and tests drive it directly.
+//! Nothing here is shared: other threads see only the atomic counters.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hashbrown::HashMap;
+
+use crate::chain::{Chain, PipelineDrop};
+use crate::classify::PortId;
+use crate::counters::{DropCounters, PortCounters};
+use crate::domain::Domain;
+use crate::drop::DropReason;
+use crate::fdb::FdbConfig;
+use crate::frame::FramePool;
+use crate::handoff::Handoff;
+use crate::l2::L2Stage;
+use crate::output::{Output, OutputCounters, OutputDrop, PortSlot, transmit};
+use crate::port::{Burst, PortIo};
+use crate::stage::{Batch, FrameMeta, StageContext, Verdict};
+use crate::trace::TraceLog;
+use crate::wire::BridgeId;
+
+/// One bridge on its worker: forwarding domain and chain of stages.
+pub(crate) struct BridgeRec {
+    pub(crate) domain: Domain,
+    pub(crate) chain: Chain,
+}
+
+/// What the final action of a traced frame was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceAction {
+    /// Sent to one port.
+    Output(PortId),
+    /// Sent to these ports.
+    Flood(Vec<PortId>),
+    /// Handed to the local stack on this port.
+    Local(PortId),
+    /// Handed to another worker.
+    Handoff(u16),
+    /// Dropped.
+    Drop(DropReason),
+}
+
+/// Result of tracing one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceResult {
+    /// Each stage's decision.
+    pub log: TraceLog,
+    /// Final action.
+    pub action: TraceAction,
+}
+
+/// The forwarding engine of one worker.
+pub struct Engine {
+    pool: FramePool,
+    pub(crate) ports: HashMap<PortId, PortSlot>,
+    /// Port ids in polling order (no allocation while iterating `ports`).
+    port_order: Vec<PortId>,
+    pub(crate) bridges: HashMap<BridgeId, BridgeRec>,
+    drops: Arc<DropCounters>,
+    counters: Arc<OutputCounters>,
+    handoff: Handoff,
+    batch: Batch,
+    worker: u16,
+    workers: u16,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("worker", &self.worker)
+            .field("ports", &self.port_order)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine with no ports over `pool`, alone (no other workers).
+    pub fn new(pool: FramePool, drops: Arc<DropCounters>) -> Engine {
+        Engine::with_handoff(pool, drops, 0, Handoff::default(), 1)
+    }
+
+    /// Worker `worker`'s engine (of `workers`), with its ends of the hand-off rings.
+    pub fn with_handoff(
+        pool: FramePool,
+        drops: Arc<DropCounters>,
+        worker: u16,
+        handoff: Handoff,
+        workers: u16,
+    ) -> Engine {
+        Engine {
+            pool,
+            ports: HashMap::new(),
+            port_order: Vec::new(),
+            bridges: HashMap::new(),
+            drops,
+            counters: Arc::default(),
+            handoff,
+            batch: Batch::default(),
+            worker,
+            workers,
+        }
+    }
+
+    /// The frame pool.
+    pub fn pool(&self) -> &FramePool {
+        &self.pool
+    }
+
+    /// The frame pool, writable (port backends open against it).
+    pub fn pool_mut(&mut self) -> &mut FramePool {
+        &mut self.pool
+    }
+
+    /// How frames multiplied and moved between workers (for accounting).
+    pub fn output_counters(&self) -> Arc<OutputCounters> {
+        self.counters.clone()
+    }
+
+    /// Adds a bridge running the plain bridge chain (classify → l2).
+    pub fn add_bridge(&mut self, id: BridgeId, name: String, config: FdbConfig) {
+        tracing::debug!(worker = self.worker, bridge = %name, "bridge added");
+        self.bridges.insert(
+            id,
+            BridgeRec {
+                domain: Domain::default(),
+                chain: Chain::bridge(config),
+            },
+        );
+    }
+
+    /// Swaps a bridge's chain between two passes; its stages adopt the old ones' state.
+    pub fn set_chain(&mut self, id: BridgeId, chain: Chain) -> bool {
+        match self.bridges.get_mut(&id) {
+            Some(b) => {
+                b.chain.replace(chain);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The names of a bridge's stages.
+    pub fn chain_names(&self, id: BridgeId) -> Option<Vec<&'static str>> {
+        self.bridges.get(&id).map(|b| b.chain.names())
+    }
+
+    /// A bridge's L2 stage (its MAC table).
+    pub fn l2(&self, id: BridgeId) -> Option<&L2Stage> {
+        self.bridges.get(&id)?.chain.stage::<L2Stage>()
+    }
+
+    /// A bridge's L2 stage, writable.
+    pub fn l2_mut(&mut self, id: BridgeId) -> Option<&mut L2Stage> {
+        self.bridges.get_mut(&id)?.chain.stage_mut::<L2Stage>()
+    }
+
+    /// A bridge's domain, writable (icc, the local stack's port).
+    pub fn domain_mut(&mut self, id: BridgeId) -> Option<&mut Domain> {
+        self.bridges.get_mut(&id).map(|b| &mut b.domain)
+    }
+
+    /// Removes a bridge and its ports.
+    pub fn remove_bridge(&mut self, id: BridgeId) {
+        let ports: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, s)| s.bridge == id)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in ports {
+            self.remove_port(p);
+        }
+        self.bridges.remove(&id);
+    }
+
+    /// One pass: a burst from every port and from other workers, housekeeping, ageing.
+    /// Returns (frames received, whether any port still has work in flight).
+    #[inline]
+    pub fn poll(&mut self, now: u64) -> (usize, bool) {
+        let mut work = 0;
+        for i in 0..self.port_order.len() {
+            work += self.poll_port(self.port_order[i], now);
+        }
+        work += self.poll_handoff(now);
+        let mut busy = self.handoff.pending();
+        for i in 0..self.port_order.len() {
+            if let Some(slot) = self.ports.get_mut(&self.port_order[i]) {
+                busy |= slot.io.maintain(&mut self.pool);
+            }
+        }
+        for br in self.bridges.values_mut() {
+            br.chain.tick(now);
+        }
+        (work, busy)
+    }
+
+    /// Receives one burst from `pid` and forwards it; returns frames received.
+    fn poll_port(&mut self, pid: PortId, now: u64) -> usize {
+        let Some(slot) = self.ports.get_mut(&pid) else {
+            return 0;
+        };
+        let n = slot.io.rx_burst(&mut self.pool, &mut self.batch.frames);
+        if n == 0 {
+            return 0;
+        }
+        let (bridge_id, vlan) = (slot.bridge, slot.vlan);
+        let bytes: u64 = self.batch.frames.iter().map(|f| f.len() as u64).sum();
+        slot.counters.add_rx(n as u64, bytes);
+        self.batch.begin(bridge_id, pid, vlan);
+        let dropped = self.run_batch(bridge_id, now);
+        if dropped > 0
+            && let Some(slot) = self.ports.get(&pid)
+        {
+            slot.counters.rx_drops.fetch_add(dropped, Relaxed);
+        }
+        n
+    }
+
+    /// Runs the frames other workers handed over, a bridge at a time, up to a few bursts per
+    /// pass; returns how many.
+    fn poll_handoff(&mut self, now: u64) -> usize {
+        const MAX_PER_PASS: usize = 4 * crate::batch::BURST;
+        let mut n = 0;
+        let mut carry = None;
+        loop {
+            if carry.is_none() && n >= MAX_PER_PASS {
+                break;
+            }
+            let Some(first) = carry
+                .take()
+                .or_else(|| self.handoff.receive(&mut self.pool))
+            else {
+                break;
+            };
+            let bridge = first.bridge;
+            let mut next = Some(first);
+            while let Some(a) = next.take() {
+                if a.bridge != bridge {
+                    // Another bridge's frame starts the next batch.
+                    carry = Some(a);
+                    break;
+                }
+                let i = self.batch.len();
+                let meta = FrameMeta {
+                    bridge,
+                    handed_off: true,
+                    ..FrameMeta::default()
+                };
+                if let Err(f) = self.batch.push(a.frame, meta) {
+                    self.pool.free(f);
+                    break;
+                }
+                self.batch.keys[i].in_port = a.in_port;
+                self.batch.keys[i].vlan = a.vlan;
+                n += 1;
+                if self.batch.frames.is_full() {
+                    break;
+                }
+                next = self.handoff.receive(&mut self.pool);
+            }
+            self.counters
+                .handed_in
+                .fetch_add(self.batch.len() as u64, Relaxed);
+            self.run_batch(bridge, now);
+        }
+        n
+    }
+
+    /// Runs the batch (frames, seeded keys and metadata set) through `bridge_id`'s chain,
+    /// counts its drops, and sends what is left. Returns the frames the chain dropped.
+    fn run_batch(&mut self, bridge_id: BridgeId, now: u64) -> u64 {
+        let Engine {
+            pool,
+            ports,
+            bridges,
+            batch,
+            drops,
+            counters,
+            handoff,
+            worker,
+            workers,
+            ..
+        } = self;
+        let Some(bridge) = bridges.get_mut(&bridge_id) else {
+            drops.add(PipelineDrop::NoBridge, batch.len() as u64);
+            let n = batch.len() as u64;
+            batch.free_all(pool);
+            return n;
+        };
+        let mut ctx = StageContext {
+            pool,
+            now_ms: now,
+            trace: None,
+            domain: &bridge.domain,
+            counters: drops,
+            worker: *worker,
+            workers: *workers,
+        };
+        bridge.chain.run(&mut ctx, batch);
+        let dropped = count_drops(batch, drops);
+        let mut out = Output {
+            pool,
+            ports,
+            drops,
+            counters,
+            handoff,
+        };
+        out.dispatch(batch, &bridge.domain);
+        self.flush_pending();
+        dropped
+    }
+
+    fn flush_pending(&mut self) {
+        for slot in self.ports.values_mut() {
+            if !slot.pending.is_empty() {
+                transmit(&mut self.pool, slot, &self.drops);
+            }
+        }
+    }
+
+    /// Attaches a port backend to a bridge.
+    pub fn insert_port(
+        &mut self,
+        id: PortId,
+        bridge: BridgeId,
+        io: Box<dyn PortIo>,
+        vlan: u16,
+        counters: Arc<PortCounters>,
+    ) {
+        if let Some(b) = self.bridges.get_mut(&bridge) {
+            b.domain.add_member(id, vlan);
+        }
+        let takes_offloads = io.takes_offloads();
+        self.ports.insert(
+            id,
+            PortSlot {
+                io,
+                bridge,
+                vlan,
+                counters,
+                pending: Burst::new(),
+                takes_offloads,
+            },
+        );
+        self.port_order.retain(|p| *p != id);
+        self.port_order.push(id);
+    }
+
+    /// Detaches a port and gives its frames back.
+    pub fn remove_port(&mut self, id: PortId) {
+        if let Some(mut slot) = self.ports.remove(&id) {
+            for f in slot.pending.drain(..) {
+                self.pool.free(f);
+            }
+            slot.io.detach(&mut self.pool);
+            if let Some(b) = self.bridges.get_mut(&slot.bridge) {
+                b.domain.remove_member(id);
+                b.chain.port_removed(id);
+            }
+        }
+        self.port_order.retain(|p| *p != id);
+    }
+
+    /// Detaches every port.
+    pub fn close_all(&mut self) {
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.remove_port(id);
+        }
+    }
+
+    /// Runs one frame through a bridge's chain as a dry run: every stage records its decision,
+    /// none creates state, nothing is sent.
+    pub fn trace(
+        &mut self,
+        bridge_id: BridgeId,
+        in_port: PortId,
+        bytes: &[u8],
+        now: u64,
+    ) -> TraceResult {
+        let mut log = TraceLog::default();
+        let vlan = self.ports.get(&in_port).map(|s| s.vlan).unwrap_or(0);
+        let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
+            log.record("bridge", "no such bridge on this worker");
+            return TraceResult {
+                log,
+                action: TraceAction::Drop(PipelineDrop::NoBridge.into()),
+            };
+        };
+        let Some(frame) = self.pool.alloc_copy(bytes) else {
+            log.record("input", "no free frame (or frame too large)");
+            return TraceResult {
+                log,
+                action: TraceAction::Drop(OutputDrop::PoolExhausted.into()),
+            };
+        };
+        let mut batch = Batch::default();
+        if let Err(f) = batch.push(frame, FrameMeta::default()) {
+            self.pool.free(f);
+        }
+        batch.begin(bridge_id, in_port, vlan);
+        let mut ctx = StageContext {
+            pool: &self.pool,
+            now_ms: now,
+            trace: Some(&mut log),
+            domain: &bridge.domain,
+            counters: &self.drops,
+            worker: self.worker,
+            workers: self.workers,
+        };
+        bridge.chain.run(&mut ctx, &mut batch);
+        let action = match batch.verdicts[0] {
+            Verdict::Output(p) => TraceAction::Output(p),
+            Verdict::Flood => {
+                let targets: Vec<PortId> = bridge.domain.flood_targets(&batch.keys[0]).collect();
+                if targets.is_empty() {
+                    TraceAction::Drop(OutputDrop::NoFloodTarget.into())
+                } else {
+                    TraceAction::Flood(targets)
+                }
+            }
+            Verdict::Local => match bridge.domain.local_port() {
+                Some(p) => TraceAction::Local(p),
+                None => TraceAction::Drop(OutputDrop::NoLocalStack.into()),
+            },
+            Verdict::Handoff(w) => TraceAction::Handoff(w),
+            Verdict::Drop(r) => TraceAction::Drop(r),
+            Verdict::Next => TraceAction::Drop(PipelineDrop::NoVerdict.into()),
+        };
+        batch.free_all(&mut self.pool);
+        TraceResult { log, action }
+    }
+
+    /// Backend descriptions and kernel counters of every port, by port id.
+    pub fn port_stats(&self) -> Vec<(PortId, crate::port::BackendInfo, crate::port::BackendStats)> {
+        let mut v: Vec<_> = self
+            .ports
+            .iter()
+            .map(|(id, s)| (*id, s.io.info(), s.io.backend_stats()))
+            .collect();
+        v.sort_by_key(|(id, _, _)| *id);
+        v
+    }
+
+    /// The poll descriptors of every port (for the worker's sleep).
+    pub(crate) fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        for slot in self.ports.values() {
+            slot.io.poll_fds(out);
+        }
+    }
+}
+
+/// Counts the drops a pass decided (frames are freed by output).
+#[inline]
+fn count_drops(batch: &Batch, drops: &DropCounters) -> u64 {
+    let mut n = 0;
+    for v in &batch.verdicts[..batch.len()] {
+        if let Verdict::Drop(r) = v {
+            drops.add(*r, 1);
+            n += 1;
+        }
+    }
+    n
+}

@@ -1,0 +1,369 @@
+//! The L2 stage: MAC learning and forwarding within VLAN domains.
+//!
+//! Learns each frame's source MAC on its ingress port (bounded by the [`Fdb`] limits; refused
+//! learning is counted, the frame still forwarded), then forwards: broadcast, multicast and
+//! unknown unicast flood to every other port of the same VLAN; known unicast goes to its port;
+//! a destination learned on the ingress port is dropped; the icc rule is the domain's. A trace
+//! learns nothing. Owned by the worker thread that runs its bridge.
+
+use crate::classify::{FlowKey, PortId};
+use crate::domain::Domain;
+use crate::drop::ReasonSet;
+use crate::fdb::{Fdb, FdbConfig, Learn};
+use crate::stage::{Batch, Stage, StageContext, Verdict};
+
+xvs_stage::drop_reasons! {
+    /// Why the L2 stage drops a frame (or declines to learn from one).
+    pub enum L2Drop in "l2" {
+        MulticastSource => "multicast_source_mac", "source MAC is multicast or broadcast";
+        DestOnIngressPort => "dst_on_ingress_port", "destination MAC was learned on the ingress port";
+        IccDisabled => "icc_disabled", "container-to-container traffic on a network with icc=false";
+        LearnTableFull => "learn_table_full", "MAC not learned: bridge MAC table full (frame still forwarded)", event;
+        LearnPortLimit => "learn_port_limit", "MAC not learned: port's learned-MAC limit reached (frame still forwarded)", event;
+    }
+}
+
+/// How often aged entries are swept from the table.
+const EXPIRE_INTERVAL_MS: u64 = 1000;
+
+/// The L2 stage of one bridge: its MAC table.
+#[derive(Debug)]
+pub struct L2Stage {
+    fdb: Fdb,
+    last_expire_ms: u64,
+}
+
+impl L2Stage {
+    /// An L2 stage with an empty table.
+    pub fn new(config: FdbConfig) -> L2Stage {
+        L2Drop::set();
+        L2Stage {
+            fdb: Fdb::new(config),
+            last_expire_ms: 0,
+        }
+    }
+
+    /// The MAC table.
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// The MAC table, writable (flush, limits).
+    pub fn fdb_mut(&mut self) -> &mut Fdb {
+        &mut self.fdb
+    }
+
+    /// The forwarding decision for `key` (no learning).
+    #[inline]
+    pub fn decide(&self, domain: &Domain, key: &FlowKey, now_ms: u64) -> Verdict {
+        if key.dl_dst.is_multicast() {
+            return Verdict::Flood;
+        }
+        match self.fdb.lookup(key.vlan, key.dl_dst, now_ms) {
+            Some(p) if p == key.in_port => Verdict::Drop(L2Drop::DestOnIngressPort.into()),
+            Some(p) if !domain.icc_allows(key.in_port, p) => {
+                Verdict::Drop(L2Drop::IccDisabled.into())
+            }
+            Some(p) => Verdict::Output(p),
+            None => Verdict::Flood,
+        }
+    }
+
+    fn explain(&self, key: &FlowKey, verdict: Verdict, now_ms: u64) -> String {
+        let learn = match self.fdb.lookup(key.vlan, key.dl_src, now_ms) {
+            Some(p) if p == key.in_port => format!("source {} known on this port", key.dl_src),
+            Some(p) => format!("source {} moves from port {p}", key.dl_src),
+            None => format!("learns {} on port {}", key.dl_src, key.in_port),
+        };
+        let fwd = match verdict {
+            Verdict::Output(p) => format!("destination {} learned on port {p}", key.dl_dst),
+            Verdict::Flood if key.dl_dst.is_multicast() => {
+                format!("destination {} is broadcast/multicast: flood", key.dl_dst)
+            }
+            Verdict::Flood => format!("destination {} unknown: flood", key.dl_dst),
+            Verdict::Drop(r) => format!("drop: {}", r.describe()),
+            Verdict::Next | Verdict::Local | Verdict::Handoff(_) => "no decision".to_string(),
+        };
+        format!("vlan {}: {learn}; {fwd}", key.vlan)
+    }
+}
+
+impl Stage for L2Stage {
+    fn name(&self) -> &'static str {
+        "l2"
+    }
+
+    fn reasons(&self) -> Option<&'static ReasonSet> {
+        Some(L2Drop::set())
+    }
+
+    fn process(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
+        let now = ctx.now_ms;
+        let dry_run = ctx.dry_run();
+        let (mut table_full, mut port_limit) = (0, 0);
+        for i in 0..batch.len() {
+            if !batch.verdicts[i].is_next() {
+                continue;
+            }
+            let key = &batch.keys[i];
+            if key.dl_src.is_multicast() {
+                batch.verdicts[i] = Verdict::Drop(L2Drop::MulticastSource.into());
+                ctx.record("l2", || "drop: source MAC is multicast or broadcast".into());
+                continue;
+            }
+            if dry_run {
+                let v = self.decide(ctx.domain, key, now);
+                ctx.record("l2", || self.explain(key, v, now));
+                batch.verdicts[i] = v;
+                continue;
+            }
+            match self.fdb.learn(key.vlan, key.dl_src, key.in_port, now) {
+                Learn::TableFull => table_full += 1,
+                Learn::PortLimit => port_limit += 1,
+                _ => {}
+            }
+            batch.verdicts[i] = self.decide(ctx.domain, key, now);
+        }
+        ctx.count(L2Drop::LearnTableFull, table_full);
+        ctx.count(L2Drop::LearnPortLimit, port_limit);
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.last_expire_ms) >= EXPIRE_INTERVAL_MS {
+            self.last_expire_ms = now_ms;
+            self.fdb.expire(now_ms);
+        }
+    }
+
+    fn port_removed(&mut self, port: PortId) {
+        self.fdb.flush_port(port);
+    }
+
+    fn adopt(&mut self, previous: &mut dyn Stage) {
+        let previous: &mut dyn std::any::Any = previous;
+        if let Some(old) = previous.downcast_mut::<L2Stage>() {
+            let config = self.fdb.config();
+            std::mem::swap(&mut self.fdb, &mut old.fdb);
+            self.fdb.set_config(config);
+            self.last_expire_ms = old.last_expire_ms;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Mac;
+    use crate::drop::DropCounters;
+    use crate::frame::FramePool;
+    use crate::stage::FrameMeta;
+
+    fn key(in_port: PortId, vlan: u16, src: u8, dst: Mac) -> FlowKey {
+        FlowKey {
+            in_port,
+            vlan,
+            dl_src: Mac([2, 0, 0, 0, 0, src]),
+            dl_dst: dst,
+            ..FlowKey::default()
+        }
+    }
+
+    fn host(n: u8) -> Mac {
+        Mac([2, 0, 0, 0, 0, n])
+    }
+
+    struct Bridge {
+        l2: L2Stage,
+        domain: Domain,
+        counters: DropCounters,
+    }
+
+    impl Bridge {
+        fn new(config: FdbConfig) -> Bridge {
+            let mut domain = Domain::default();
+            for p in 1..=3 {
+                domain.add_member(p, 0);
+            }
+            domain.add_member(4, 10);
+            Bridge {
+                l2: L2Stage::new(config),
+                domain,
+                counters: DropCounters::default(),
+            }
+        }
+
+        fn run(&mut self, keys: &[FlowKey], now_ms: u64) -> Vec<Verdict> {
+            let pool = FramePool::new_heap(keys.len().max(1) as u32).unwrap();
+            let mut scratch = FramePool::new_heap(keys.len().max(1) as u32).unwrap();
+            let mut batch = Batch::default();
+            for (i, k) in keys.iter().enumerate() {
+                batch
+                    .push(scratch.alloc().unwrap(), FrameMeta::default())
+                    .unwrap();
+                batch.keys[i] = *k;
+            }
+            let mut ctx = StageContext {
+                pool: &pool,
+                now_ms,
+                trace: None,
+                domain: &self.domain,
+                counters: &self.counters,
+                worker: 0,
+                workers: 1,
+            };
+            self.l2.process(&mut ctx, &mut batch);
+            let v = batch.verdicts[..keys.len()].to_vec();
+            batch.free_all(&mut scratch);
+            v
+        }
+    }
+
+    fn bridge() -> Bridge {
+        Bridge::new(FdbConfig::default())
+    }
+
+    #[test]
+    fn unknown_floods_then_learned_unicast() {
+        let mut br = bridge();
+        assert_eq!(br.run(&[key(1, 0, 1, host(2))], 0), vec![Verdict::Flood]);
+        assert_eq!(
+            br.run(&[key(2, 0, 2, host(1))], 0),
+            vec![Verdict::Output(1)]
+        );
+        assert_eq!(
+            br.run(&[key(1, 0, 1, host(2))], 0),
+            vec![Verdict::Output(2)]
+        );
+    }
+
+    #[test]
+    fn multicast_source_and_hairpin_are_dropped() {
+        let mut br = bridge();
+        let mut k = key(1, 0, 1, host(2));
+        k.dl_src = Mac([1, 0, 0x5e, 0, 0, 1]);
+        assert_eq!(
+            br.run(&[k], 0),
+            vec![Verdict::Drop(L2Drop::MulticastSource.into())]
+        );
+        br.run(&[key(1, 0, 5, host(9))], 0);
+        assert_eq!(
+            br.run(&[key(1, 0, 1, host(5))], 0),
+            vec![Verdict::Drop(L2Drop::DestOnIngressPort.into())]
+        );
+    }
+
+    #[test]
+    fn vlans_do_not_leak() {
+        let mut br = bridge();
+        br.run(&[key(4, 10, 7, Mac::BROADCAST)], 0);
+        // host 7 lives in vlan 10; untagged port 1 asking for it floods in vlan 0 only.
+        assert_eq!(br.run(&[key(1, 0, 1, host(7))], 0), vec![Verdict::Flood]);
+        assert_eq!(br.l2.fdb().lookup(0, host(7), 0), None);
+    }
+
+    #[test]
+    fn ageing_and_moves_in_a_burst() {
+        let mut br = bridge();
+        let v = br.run(
+            &[
+                key(1, 0, 1, Mac::BROADCAST),
+                key(2, 0, 2, host(1)),
+                key(3, 0, 1, host(2)),
+                key(2, 0, 2, host(1)),
+            ],
+            0,
+        );
+        // host 1 moved from port 1 to port 3 inside the burst.
+        assert_eq!(
+            v,
+            vec![
+                Verdict::Flood,
+                Verdict::Output(1),
+                Verdict::Output(2),
+                Verdict::Output(3)
+            ]
+        );
+        br.l2.tick(301_000 + 1);
+        assert!(br.l2.fdb().is_empty());
+        assert_eq!(
+            br.run(&[key(2, 0, 2, host(1))], 302_000),
+            vec![Verdict::Flood]
+        );
+    }
+
+    #[test]
+    fn icc_off_allows_only_the_local_port() {
+        let mut br = bridge();
+        br.domain.set_policy(false, Some(3));
+        br.run(
+            &[key(2, 0, 2, Mac::BROADCAST), key(3, 0, 3, Mac::BROADCAST)],
+            0,
+        );
+        assert_eq!(
+            br.run(&[key(1, 0, 1, host(2))], 0),
+            vec![Verdict::Drop(L2Drop::IccDisabled.into())]
+        );
+        assert_eq!(
+            br.run(&[key(1, 0, 1, host(3))], 0),
+            vec![Verdict::Output(3)]
+        );
+        assert_eq!(
+            br.run(&[key(3, 0, 3, host(1))], 0),
+            vec![Verdict::Output(1)]
+        );
+    }
+
+    #[test]
+    fn learning_overflow_is_counted_not_dropped() {
+        let mut br = Bridge::new(FdbConfig {
+            ageing_secs: 300,
+            capacity: 100,
+            port_limit: 2,
+        });
+        let keys: Vec<FlowKey> = (10..20).map(|s| key(1, 0, s, Mac::BROADCAST)).collect();
+        let v = br.run(&keys, 0);
+        assert!(v.iter().all(|v| *v == Verdict::Flood));
+        assert_eq!(br.counters.get(L2Drop::LearnPortLimit), 8);
+        assert_eq!(br.l2.fdb().learned_on(1), 2);
+    }
+
+    #[test]
+    fn a_trace_learns_nothing_and_a_new_stage_adopts_the_table() {
+        let mut br = bridge();
+        br.run(&[key(1, 0, 1, Mac::BROADCAST)], 0);
+        let mut log = crate::trace::TraceLog::default();
+        let pool = FramePool::new_heap(1).unwrap();
+        let mut scratch = FramePool::new_heap(1).unwrap();
+        let mut batch = Batch::default();
+        batch
+            .push(scratch.alloc().unwrap(), FrameMeta::default())
+            .unwrap();
+        batch.keys[0] = key(2, 0, 9, host(1));
+        let mut ctx = StageContext {
+            pool: &pool,
+            now_ms: 0,
+            trace: Some(&mut log),
+            domain: &br.domain,
+            counters: &br.counters,
+            worker: 0,
+            workers: 1,
+        };
+        br.l2.process(&mut ctx, &mut batch);
+        batch.free_all(&mut scratch);
+        assert_eq!(batch.verdicts[0], Verdict::Output(1));
+        assert_eq!(br.l2.fdb().len(), 1, "the traced source was not learned");
+        assert!(log.steps[0].decision.contains("learns 02:00:00:00:00:09"));
+
+        let mut next = L2Stage::new(FdbConfig {
+            port_limit: 7,
+            ..FdbConfig::default()
+        });
+        next.adopt(&mut br.l2);
+        assert_eq!(next.fdb().lookup(0, host(1), 0), Some(1));
+        assert_eq!(
+            next.fdb().config().port_limit,
+            7,
+            "the new configuration holds"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Batches: a burst of up to [`BURST`] frames with, index-aligned, each frame's key, verdict
+//! and metadata. A batch is owned by one worker thread for the duration of one pass.
+
+use arrayvec::ArrayVec;
+
+use crate::classify::FlowKey;
+use crate::frame::{Frame, FramePool};
+use crate::verdict::Verdict;
+use crate::wire::{BridgeId, PortId};
+
+/// Frames per burst, as OVS's `NETDEV_MAX_BURST` and VPP's vectors.
+pub const BURST: usize = 32;
+
+/// A burst of frames.
+pub type Burst = ArrayVec<Frame, BURST>;
+
+/// What the pipeline knows about a frame besides its bytes and key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// The bridge (network) the frame is being switched on.
+    pub bridge: BridgeId,
+    /// Being routed: it was sent to the gateway's MAC for an address beyond the subnet.
+    pub routed: bool,
+    /// Already handed over from another worker (a stage must not hand it on again).
+    pub handed_off: bool,
+    /// A stage's flow-state slot for the frame (an index into that stage's own table).
+    pub flow: Option<u32>,
+}
+
+/// A burst of frames from one port with their keys, verdicts and metadata (index-aligned).
+#[derive(Debug)]
+pub struct Batch {
+    /// The frames.
+    pub frames: Burst,
+    /// Classification of each frame (valid once classified).
+    pub keys: [FlowKey; BURST],
+    /// Each frame's verdict so far.
+    pub verdicts: [Verdict; BURST],
+    /// Each frame's metadata.
+    pub meta: [FrameMeta; BURST],
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            frames: Burst::new(),
+            keys: [FlowKey::default(); BURST],
+            verdicts: [Verdict::Next; BURST],
+            meta: [FrameMeta::default(); BURST],
+        }
+    }
+}
+
+impl Batch {
+    /// Frames in the batch.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Starts a pass over the frames received into `frames` from `in_port` (access VLAN
+    /// `vlan`) on `bridge`: every verdict `Next`, every key seeded with the ingress port and
+    /// VLAN for classification, every frame's metadata naming the bridge.
+    #[inline]
+    pub fn begin(&mut self, bridge: BridgeId, in_port: PortId, vlan: u16) {
+        let n = self.frames.len();
+        self.verdicts[..n].fill(Verdict::Next);
+        for k in &mut self.keys[..n] {
+            k.in_port = in_port;
+            k.vlan = vlan;
+        }
+        self.meta[..n].fill(FrameMeta {
+            bridge,
+            ..FrameMeta::default()
+        });
+    }
+
+    /// Every verdict back to `Next` (keys and metadata as they are), for another pass.
+    #[inline]
+    pub fn reset_verdicts(&mut self) {
+        self.verdicts[..self.frames.len()].fill(Verdict::Next);
+    }
+
+    /// Whether any frame still waits for a decision.
+    #[inline]
+    pub fn any_next(&self) -> bool {
+        self.verdicts[..self.len()].iter().any(|v| v.is_next())
+    }
+
+    /// Returns every frame to `pool`.
+    pub fn free_all(&mut self, pool: &mut FramePool) {
+        for f in self.frames.drain(..) {
+            pool.free(f);
+        }
+    }
+
+    /// Adds a frame with a fresh verdict and metadata; gives it back if the batch is full.
+    pub fn push(&mut self, frame: Frame, meta: FrameMeta) -> Result<(), Frame> {
+        let i = self.frames.len();
+        self.frames.try_push(frame).map_err(|e| e.element())?;
+        self.verdicts[i] = Verdict::Next;
+        self.meta[i] = meta;
+        Ok(())
+    }
+}

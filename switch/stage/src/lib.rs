@@ -1,0 +1,28 @@
+//! xvs-stage: the contract every stage of the xvs datapath plugs into, with no port backends
+//! in its dependency tree (so `nat/`, `lb/` and `vxlan/` build and test without xsk-rs,
+//! libxdp or TAP code).
+//!
+//! - [`wire`]: shared wire types (`Mac`, ethertypes, IP protocols, port and bridge ids);
+//! - [`frame`]: move-only frames in a per-worker pool, in-place rewrite, header push/pull;
+//! - [`classify`]: parse once into a [`classify::FlowKey`] with cached offsets;
+//! - [`batch`], [`verdict`], [`stage`]: the burst, per-frame verdicts and metadata, the
+//!   `Stage` trait and its context (time as an argument, trace as a dry run);
+//! - [`domain`]: a bridge's member ports and policy, as stages and output see them;
+//! - [`drop`]: drop reasons declared by the stage that owns them, and their counters;
+//! - [`checksum`], [`offload`], [`segment`]: Internet checksums (full, RFC 1624 incremental,
+//!   partial), the virtio-net header, software TCP segmentation;
+//! - [`trace`]: what each stage decided for a traced frame.
+#![deny(unsafe_code)]
+
+pub mod batch;
+pub mod checksum;
+pub mod classify;
+pub mod domain;
+pub mod drop;
+pub mod frame;
+pub mod offload;
+pub mod segment;
+pub mod stage;
+pub mod trace;
+pub mod verdict;
+pub mod wire;

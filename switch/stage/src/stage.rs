@@ -1,0 +1,91 @@
+//! The stage contract: a stage processes a whole [`Batch`] and gives each frame still marked
+//! [`Verdict::Next`] a verdict. Dispatch is per batch, not per frame.
+//!
+//! A stage lives on the worker thread that runs its bridge's chain; the control plane builds
+//! it and hands it over (so it is `Send`), never touching it afterwards.
+
+use std::any::Any;
+
+pub use crate::batch::{BURST, Batch, Burst, FrameMeta};
+use crate::domain::Domain;
+use crate::drop::{DropCounters, DropReason, ReasonSet};
+use crate::frame::FramePool;
+use crate::trace::TraceLog;
+pub use crate::verdict::Verdict;
+use crate::wire::PortId;
+
+/// What a stage may use besides the batch.
+#[derive(Debug)]
+pub struct StageContext<'a> {
+    /// The worker's frame pool (read frame bytes; rewrite them in place; push and pull headers
+    /// with the frame's own handle).
+    pub pool: &'a FramePool,
+    /// Now, in ms, read once per pass. Stages take time from here only.
+    pub now_ms: u64,
+    /// Set when tracing: a dry run. Each stage records its decision here and must create no
+    /// state (no learned MAC, no session).
+    pub trace: Option<&'a mut TraceLog>,
+    /// The bridge the batch is switched on: member ports, VLANs, icc, the local stack's port.
+    pub domain: &'a Domain,
+    /// Counters for events a stage notes without a verdict (a MAC not learned, ...).
+    pub counters: &'a DropCounters,
+    /// This worker's number, and how many workers there are (for [`Verdict::Handoff`]).
+    ///
+    /// [`Verdict::Handoff`]: crate::verdict::Verdict::Handoff
+    pub worker: u16,
+    /// Number of workers.
+    pub workers: u16,
+}
+
+impl StageContext<'_> {
+    /// True on a trace's dry run: decide, record, change nothing.
+    #[inline]
+    pub fn dry_run(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    /// Records `stage`'s decision when tracing (the text is only built then).
+    #[inline]
+    pub fn record(&mut self, stage: &'static str, decision: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.record(stage, decision());
+        }
+    }
+
+    /// Counts `n` events of `reason` (not a verdict: the frame goes on).
+    #[inline]
+    pub fn count(&self, reason: impl Into<DropReason>, n: u64) {
+        if n > 0 && !self.dry_run() {
+            self.counters.add(reason, n);
+        }
+    }
+}
+
+/// One step of a bridge's chain.
+pub trait Stage: Any + Send {
+    /// Name shown by `xvsctl trace` and under which its reasons are counted.
+    fn name(&self) -> &'static str;
+
+    /// The drop reasons the stage declares (shown by `xvsctl stats` under its name).
+    fn reasons(&self) -> Option<&'static ReasonSet> {
+        None
+    }
+
+    /// Gives a verdict to every frame of `batch` whose verdict is [`Verdict::Next`]
+    /// (others it leaves alone).
+    ///
+    /// [`Verdict::Next`]: crate::verdict::Verdict::Next
+    fn process(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch);
+
+    /// Housekeeping once per worker pass, off the per-frame path (ageing, timeouts): time as
+    /// an argument. Default: nothing.
+    fn tick(&mut self, _now_ms: u64) {}
+
+    /// A member port of the bridge went away: forget what was learned about it. Default:
+    /// nothing.
+    fn port_removed(&mut self, _port: PortId) {}
+
+    /// When the control plane swaps a bridge's chain, a new stage takes what it keeps from the
+    /// old stage of the same name (the L2 stage keeps its learned MACs). Default: nothing.
+    fn adopt(&mut self, _previous: &mut dyn Stage) {}
+}
