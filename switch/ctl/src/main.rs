@@ -448,8 +448,13 @@ fn print_stats(v: &StatsView, all: bool) {
         return;
     }
     println!("{:<28} {:>12}  MEANING", "DROP_REASON", "COUNT");
+    let mut stage = None;
     for d in shown {
-        println!("{:<28} {:>12}  {}", d.reason, d.count, d.description);
+        if stage != Some(&d.stage) {
+            println!("{}:", d.stage);
+            stage = Some(&d.stage);
+        }
+        println!("  {:<26} {:>12}  {}", d.reason, d.count, d.description);
     }
 }
 

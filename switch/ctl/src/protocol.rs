@@ -350,6 +350,9 @@ pub struct PortStatsView {
 /// One drop reason's counter in `stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropView {
+    /// The stage that owns the reason (`classify`, `l2`, `output`, ...).
+    #[serde(default)]
+    pub stage: String,
     /// Counter name.
     pub reason: String,
     /// Frames (or learnings) dropped for this reason.
@@ -363,7 +366,7 @@ pub struct DropView {
 pub struct StatsView {
     /// Per-port counters.
     pub ports: Vec<PortStatsView>,
-    /// Per-reason drop counters, every reason listed (zeros included).
+    /// Per-reason drop counters, stage by stage, every reason listed (zeros included).
     pub drops: Vec<DropView>,
 }
 

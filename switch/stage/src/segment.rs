@@ -113,7 +113,12 @@ impl<'a> Segmenter<'a> {
                     l3 + IPV6_LEN + plen
                 };
                 let addrs = ip.get(8..40).ok_or(E::TruncatedHeaders)?;
-                (false, l3 + IPV6_LEN, ip_end, Csum::default().add_bytes(addrs))
+                (
+                    false,
+                    l3 + IPV6_LEN,
+                    ip_end,
+                    Csum::default().add_bytes(addrs),
+                )
             }
             // VLAN tags (0x8100, 0x88a8) and anything that is not IP.
             _ => return Err(E::UnsupportedHeaders),

@@ -621,6 +621,7 @@ impl Switch {
             .drops()
             .into_iter()
             .map(|(r, count)| DropView {
+                stage: r.stage().to_string(),
                 reason: r.name().to_string(),
                 count,
                 description: r.describe().to_string(),
@@ -654,8 +655,8 @@ impl Switch {
             for d in &st.drops {
                 let _ = writeln!(
                     out,
-                    "xvs_drops_total{{reason=\"{}\"}} {}",
-                    d.reason, d.count
+                    "xvs_drops_total{{stage=\"{}\",reason=\"{}\"}} {}",
+                    d.stage, d.reason, d.count
                 );
             }
         }

@@ -34,6 +34,8 @@ pub struct MemPort {
     record_tx: bool,
     tx_frames: u64,
     takes_offloads: bool,
+    /// Frames a transmit burst accepts at most (a small ring); the rest are dropped.
+    tx_ring: usize,
 }
 
 /// The test's side of a [`MemPort`].
@@ -60,6 +62,7 @@ impl MemPort {
                 record_tx: true,
                 tx_frames: 0,
                 takes_offloads: false,
+                tx_ring: usize::MAX,
             },
             MemPortHandle { queues },
         )
@@ -85,6 +88,7 @@ impl MemPort {
             record_tx: false,
             tx_frames: 0,
             takes_offloads: false,
+            tx_ring: usize::MAX,
         }
     }
 
@@ -96,6 +100,13 @@ impl MemPort {
     }
 
     /// A port that receives nothing and discards what it transmits.
+    /// The same port, accepting at most `frames` per transmit burst (the rest are dropped and
+    /// reported as such), as a full ring would.
+    pub fn with_tx_ring(mut self, frames: usize) -> MemPort {
+        self.tx_ring = frames;
+        self
+    }
+
     pub fn sink() -> MemPort {
         MemPort::generator(Vec::new(), 0)
     }
@@ -186,6 +197,11 @@ impl PortIo for MemPort {
             None
         };
         for frame in frames.drain(..) {
+            if outcome.sent as usize >= self.tx_ring {
+                outcome.dropped += 1;
+                pool.free(frame);
+                continue;
+            }
             outcome.sent += 1;
             outcome.bytes += frame.len() as u64;
             if let Some(q) = q.as_mut() {
