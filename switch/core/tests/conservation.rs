@@ -50,7 +50,7 @@ impl Stage for Steer {
             match batch.keys[i].tp_dst {
                 HANDOFF_PORT if ctx.worker == 0 => batch.verdicts[i] = Verdict::Handoff(1),
                 // Handed on again from worker 1: a loop, which output counts as a drop.
-                HANDOFF_PORT if batch.keys[i].tp_src % 5 == 0 => {
+                HANDOFF_PORT if batch.keys[i].tp_src.is_multiple_of(5) => {
                     batch.verdicts[i] = Verdict::Handoff(0)
                 }
                 LOCAL_PORT => batch.verdicts[i] = Verdict::Local,
