@@ -24,9 +24,7 @@ use crate::config::{BridgeConf, PortConf, State, Store};
 use crate::dns::{NameTable, Resolver};
 use crate::flow;
 use crate::network::{self, ConnectArgs, CreateArgs};
-
-/// Longest bridge name.
-const MAX_BRIDGE_NAME: usize = 64;
+use crate::validate::{self, Object};
 
 /// The daemon's switch: configuration, store, datapath, gateways and names.
 pub struct Switch {
@@ -46,41 +44,6 @@ pub struct Switch {
 pub struct Options {
     /// Where names unknown to a network are forwarded.
     pub dns_upstream: Option<SocketAddr>,
-}
-
-fn validate_bridge_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_BRIDGE_NAME {
-        return Err(format!(
-            "invalid bridge name {name:?}: must be 1-{MAX_BRIDGE_NAME} characters"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "invalid bridge name {name:?}: use letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a Linux interface name (IFNAMSIZ-1 characters, no '/', no whitespace).
-pub fn validate_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 15 {
-        return Err(format!(
-            "invalid interface name {name:?}: must be 1-15 characters"
-        ));
-    }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c.is_whitespace() || c == ':')
-    {
-        return Err(format!("invalid interface name {name:?}"));
-    }
-    Ok(())
 }
 
 fn fdb_config(
@@ -259,7 +222,7 @@ impl Switch {
                 mac_capacity,
                 port_mac_limit,
             } => {
-                validate_bridge_name(&bridge)?;
+                validate::name(Object::Bridge, &bridge).map_err(|e| e.to_string())?;
                 if bridge.starts_with("net.") {
                     return Err(format!(
                         "bridge names starting with \"net.\" are reserved for networks: {bridge}"
@@ -341,7 +304,7 @@ impl Switch {
                 xdp_mode,
                 vlan,
             } => {
-                validate_ifname(&iface)?;
+                validate::ifname(&iface).map_err(|e| e.to_string())?;
                 if !self.state.bridges.contains_key(&bridge) {
                     return Err(DatapathError::NoSuchBridge(bridge).to_string());
                 }

@@ -10,6 +10,7 @@ mod ipam;
 mod netns;
 mod network;
 mod server;
+mod validate;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

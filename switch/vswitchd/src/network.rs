@@ -18,16 +18,15 @@ use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
 use crate::config::{EndpointConf, EndpointPortType, NetworkConf};
-use crate::control::{Switch, validate_ifname};
+use crate::control::Switch;
 use crate::ipam::{self, Pool, Subnet};
-use crate::netns::{self, EndpointSpec, Sandbox};
+use crate::netns::{self, EndpointSpec, MAX_MTU, MIN_MTU, Sandbox};
+use crate::validate::{self, Object};
 
 /// Prefix of the switch-side interfaces xvsd creates for endpoints (orphans are found by it).
 pub const HOST_IFNAME_PREFIX: &str = "xvs";
 /// Name of a network's gateway port on its bridge.
 pub const GATEWAY_PORT: &str = "gw";
-/// Largest MTU a veth attached in native XDP mode can carry (TESTBED.md).
-const MAX_MTU: u32 = 3506;
 /// The endpoint kind `network connect` makes without `--port-type`: a TAP with offloads. In the
 /// side-by-side harness it carries bulk TCP about 8x faster than a veth on AF_XDP (GSO
 /// super-frames cross the switch whole) at a lower ping RTT; a veth on AF_XDP forwards more
@@ -40,9 +39,9 @@ pub fn bridge_of(name: &str) -> String {
 }
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address.
-fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+fn mac_for(ip: Ipv4Addr) -> Mac {
     let o = ip.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+    Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
 }
 
 /// The switch-side name of an endpoint: stable for (network, sandbox, ifname), ≤ 15 chars.
@@ -60,39 +59,6 @@ fn host_ifname(network: &str, sandbox: &str, ifname: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{HOST_IFNAME_PREFIX}{:010x}", h & 0xff_ffff_ffff)
-}
-
-fn validate_network_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 48 {
-        return Err(format!(
-            "invalid network name {name:?}: must be 1-48 characters"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "invalid network name {name:?}: use letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-fn validate_dns_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid DNS name {name:?}"))
-    }
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, String> {
@@ -153,7 +119,7 @@ impl Switch {
                 .map_err(|e| e.to_string())?;
             let gw = conf.pool.gateway;
             self.gateway
-                .add(name, Mac(mac_for(gw)), gw, conf.pool.subnet.prefix, end);
+                .add(name, mac_for(gw), gw, conf.pool.subnet.prefix, end);
             Ok::<(), String>(())
         })();
         if started.is_err() {
@@ -349,7 +315,7 @@ impl Switch {
             host_ifname: ep.host_ifname.clone(),
             sandbox,
             ifname: ep.ifname.clone(),
-            mac: ep.mac,
+            mac: Mac(ep.mac),
             addr: ep.ip,
             prefix: conf.pool.subnet.prefix,
             gateway: Some(conf.pool.gateway),
@@ -358,7 +324,7 @@ impl Switch {
     }
 
     pub(crate) fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, String> {
-        validate_network_name(name)?;
+        validate::name(Object::Network, name).map_err(|e| e.to_string())?;
         if self.state.networks.contains_key(name) {
             return Err(format!("network {name} already exists"));
         }
@@ -395,8 +361,8 @@ impl Switch {
             None => None,
         };
         let mtu = args.mtu.unwrap_or(1500);
-        if !(68..=MAX_MTU).contains(&mtu) {
-            return Err(format!("MTU {mtu} is out of range (68-{MAX_MTU})"));
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(format!("MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"));
         }
         let conf = NetworkConf {
             driver,
@@ -469,12 +435,12 @@ impl Switch {
             Some(t) => t.parse()?,
         };
         for n in args.name.iter().chain(args.aliases.iter()) {
-            validate_dns_name(n)?;
+            validate::dns_name(n).map_err(|e| e.to_string())?;
         }
         let sandbox = netns::resolve_sandbox(sandbox_arg).map_err(|e| e.to_string())?;
         let ifname = match args.ifname {
             Some(i) => {
-                validate_ifname(&i)?;
+                validate::ifname(&i).map_err(|e| e.to_string())?;
                 if netns::sandbox_has_link(&sandbox, &i).map_err(|e| e.to_string())? {
                     return Err(format!("{sandbox_arg} already has an interface named {i}"));
                 }
@@ -502,7 +468,7 @@ impl Switch {
             sandbox: sandbox_arg.to_string(),
             ifname: ifname.clone(),
             host_ifname: host_ifname(network, sandbox_arg, &ifname),
-            mac: mac_for(ip),
+            mac: mac_for(ip).0,
             ip,
             name: args.name,
             aliases: args.aliases,
