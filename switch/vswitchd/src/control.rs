@@ -2,41 +2,38 @@
 //!
 //! Every request is validated before anything changes; a mutation is applied to the datapath,
 //! then saved; if saving fails it is rolled back, so the running switch and the state file
-//! never disagree. [`Switch`] lives behind the daemon's lock and runs on blocking control
-//! threads (never on a worker, never on the async reactor).
+//! never disagree. Bridges and ports are handled here; a network request's work is done by
+//! `network.rs` (which knows nothing of requests or the store) and recorded here. [`Switch`]
+//! lives behind the daemon's lock and runs on blocking control threads (never on a worker,
+//! never on the async reactor).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, RwLock};
 
 use xvs_ctl::protocol::{
-    BridgeView, DropView, FdbEntryView, FdbView, PortCountersView, PortStatsView, PortTypeArg,
-    PortView, Reply, Request, ShowView, StatsView, TraceStepView, TraceView, XdpModeArg,
+    BridgeView, DropView, FdbEntryView, FdbView, NetworkView, PortCountersView, PortStatsView,
+    PortTypeArg, PortView, Reply, Request, ShowView, StatsView, TraceStepView, TraceView,
+    XdpModeArg,
 };
 use xvs_switch::counters::PortCounterSnapshot;
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use xvs_switch::gateway::GatewayHandle;
-
 use crate::config::{BridgeConf, PortConf, State, Store};
-use crate::dns::{NameTable, Resolver};
 use crate::flow;
-use crate::network::{self, ConnectArgs, CreateArgs};
+use crate::network::{self, ConnectArgs, CreateArgs, Networks};
 use crate::validate::{self, Object};
 
-/// The daemon's switch: configuration, store, datapath, gateways and names.
+/// The daemon's switch: configuration, store, datapath and the networks' runtime.
 pub struct Switch {
-    pub(crate) state: State,
-    pub(crate) store: Store,
-    pub(crate) dp: Datapath,
+    state: State,
+    store: Store,
+    dp: Datapath,
     /// Ports in the configuration that are not running, and why.
-    pub(crate) port_errors: HashMap<String, String>,
-    /// The gateways' thread (ARP, ICMP, DNS of every network).
-    pub(crate) gateway: GatewayHandle,
-    /// DNS names per network.
-    pub(crate) names: Arc<RwLock<NameTable>>,
+    port_errors: HashMap<String, String>,
+    /// Gateways and DNS names of the networks.
+    networks: Networks,
 }
 
 /// Daemon options the switch needs.
@@ -105,30 +102,17 @@ fn counters_view(c: PortCounterSnapshot) -> PortCountersView {
 impl Switch {
     /// A switch over `dp`, restoring what `store` holds. Ports that cannot be opened stay in
     /// the configuration with their error shown by `show` and are retried by [`Switch::retry`].
-    pub fn restore(store: Store, dp: Datapath, options: Options) -> Result<Switch, String> {
-        let state = store.load().map_err(|e| e.to_string())?;
-        let names = Arc::new(RwLock::new(NameTable::default()));
-        let replier = Arc::new(OnceLock::new());
-        let resolver = Resolver::new(names.clone(), options.dns_upstream, replier.clone())
-            .map_err(|e| format!("cannot start the DNS resolver: {e}"))?;
-        let gateway = GatewayHandle::spawn(Box::new(resolver))
-            .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
-        let _ = replier.set(gateway.replier());
-        let mut sw = Switch {
-            state: State::default(),
-            store,
-            dp,
-            port_errors: HashMap::new(),
-            gateway,
-            names,
-        };
-        for (name, br) in &state.bridges {
-            if let Err(e) = sw.dp.add_bridge(name, br.fdb) {
+    pub fn restore(store: Store, mut dp: Datapath, options: Options) -> Result<Switch, String> {
+        let saved = store.load().map_err(|e| e.to_string())?;
+        let mut networks = Networks::start(options.dns_upstream)?;
+        let mut port_errors = HashMap::new();
+        for (name, br) in &saved.bridges {
+            if let Err(e) = dp.add_bridge(name, br.fdb) {
                 tracing::error!("cannot restore bridge {name}: {e}");
                 continue;
             }
             for p in &br.ports {
-                match sw.dp.add_port(name, spec_of(p), p.vlan.unwrap_or(0)) {
+                match dp.add_port(name, spec_of(p), p.vlan.unwrap_or(0)) {
                     Ok(info) => tracing::info!(
                         "restored port {} on {name} ({} {})",
                         p.iface,
@@ -137,32 +121,24 @@ impl Switch {
                     ),
                     Err(e) => {
                         tracing::warn!("port {} on {name} not attached: {e}", p.iface);
-                        sw.port_errors.insert(p.iface.clone(), e.to_string());
+                        port_errors.insert(p.iface.clone(), e.to_string());
                     }
                 }
             }
         }
-        sw.state.bridges = state.bridges.clone();
-        let mut changed = false;
-        for (name, conf) in &state.networks {
-            if let Err(e) = sw.start_network(name, conf) {
-                tracing::error!("cannot restore network {name}: {e}");
-                continue;
-            }
-            let mut kept = conf.clone();
-            kept.endpoints.clear();
-            for ep in &conf.endpoints {
-                if sw.readopt_endpoint(name, conf, ep) {
-                    kept.endpoints.push(ep.clone());
-                } else {
-                    kept.pool.release(ep.ip);
-                    changed = true;
-                }
-            }
-            sw.state.networks.insert(name.clone(), kept);
-        }
-        sw.remove_orphans();
-        if changed && let Err(e) = sw.store.save(&sw.state) {
+        let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
+        let sw = Switch {
+            state: State {
+                bridges: saved.bridges,
+                networks: restored,
+                ..State::default()
+            },
+            store,
+            dp,
+            port_errors,
+            networks,
+        };
+        if dropped && let Err(e) = sw.store.save(&sw.state) {
             tracing::error!("cannot save state after restore: {e}");
         }
         Ok(sw)
@@ -190,7 +166,7 @@ impl Switch {
 
     /// Stops the gateways and the datapath (ports detached, endpoint veths kept).
     pub fn shutdown(&mut self) {
-        self.gateway.stop();
+        self.networks.shutdown();
         self.dp.shutdown();
     }
 
@@ -223,9 +199,10 @@ impl Switch {
                 port_mac_limit,
             } => {
                 validate::name(Object::Bridge, &bridge).map_err(|e| e.to_string())?;
-                if bridge.starts_with("net.") {
+                if bridge.starts_with(network::BRIDGE_PREFIX) {
                     return Err(format!(
-                        "bridge names starting with \"net.\" are reserved for networks: {bridge}"
+                        "bridge names starting with {:?} are reserved for networks: {bridge}",
+                        network::BRIDGE_PREFIX
                     ));
                 }
                 let fdb = fdb_config(
@@ -416,9 +393,10 @@ impl Switch {
                     vni,
                 },
             ),
-            Request::NetworkLs => self.network_ls(),
+            Request::NetworkLs => Ok(self.network_ls()),
             Request::NetworkInspect { network } => {
-                Ok(Reply::success(&self.network_view(&network)?))
+                let conf = network::lookup(&self.state.networks, &network)?;
+                Ok(Reply::success(&self.networks.view(&network, conf)))
             }
             Request::NetworkRm { network } => self.network_rm(&network),
             Request::NetworkConnect {
@@ -462,6 +440,81 @@ impl Switch {
                 }))
             }
         }
+    }
+
+    fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, String> {
+        let conf = self
+            .networks
+            .create(&mut self.dp, &self.state.networks, name, args)?;
+        self.state.networks.insert(name.to_string(), conf);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.networks.remove(name);
+            self.networks.stop(&mut self.dp, name);
+            return Err(format!("network not created: cannot save state: {e}"));
+        }
+        let conf = network::lookup(&self.state.networks, name)?;
+        Ok(Reply::success(&self.networks.view(name, conf)))
+    }
+
+    fn network_rm(&mut self, name: &str) -> Result<Reply, String> {
+        let conf = network::lookup(&self.state.networks, name)?;
+        self.networks.remove(&mut self.dp, name, conf)?;
+        self.state.networks.remove(name);
+        self.store.save(&self.state).map_err(|e| {
+            format!("network {name} removed, but the state file could not be saved: {e}")
+        })?;
+        Ok(Reply::done())
+    }
+
+    fn network_connect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+        args: ConnectArgs,
+    ) -> Result<Reply, String> {
+        let conf = network::lookup(&self.state.networks, network)?.clone();
+        let (ep, pool) = network::connect(&mut self.dp, network, &conf, sandbox, args)?;
+        if let Some(n) = self.state.networks.get_mut(network) {
+            n.pool = pool;
+            n.endpoints.push(ep.clone());
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            if let Some(n) = self.state.networks.get_mut(network) {
+                n.pool.release(ep.ip);
+                n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
+            }
+            network::remove_endpoint(&mut self.dp, &mut self.port_errors, network, &ep);
+            return Err(format!("endpoint not connected: cannot save state: {e}"));
+        }
+        self.networks.register_names(network, &ep);
+        network::update_resolv_conf(&self.state.networks, sandbox);
+        Ok(Reply::success(&network::endpoint_view(network, &conf, &ep)))
+    }
+
+    fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Reply, String> {
+        let conf = network::lookup(&self.state.networks, network)?;
+        let ep = network::endpoint_of(conf, network, sandbox)?;
+        self.networks
+            .disconnect(&mut self.dp, &mut self.port_errors, network, &ep);
+        if let Some(n) = self.state.networks.get_mut(network) {
+            n.pool.release(ep.ip);
+            n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
+        }
+        network::update_resolv_conf(&self.state.networks, sandbox);
+        self.store
+            .save(&self.state)
+            .map_err(|e| format!("disconnected, but the state file could not be saved: {e}"))?;
+        Ok(Reply::done())
+    }
+
+    fn network_ls(&self) -> Reply {
+        let views: Vec<NetworkView> = self
+            .state
+            .networks
+            .iter()
+            .map(|(name, conf)| self.networks.view(name, conf))
+            .collect();
+        Reply::success(&views)
     }
 
     fn show(&self) -> Result<ShowView, String> {
