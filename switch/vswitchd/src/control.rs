@@ -424,7 +424,7 @@ impl Switch {
                 self.network_disconnect(&network, &sandbox)
             }
             Request::Trace { bridge, flow } => {
-                let f = flow::parse(&flow)?;
+                let f = flow::parse(&flow).map_err(|e| e.to_string())?;
                 let report = self
                     .dp
                     .trace(&bridge, &f.in_port, f.frame)

@@ -284,14 +284,14 @@ impl Networks {
         }
         let subnet = match &args.subnet {
             Some(s) => {
-                let s: Subnet = s.parse()?;
+                let s: Subnet = s.parse().map_err(|e: ipam::IpamError| e.to_string())?;
                 if let Some((other, _)) = existing.iter().find(|(_, n)| n.pool.subnet.overlaps(s)) {
                     return Err(format!("subnet {s} overlaps network {other}'s subnet"));
                 }
                 s
             }
             None => ipam::free_subnet(existing.values().map(|n| &n.pool.subnet))
-                .ok_or_else(|| format!("no free /24 left in {}", ipam::DEFAULT_POOL))?,
+                .map_err(|e| e.to_string())?,
         };
         let gateway = match &args.gateway {
             Some(g) => Some(parse_ip("gateway", g)?),
@@ -303,7 +303,7 @@ impl Networks {
         }
         let conf = NetworkConf {
             driver,
-            pool: Pool::new(subnet, gateway)?,
+            pool: Pool::new(subnet, gateway).map_err(|e| e.to_string())?,
             internal: args.internal,
             icc: args.icc.unwrap_or(true),
             mtu,
@@ -428,7 +428,9 @@ pub fn connect(
     }
     let port_type = match args.port_type.as_deref() {
         None => DEFAULT_PORT_TYPE,
-        Some(t) => t.parse()?,
+        Some(t) => t
+            .parse()
+            .map_err(|e: crate::config::UnknownPortType| e.to_string())?,
     };
     for n in args.name.iter().chain(args.aliases.iter()) {
         validate::dns_name(n).map_err(|e| e.to_string())?;
@@ -459,7 +461,7 @@ pub fn connect(
         None => None,
     };
     let mut pool = conf.pool.clone();
-    let ip = pool.allocate(want)?;
+    let ip = pool.allocate(want).map_err(|e| e.to_string())?;
     let ep = EndpointConf {
         sandbox: sandbox_arg.to_string(),
         ifname: ifname.clone(),
