@@ -14,22 +14,23 @@
 //! requests, replies or the store. Runs on control threads under the daemon's lock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use xvs_ctl::protocol::{EndpointView, NetworkView};
 use xvs_switch::classify::Mac;
-use xvs_switch::datapath::Datapath;
+use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::gateway::GatewayHandle;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use crate::config::{EndpointConf, EndpointPortType, NetworkConf};
+use crate::config::{EndpointConf, EndpointPortType, NetworkConf, UnknownPortType};
 use crate::dns::{NameTable, Resolver};
-use crate::ipam::{self, Pool, Subnet};
-use crate::netns::{self, EndpointSpec, MAX_MTU, MIN_MTU, Sandbox};
-use crate::validate::{self, Object};
+use crate::ipam::{self, IpamError, Pool, Subnet};
+use crate::netns::{self, EndpointSpec, MAX_MTU, MIN_MTU, NetError, Sandbox};
+use crate::validate::{self, NameError, Object};
 
 /// Prefix of the bridges that carry networks (`net.NAME`); no other bridge may use it.
 pub const BRIDGE_PREFIX: &str = "net.";
@@ -42,6 +43,116 @@ pub const GATEWAY_PORT: &str = "gw";
 /// super-frames cross the switch whole) at a lower ping RTT; a veth on AF_XDP forwards more
 /// 64 B packets per second. Typical container traffic is TCP, so TAP it is.
 pub const DEFAULT_PORT_TYPE: EndpointPortType = EndpointPortType::Tap;
+
+/// Why a network operation was refused or failed; the message is what `xvsctl` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The embedded DNS could not open its upstream socket or thread.
+    #[error("cannot start the DNS resolver: {0}")]
+    Resolver(#[source] io::Error),
+    /// The gateways' thread could not start.
+    #[error("cannot start the gateway thread: {0}")]
+    GatewayThread(#[source] io::Error),
+    /// The pipe between a network's bridge and its gateway could not be made.
+    #[error("cannot create gateway port: {0}")]
+    GatewayPort(#[source] io::Error),
+    /// The datapath refused a network's bridge or ports.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// `network create` of a name in use.
+    #[error("network {0} already exists")]
+    Exists(String),
+    /// A driver other than `bridge`.
+    #[error(
+        "driver {0:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
+    )]
+    Driver(String),
+    /// A subnet, gateway or address IPAM refuses.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// A subnet that shares addresses with another network's.
+    #[error("subnet {subnet} overlaps network {other}'s subnet")]
+    Overlap {
+        /// The subnet asked for.
+        subnet: Subnet,
+        /// The network whose subnet it overlaps.
+        other: String,
+    },
+    /// `--gateway` that is not an IPv4 address.
+    #[error("invalid gateway {0:?}: not an IPv4 address")]
+    BadGateway(String),
+    /// `--ip` that is not an IPv4 address.
+    #[error("invalid address {0:?}: not an IPv4 address")]
+    BadAddress(String),
+    /// An MTU the endpoints cannot have.
+    #[error("MTU {0} is out of range ({MIN_MTU}-{MAX_MTU})")]
+    Mtu(u32),
+    /// A network that is not configured.
+    #[error("no network named {0}")]
+    NoSuchNetwork(String),
+    /// `network rm` of a network that still has endpoints.
+    #[error(
+        "network {network} has active endpoints: {}; disconnect them first",
+        endpoint_list(.endpoints)
+    )]
+    HasEndpoints {
+        /// The network.
+        network: String,
+        /// Its endpoints: sandbox and address.
+        endpoints: Vec<(String, Ipv4Addr)>,
+    },
+    /// `network connect` of a sandbox already on the network.
+    #[error("{sandbox} is already connected to network {network}")]
+    AlreadyConnected {
+        /// The sandbox as given.
+        sandbox: String,
+        /// The network.
+        network: String,
+    },
+    /// `network disconnect` of a sandbox not on the network.
+    #[error("{sandbox} is not connected to network {network}")]
+    NotConnected {
+        /// The sandbox as given.
+        sandbox: String,
+        /// The network.
+        network: String,
+    },
+    /// `--publish`, which needs the uplink.
+    #[error("--publish needs the uplink (xvsctl uplink set), which is not available yet")]
+    Publish,
+    /// A `--port-type` that is neither veth nor tap.
+    #[error(transparent)]
+    PortType(#[from] UnknownPortType),
+    /// A DNS name or interface name its rule refuses.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The sandbox, or making or removing the endpoint's interface in it, failed.
+    #[error(transparent)]
+    Netns(#[from] NetError),
+    /// `--ifname` that the sandbox already has.
+    #[error("{sandbox} already has an interface named {ifname}")]
+    IfnameTaken {
+        /// The sandbox as given.
+        sandbox: String,
+        /// The interface name asked for.
+        ifname: String,
+    },
+    /// eth0 to eth63 are all taken in the sandbox.
+    #[error("no free ethN interface name in the sandbox")]
+    NoFreeIfname,
+    /// The endpoint's interface was made but the switch could not attach its side (the
+    /// interface is deleted again).
+    #[error("cannot attach the endpoint to the switch: {0}")]
+    Attach(#[source] DatapathError),
+}
+
+fn endpoint_list(endpoints: &[(String, Ipv4Addr)]) -> String {
+    let list: Vec<String> = endpoints
+        .iter()
+        .map(|(sandbox, ip)| format!("{sandbox} ({ip})"))
+        .collect();
+    list.join(", ")
+}
 
 /// The bridge carrying network `name`.
 pub fn bridge_of(name: &str) -> String {
@@ -71,9 +182,9 @@ fn host_ifname(network: &str, sandbox: &str, ifname: &str) -> String {
     format!("{HOST_IFNAME_PREFIX}{:010x}", h & 0xff_ffff_ffff)
 }
 
-fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
-        .map_err(|_| format!("invalid {what} {s:?}: not an IPv4 address"))
+/// Parses an address argument; `refused` names which one in the error.
+fn parse_ip(s: &str, refused: fn(String) -> NetworkError) -> Result<Ipv4Addr, NetworkError> {
+    s.parse().map_err(|_| refused(s.to_string()))
 }
 
 /// Arguments of `network create`.
@@ -122,13 +233,13 @@ pub struct Networks {
 impl Networks {
     /// Starts the gateways' thread with the embedded DNS, which forwards names no network
     /// knows to `dns_upstream`.
-    pub fn start(dns_upstream: Option<SocketAddr>) -> Result<Networks, String> {
+    pub fn start(dns_upstream: Option<SocketAddr>) -> Result<Networks, NetworkError> {
         let names = Arc::new(RwLock::new(NameTable::default()));
         let replier = Arc::new(OnceLock::new());
         let resolver = Resolver::new(names.clone(), dns_upstream, replier.clone())
-            .map_err(|e| format!("cannot start the DNS resolver: {e}"))?;
-        let gateway = GatewayHandle::spawn(Box::new(resolver))
-            .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
+            .map_err(NetworkError::Resolver)?;
+        let gateway =
+            GatewayHandle::spawn(Box::new(resolver)).map_err(NetworkError::GatewayThread)?;
         let _ = replier.set(gateway.replier());
         Ok(Networks { gateway, names })
     }
@@ -177,20 +288,17 @@ impl Networks {
         dp: &mut Datapath,
         name: &str,
         conf: &NetworkConf,
-    ) -> Result<(), String> {
+    ) -> Result<(), NetworkError> {
         let bridge = bridge_of(name);
-        dp.add_bridge(&bridge, Default::default())
-            .map_err(|e| e.to_string())?;
+        dp.add_bridge(&bridge, Default::default())?;
         let started = (|| {
-            let (port, end) = pipe().map_err(|e| format!("cannot create gateway port: {e}"))?;
-            dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)
-                .map_err(|e| e.to_string())?;
-            dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))
-                .map_err(|e| e.to_string())?;
+            let (port, end) = pipe().map_err(NetworkError::GatewayPort)?;
+            dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
+            dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
             let gw = conf.pool.gateway;
             self.gateway
                 .add(name, mac_for(gw), gw, conf.pool.subnet.prefix, end);
-            Ok::<(), String>(())
+            Ok::<(), NetworkError>(())
         })();
         if started.is_err() {
             let _ = dp.del_bridge(&bridge);
@@ -271,39 +379,39 @@ impl Networks {
         existing: &BTreeMap<String, NetworkConf>,
         name: &str,
         args: CreateArgs,
-    ) -> Result<NetworkConf, String> {
-        validate::name(Object::Network, name).map_err(|e| e.to_string())?;
+    ) -> Result<NetworkConf, NetworkError> {
+        validate::name(Object::Network, name)?;
         if existing.contains_key(name) {
-            return Err(format!("network {name} already exists"));
+            return Err(NetworkError::Exists(name.to_string()));
         }
         let driver = args.driver.unwrap_or_else(|| "bridge".into());
         if driver != "bridge" {
-            return Err(format!(
-                "driver {driver:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
-            ));
+            return Err(NetworkError::Driver(driver));
         }
         let subnet = match &args.subnet {
             Some(s) => {
-                let s: Subnet = s.parse().map_err(|e: ipam::IpamError| e.to_string())?;
+                let s: Subnet = s.parse()?;
                 if let Some((other, _)) = existing.iter().find(|(_, n)| n.pool.subnet.overlaps(s)) {
-                    return Err(format!("subnet {s} overlaps network {other}'s subnet"));
+                    return Err(NetworkError::Overlap {
+                        subnet: s,
+                        other: other.clone(),
+                    });
                 }
                 s
             }
-            None => ipam::free_subnet(existing.values().map(|n| &n.pool.subnet))
-                .map_err(|e| e.to_string())?,
+            None => ipam::free_subnet(existing.values().map(|n| &n.pool.subnet))?,
         };
         let gateway = match &args.gateway {
-            Some(g) => Some(parse_ip("gateway", g)?),
+            Some(g) => Some(parse_ip(g, NetworkError::BadGateway)?),
             None => None,
         };
         let mtu = args.mtu.unwrap_or(1500);
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-            return Err(format!("MTU {mtu} is out of range ({MIN_MTU}-{MAX_MTU})"));
+            return Err(NetworkError::Mtu(mtu));
         }
         let conf = NetworkConf {
             driver,
-            pool: Pool::new(subnet, gateway).map_err(|e| e.to_string())?,
+            pool: Pool::new(subnet, gateway)?,
             internal: args.internal,
             icc: args.icc.unwrap_or(true),
             mtu,
@@ -320,17 +428,16 @@ impl Networks {
         dp: &mut Datapath,
         name: &str,
         conf: &NetworkConf,
-    ) -> Result<(), String> {
+    ) -> Result<(), NetworkError> {
         if !conf.endpoints.is_empty() {
-            let list: Vec<String> = conf
-                .endpoints
-                .iter()
-                .map(|e| format!("{} ({})", e.sandbox, e.ip))
-                .collect();
-            return Err(format!(
-                "network {name} has active endpoints: {}; disconnect them first",
-                list.join(", ")
-            ));
+            return Err(NetworkError::HasEndpoints {
+                network: name.to_string(),
+                endpoints: conf
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.sandbox.clone(), e.ip))
+                    .collect(),
+            });
         }
         self.stop(dp, name);
         Ok(())
@@ -386,10 +493,10 @@ impl Networks {
 pub fn lookup<'a>(
     networks: &'a BTreeMap<String, NetworkConf>,
     name: &str,
-) -> Result<&'a NetworkConf, String> {
+) -> Result<&'a NetworkConf, NetworkError> {
     networks
         .get(name)
-        .ok_or_else(|| format!("no network named {name}"))
+        .ok_or_else(|| NetworkError::NoSuchNetwork(name.to_string()))
 }
 
 /// The endpoint of `sandbox` on `network` (configured as `conf`).
@@ -397,12 +504,15 @@ pub fn endpoint_of(
     conf: &NetworkConf,
     network: &str,
     sandbox: &str,
-) -> Result<EndpointConf, String> {
+) -> Result<EndpointConf, NetworkError> {
     conf.endpoints
         .iter()
         .find(|e| e.sandbox == sandbox)
         .cloned()
-        .ok_or_else(|| format!("{sandbox} is not connected to network {network}"))
+        .ok_or_else(|| NetworkError::NotConnected {
+            sandbox: sandbox.to_string(),
+            network: network.to_string(),
+        })
 }
 
 /// Validates a `network connect` of `sandbox_arg` to `network` (configured as `conf`), makes
@@ -415,32 +525,32 @@ pub fn connect(
     conf: &NetworkConf,
     sandbox_arg: &str,
     args: ConnectArgs,
-) -> Result<(EndpointConf, Pool), String> {
+) -> Result<(EndpointConf, Pool), NetworkError> {
     if conf.endpoints.iter().any(|e| e.sandbox == sandbox_arg) {
-        return Err(format!(
-            "{sandbox_arg} is already connected to network {network}"
-        ));
+        return Err(NetworkError::AlreadyConnected {
+            sandbox: sandbox_arg.to_string(),
+            network: network.to_string(),
+        });
     }
     if !args.publish.is_empty() {
-        return Err(
-            "--publish needs the uplink (xvsctl uplink set), which is not available yet".into(),
-        );
+        return Err(NetworkError::Publish);
     }
     let port_type = match args.port_type.as_deref() {
         None => DEFAULT_PORT_TYPE,
-        Some(t) => t
-            .parse()
-            .map_err(|e: crate::config::UnknownPortType| e.to_string())?,
+        Some(t) => t.parse()?,
     };
     for n in args.name.iter().chain(args.aliases.iter()) {
-        validate::dns_name(n).map_err(|e| e.to_string())?;
+        validate::dns_name(n)?;
     }
-    let sandbox = netns::resolve_sandbox(sandbox_arg).map_err(|e| e.to_string())?;
+    let sandbox = netns::resolve_sandbox(sandbox_arg)?;
     let ifname = match args.ifname {
         Some(i) => {
-            validate::ifname(&i).map_err(|e| e.to_string())?;
-            if netns::sandbox_has_link(&sandbox, &i).map_err(|e| e.to_string())? {
-                return Err(format!("{sandbox_arg} already has an interface named {i}"));
+            validate::ifname(&i)?;
+            if netns::sandbox_has_link(&sandbox, &i)? {
+                return Err(NetworkError::IfnameTaken {
+                    sandbox: sandbox_arg.to_string(),
+                    ifname: i,
+                });
             }
             i
         }
@@ -448,20 +558,20 @@ pub fn connect(
             let mut chosen = None;
             for n in 0..64 {
                 let cand = format!("eth{n}");
-                if !netns::sandbox_has_link(&sandbox, &cand).map_err(|e| e.to_string())? {
+                if !netns::sandbox_has_link(&sandbox, &cand)? {
                     chosen = Some(cand);
                     break;
                 }
             }
-            chosen.ok_or("no free ethN interface name in the sandbox")?
+            chosen.ok_or(NetworkError::NoFreeIfname)?
         }
     };
     let want = match &args.ip {
-        Some(s) => Some(parse_ip("address", s)?),
+        Some(s) => Some(parse_ip(s, NetworkError::BadAddress)?),
         None => None,
     };
     let mut pool = conf.pool.clone();
-    let ip = pool.allocate(want).map_err(|e| e.to_string())?;
+    let ip = pool.allocate(want)?;
     let ep = EndpointConf {
         sandbox: sandbox_arg.to_string(),
         ifname: ifname.clone(),
@@ -498,17 +608,17 @@ fn readopt_tap_endpoint(
         Ok(None) => netns::create_tap_endpoint(&endpoint_spec(conf, ep, sandbox)),
         Err(e) => Err(e),
     };
-    let attached = opened.map_err(|e| e.to_string()).and_then(|(fd, index)| {
+    let attached = opened.map_err(NetworkError::from).and_then(|(fd, index)| {
         let port = TapPort::from_fd(&ep.host_ifname, fd, index);
         dp.add_port_io(&bridge_of(network), &ep.host_ifname, Box::new(port), 0)
-            .map_err(|e| e.to_string())
+            .map_err(NetworkError::from)
     });
     if let Err(e) = attached {
         tracing::warn!(
             "TAP endpoint {} of {network}: cannot attach: {e}",
             ep.host_ifname
         );
-        port_errors.insert(ep.host_ifname.clone(), e);
+        port_errors.insert(ep.host_ifname.clone(), e.to_string());
     }
     true
 }
@@ -521,7 +631,7 @@ fn attach_new_endpoint(
     conf: &NetworkConf,
     ep: &EndpointConf,
     sandbox: Sandbox,
-) -> Result<(), String> {
+) -> Result<(), NetworkError> {
     let bridge = bridge_of(network);
     let spec = endpoint_spec(conf, ep, sandbox);
     match ep.port_type {
@@ -530,18 +640,18 @@ fn attach_new_endpoint(
                 // A leftover from an earlier failure or crash: it is ours, replace it.
                 let _ = netns::delete_endpoint(&ep.host_ifname);
             }
-            netns::create_endpoint(&spec).map_err(|e| e.to_string())?;
+            netns::create_endpoint(&spec)?;
             if let Err(e) = dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
                 let _ = netns::delete_endpoint(&ep.host_ifname);
-                return Err(format!("cannot attach the endpoint to the switch: {e}"));
+                return Err(NetworkError::Attach(e));
             }
         }
         EndpointPortType::Tap => {
-            let (fd, index) = netns::create_tap_endpoint(&spec).map_err(|e| e.to_string())?;
+            let (fd, index) = netns::create_tap_endpoint(&spec)?;
             let port = TapPort::from_fd(&ep.host_ifname, fd, index);
             if let Err(e) = dp.add_port_io(&bridge, &ep.host_ifname, Box::new(port), 0) {
                 let _ = netns::delete_tap_endpoint(&spec.sandbox, &ep.ifname);
-                return Err(format!("cannot attach the endpoint to the switch: {e}"));
+                return Err(NetworkError::Attach(e));
             }
         }
     }
