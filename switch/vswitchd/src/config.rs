@@ -87,13 +87,18 @@ impl EndpointPortType {
     }
 }
 
+/// A `--port-type` that is neither `veth` nor `tap`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown port type {0:?} (veth or tap)")]
+pub struct UnknownPortType(pub String);
+
 impl std::str::FromStr for EndpointPortType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownPortType;
+    fn from_str(s: &str) -> Result<Self, UnknownPortType> {
         match s {
             "veth" => Ok(EndpointPortType::Veth),
             "tap" => Ok(EndpointPortType::Tap),
-            other => Err(format!("unknown port type {other:?} (veth or tap)")),
+            other => Err(UnknownPortType(other.to_string())),
         }
     }
 }

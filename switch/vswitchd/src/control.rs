@@ -2,43 +2,39 @@
 //!
 //! Every request is validated before anything changes; a mutation is applied to the datapath,
 //! then saved; if saving fails it is rolled back, so the running switch and the state file
-//! never disagree. [`Switch`] lives behind the daemon's lock and runs on blocking control
-//! threads (never on a worker, never on the async reactor).
+//! never disagree. Bridges and ports are handled here; a network request's work is done by
+//! `network.rs` (which knows nothing of requests or the store) and recorded here. [`Switch`]
+//! lives behind the daemon's lock and runs on blocking control threads (never on a worker,
+//! never on the async reactor).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, RwLock};
 
 use xvs_ctl::protocol::{
-    BridgeView, DropView, FdbEntryView, FdbView, PortCountersView, PortStatsView, PortTypeArg,
-    PortView, Reply, Request, ShowView, StatsView, TraceStepView, TraceView, XdpModeArg,
+    BridgeView, DropView, FdbEntryView, FdbView, NetworkView, PortCountersView, PortStatsView,
+    PortTypeArg, PortView, Reply, Request, ShowView, StatsView, TraceStepView, TraceView,
+    XdpModeArg,
 };
 use xvs_switch::counters::PortCounterSnapshot;
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use xvs_switch::gateway::GatewayHandle;
-
-use crate::config::{BridgeConf, PortConf, State, Store};
-use crate::dns::{NameTable, Resolver};
+use crate::config::{BridgeConf, PortConf, State, Store, StoreError};
+use crate::error::Error;
 use crate::flow;
-use crate::network::{self, ConnectArgs, CreateArgs};
+use crate::network::{self, ConnectArgs, CreateArgs, Networks};
+use crate::validate::{self, Object};
 
-/// Longest bridge name.
-const MAX_BRIDGE_NAME: usize = 64;
-
-/// The daemon's switch: configuration, store, datapath, gateways and names.
+/// The daemon's switch: configuration, store, datapath and the networks' runtime.
 pub struct Switch {
-    pub(crate) state: State,
-    pub(crate) store: Store,
-    pub(crate) dp: Datapath,
+    state: State,
+    store: Store,
+    dp: Datapath,
     /// Ports in the configuration that are not running, and why.
-    pub(crate) port_errors: HashMap<String, String>,
-    /// The gateways' thread (ARP, ICMP, DNS of every network).
-    pub(crate) gateway: GatewayHandle,
-    /// DNS names per network.
-    pub(crate) names: Arc<RwLock<NameTable>>,
+    port_errors: HashMap<String, String>,
+    /// Gateways and DNS names of the networks.
+    networks: Networks,
 }
 
 /// Daemon options the switch needs.
@@ -48,65 +44,28 @@ pub struct Options {
     pub dns_upstream: Option<SocketAddr>,
 }
 
-fn validate_bridge_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_BRIDGE_NAME {
-        return Err(format!(
-            "invalid bridge name {name:?}: must be 1-{MAX_BRIDGE_NAME} characters"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "invalid bridge name {name:?}: use letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a Linux interface name (IFNAMSIZ-1 characters, no '/', no whitespace).
-pub fn validate_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 15 {
-        return Err(format!(
-            "invalid interface name {name:?}: must be 1-15 characters"
-        ));
-    }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c.is_whitespace() || c == ':')
-    {
-        return Err(format!("invalid interface name {name:?}"));
-    }
-    Ok(())
-}
-
 fn fdb_config(
     base: FdbConfig,
     ageing: Option<u32>,
     capacity: Option<u32>,
     limit: Option<u32>,
-) -> Result<FdbConfig, String> {
+) -> Result<FdbConfig, Error> {
     let mut c = base;
     if let Some(a) = ageing {
         if !(1..=1_000_000).contains(&a) {
-            return Err(format!("ageing time {a}s is out of range (1-1000000)"));
+            return Err(Error::Ageing(a));
         }
         c.ageing_secs = a;
     }
     if let Some(n) = capacity {
         if !(1..=1 << 24).contains(&n) {
-            return Err(format!("MAC capacity {n} is out of range (1-16777216)"));
+            return Err(Error::MacCapacity(n));
         }
         c.capacity = n;
     }
     if let Some(n) = limit {
         if !(1..=1 << 24).contains(&n) {
-            return Err(format!(
-                "per-port MAC limit {n} is out of range (1-16777216)"
-            ));
+            return Err(Error::PortMacLimit(n));
         }
         c.port_limit = n;
     }
@@ -142,30 +101,17 @@ fn counters_view(c: PortCounterSnapshot) -> PortCountersView {
 impl Switch {
     /// A switch over `dp`, restoring what `store` holds. Ports that cannot be opened stay in
     /// the configuration with their error shown by `show` and are retried by [`Switch::retry`].
-    pub fn restore(store: Store, dp: Datapath, options: Options) -> Result<Switch, String> {
-        let state = store.load().map_err(|e| e.to_string())?;
-        let names = Arc::new(RwLock::new(NameTable::default()));
-        let replier = Arc::new(OnceLock::new());
-        let resolver = Resolver::new(names.clone(), options.dns_upstream, replier.clone())
-            .map_err(|e| format!("cannot start the DNS resolver: {e}"))?;
-        let gateway = GatewayHandle::spawn(Box::new(resolver))
-            .map_err(|e| format!("cannot start the gateway thread: {e}"))?;
-        let _ = replier.set(gateway.replier());
-        let mut sw = Switch {
-            state: State::default(),
-            store,
-            dp,
-            port_errors: HashMap::new(),
-            gateway,
-            names,
-        };
-        for (name, br) in &state.bridges {
-            if let Err(e) = sw.dp.add_bridge(name, br.fdb) {
+    pub fn restore(store: Store, mut dp: Datapath, options: Options) -> Result<Switch, Error> {
+        let saved = store.load().map_err(Error::Load)?;
+        let mut networks = Networks::start(options.dns_upstream)?;
+        let mut port_errors = HashMap::new();
+        for (name, br) in &saved.bridges {
+            if let Err(e) = dp.add_bridge(name, br.fdb) {
                 tracing::error!("cannot restore bridge {name}: {e}");
                 continue;
             }
             for p in &br.ports {
-                match sw.dp.add_port(name, spec_of(p), p.vlan.unwrap_or(0)) {
+                match dp.add_port(name, spec_of(p), p.vlan.unwrap_or(0)) {
                     Ok(info) => tracing::info!(
                         "restored port {} on {name} ({} {})",
                         p.iface,
@@ -174,32 +120,24 @@ impl Switch {
                     ),
                     Err(e) => {
                         tracing::warn!("port {} on {name} not attached: {e}", p.iface);
-                        sw.port_errors.insert(p.iface.clone(), e.to_string());
+                        port_errors.insert(p.iface.clone(), e.to_string());
                     }
                 }
             }
         }
-        sw.state.bridges = state.bridges.clone();
-        let mut changed = false;
-        for (name, conf) in &state.networks {
-            if let Err(e) = sw.start_network(name, conf) {
-                tracing::error!("cannot restore network {name}: {e}");
-                continue;
-            }
-            let mut kept = conf.clone();
-            kept.endpoints.clear();
-            for ep in &conf.endpoints {
-                if sw.readopt_endpoint(name, conf, ep) {
-                    kept.endpoints.push(ep.clone());
-                } else {
-                    kept.pool.release(ep.ip);
-                    changed = true;
-                }
-            }
-            sw.state.networks.insert(name.clone(), kept);
-        }
-        sw.remove_orphans();
-        if changed && let Err(e) = sw.store.save(&sw.state) {
+        let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
+        let sw = Switch {
+            state: State {
+                bridges: saved.bridges,
+                networks: restored,
+                ..State::default()
+            },
+            store,
+            dp,
+            port_errors,
+            networks,
+        };
+        if dropped && let Err(e) = sw.store.save(&sw.state) {
             tracing::error!("cannot save state after restore: {e}");
         }
         Ok(sw)
@@ -227,27 +165,22 @@ impl Switch {
 
     /// Stops the gateways and the datapath (ports detached, endpoint veths kept).
     pub fn shutdown(&mut self) {
-        self.gateway.stop();
+        self.networks.shutdown();
         self.dp.shutdown();
     }
 
-    /// Handles one request.
-    pub fn handle(&mut self, req: Request) -> Reply {
-        match self.dispatch(req) {
-            Ok(r) => r,
-            Err(e) => Reply::failure(e),
-        }
-    }
-
-    fn save_or_rollback(&mut self, rollback: impl FnOnce(&mut Self)) -> Result<(), String> {
+    /// Saves the state; if that fails, runs `rollback` to undo the change just made.
+    fn save_or_rollback(&mut self, rollback: impl FnOnce(&mut Self)) -> Result<(), StoreError> {
         if let Err(e) = self.store.save(&self.state) {
             rollback(self);
-            return Err(format!("change not applied: cannot save state: {e}"));
+            return Err(e);
         }
         Ok(())
     }
 
-    fn dispatch(&mut self, req: Request) -> Result<Reply, String> {
+    /// Handles one request: its reply, or why it was refused (the server sends the error's
+    /// text to the client).
+    pub fn handle(&mut self, req: Request) -> Result<Reply, Error> {
         match req {
             Request::Ping => Ok(Reply::success(&serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
@@ -259,11 +192,9 @@ impl Switch {
                 mac_capacity,
                 port_mac_limit,
             } => {
-                validate_bridge_name(&bridge)?;
-                if bridge.starts_with("net.") {
-                    return Err(format!(
-                        "bridge names starting with \"net.\" are reserved for networks: {bridge}"
-                    ));
+                validate::name(Object::Bridge, &bridge)?;
+                if bridge.starts_with(network::BRIDGE_PREFIX) {
+                    return Err(Error::ReservedBridgeName(bridge));
                 }
                 let fdb = fdb_config(
                     FdbConfig::default(),
@@ -271,9 +202,7 @@ impl Switch {
                     mac_capacity,
                     port_mac_limit,
                 )?;
-                self.dp
-                    .add_bridge(&bridge, fdb)
-                    .map_err(|e| e.to_string())?;
+                self.dp.add_bridge(&bridge, fdb)?;
                 self.state.bridges.insert(
                     bridge.clone(),
                     BridgeConf {
@@ -284,7 +213,8 @@ impl Switch {
                 self.save_or_rollback(|s| {
                     s.state.bridges.remove(&bridge);
                     let _ = s.dp.del_bridge(&bridge);
-                })?;
+                })
+                .map_err(Error::NotSaved)?;
                 Ok(Reply::done())
             }
             Request::SetBr {
@@ -297,12 +227,10 @@ impl Switch {
                     .state
                     .bridges
                     .get(&bridge)
-                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?
+                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()))?
                     .fdb;
                 let fdb = fdb_config(old, ageing_secs, mac_capacity, port_mac_limit)?;
-                self.dp
-                    .set_bridge(&bridge, fdb)
-                    .map_err(|e| e.to_string())?;
+                self.dp.set_bridge(&bridge, fdb)?;
                 if let Some(b) = self.state.bridges.get_mut(&bridge) {
                     b.fdb = fdb;
                 }
@@ -311,7 +239,8 @@ impl Switch {
                         b.fdb = old;
                     }
                     let _ = s.dp.set_bridge(&bridge, old);
-                })?;
+                })
+                .map_err(Error::NotSaved)?;
                 Ok(Reply::done())
             }
             Request::DelBr { bridge } => {
@@ -320,17 +249,15 @@ impl Switch {
                     .bridges
                     .get(&bridge)
                     .cloned()
-                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?;
-                self.dp.del_bridge(&bridge).map_err(|e| e.to_string())?;
+                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()))?;
+                self.dp.del_bridge(&bridge)?;
                 self.state.bridges.remove(&bridge);
                 for p in &conf.ports {
                     self.port_errors.remove(&p.iface);
                 }
-                if let Err(e) = self.store.save(&self.state) {
-                    tracing::error!("bridge {bridge} deleted but state not saved: {e}");
-                    return Err(format!(
-                        "bridge {bridge} deleted, but the state file could not be saved: {e}"
-                    ));
+                if let Err(source) = self.store.save(&self.state) {
+                    tracing::error!("bridge {bridge} deleted but state not saved: {source}");
+                    return Err(Error::BridgeDeletedNotSaved { bridge, source });
                 }
                 Ok(Reply::done())
             }
@@ -341,9 +268,9 @@ impl Switch {
                 xdp_mode,
                 vlan,
             } => {
-                validate_ifname(&iface)?;
+                validate::ifname(&iface)?;
                 if !self.state.bridges.contains_key(&bridge) {
-                    return Err(DatapathError::NoSuchBridge(bridge).to_string());
+                    return Err(DatapathError::NoSuchBridge(bridge).into());
                 }
                 if let Some((other, _)) = self
                     .state
@@ -351,16 +278,20 @@ impl Switch {
                     .iter()
                     .find(|(_, b)| b.ports.iter().any(|p| p.iface == iface))
                 {
-                    return Err(format!("{iface} is already a port of bridge {other}"));
+                    return Err(DatapathError::PortExists {
+                        bridge: other.clone(),
+                        port: iface,
+                    }
+                    .into());
                 }
                 if let Some(v) = vlan
                     && !(1..=4094).contains(&v)
                 {
-                    return Err(format!("VLAN {v} is out of range (1-4094)"));
+                    return Err(Error::Vlan(v));
                 }
                 let port_type = port_type.unwrap_or(PortTypeArg::Afxdp);
                 if port_type == PortTypeArg::Tap && xdp_mode.is_some() {
-                    return Err("--xdp-mode applies only to afxdp ports".into());
+                    return Err(Error::XdpModeOnTap);
                 }
                 let conf = PortConf {
                     iface: iface.clone(),
@@ -369,8 +300,7 @@ impl Switch {
                     vlan,
                 };
                 self.dp
-                    .add_port(&bridge, spec_of(&conf), vlan.unwrap_or(0))
-                    .map_err(|e| e.to_string())?;
+                    .add_port(&bridge, spec_of(&conf), vlan.unwrap_or(0))?;
                 if let Some(b) = self.state.bridges.get_mut(&bridge) {
                     b.ports.push(conf);
                 }
@@ -379,7 +309,8 @@ impl Switch {
                         b.ports.retain(|p| p.iface != iface);
                     }
                     let _ = s.dp.del_port(&bridge, &iface);
-                })?;
+                })
+                .map_err(Error::NotSaved)?;
                 Ok(Reply::done())
             }
             Request::DelPort { bridge, iface } => {
@@ -387,32 +318,31 @@ impl Switch {
                     .state
                     .bridges
                     .get(&bridge)
-                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()).to_string())?;
+                    .ok_or_else(|| DatapathError::NoSuchBridge(bridge.clone()))?;
                 if !br.ports.iter().any(|p| p.iface == iface) {
                     return Err(DatapathError::NoSuchPort {
                         bridge,
                         port: iface,
                     }
-                    .to_string());
+                    .into());
                 }
                 if self.port_errors.remove(&iface).is_none() {
-                    self.dp
-                        .del_port(&bridge, &iface)
-                        .map_err(|e| e.to_string())?;
+                    self.dp.del_port(&bridge, &iface)?;
                 }
                 if let Some(b) = self.state.bridges.get_mut(&bridge) {
                     b.ports.retain(|p| p.iface != iface);
                 }
-                if let Err(e) = self.store.save(&self.state) {
-                    return Err(format!(
-                        "port {iface} deleted, but the state file could not be saved: {e}"
-                    ));
+                if let Err(source) = self.store.save(&self.state) {
+                    return Err(Error::PortDeletedNotSaved {
+                        port: iface,
+                        source,
+                    });
                 }
                 Ok(Reply::done())
             }
             Request::Show => Ok(Reply::success(&self.show()?)),
             Request::FdbShow { bridge } => {
-                let rows = self.dp.fdb(&bridge).map_err(|e| e.to_string())?;
+                let rows = self.dp.fdb(&bridge)?;
                 Ok(Reply::success(&FdbView {
                     bridge,
                     entries: rows
@@ -428,7 +358,7 @@ impl Switch {
                 }))
             }
             Request::FdbFlush { bridge } => {
-                self.dp.fdb_flush(&bridge).map_err(|e| e.to_string())?;
+                self.dp.fdb_flush(&bridge)?;
                 Ok(Reply::done())
             }
             Request::Stats => Ok(Reply::success(&self.stats()?)),
@@ -453,9 +383,10 @@ impl Switch {
                     vni,
                 },
             ),
-            Request::NetworkLs => self.network_ls(),
+            Request::NetworkLs => Ok(self.network_ls()),
             Request::NetworkInspect { network } => {
-                Ok(Reply::success(&self.network_view(&network)?))
+                let conf = network::lookup(&self.state.networks, &network)?;
+                Ok(Reply::success(&self.networks.view(&network, conf)))
             }
             Request::NetworkRm { network } => self.network_rm(&network),
             Request::NetworkConnect {
@@ -484,10 +415,7 @@ impl Switch {
             }
             Request::Trace { bridge, flow } => {
                 let f = flow::parse(&flow)?;
-                let report = self
-                    .dp
-                    .trace(&bridge, &f.in_port, f.frame)
-                    .map_err(|e| e.to_string())?;
+                let report = self.dp.trace(&bridge, &f.in_port, f.frame)?;
                 Ok(Reply::success(&TraceView {
                     flow,
                     steps: report
@@ -501,8 +429,86 @@ impl Switch {
         }
     }
 
-    fn show(&self) -> Result<ShowView, String> {
-        let status = self.dp.status().map_err(|e| e.to_string())?;
+    fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, Error> {
+        let conf = self
+            .networks
+            .create(&mut self.dp, &self.state.networks, name, args)?;
+        self.state.networks.insert(name.to_string(), conf);
+        self.save_or_rollback(|s| {
+            s.state.networks.remove(name);
+            s.networks.stop(&mut s.dp, name);
+        })
+        .map_err(Error::NetworkNotSaved)?;
+        let conf = network::lookup(&self.state.networks, name)?;
+        Ok(Reply::success(&self.networks.view(name, conf)))
+    }
+
+    fn network_rm(&mut self, name: &str) -> Result<Reply, Error> {
+        let conf = network::lookup(&self.state.networks, name)?;
+        self.networks.remove(&mut self.dp, name, conf)?;
+        self.state.networks.remove(name);
+        self.store
+            .save(&self.state)
+            .map_err(|source| Error::NetworkRemovedNotSaved {
+                network: name.to_string(),
+                source,
+            })?;
+        Ok(Reply::done())
+    }
+
+    fn network_connect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+        args: ConnectArgs,
+    ) -> Result<Reply, Error> {
+        let conf = network::lookup(&self.state.networks, network)?.clone();
+        let (ep, pool) = network::connect(&mut self.dp, network, &conf, sandbox, args)?;
+        if let Some(n) = self.state.networks.get_mut(network) {
+            n.pool = pool;
+            n.endpoints.push(ep.clone());
+        }
+        self.save_or_rollback(|s| {
+            if let Some(n) = s.state.networks.get_mut(network) {
+                n.pool.release(ep.ip);
+                n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
+            }
+            network::remove_endpoint(&mut s.dp, &mut s.port_errors, network, &ep);
+        })
+        .map_err(Error::EndpointNotSaved)?;
+        self.networks.register_names(network, &ep);
+        network::update_resolv_conf(&self.state.networks, sandbox);
+        Ok(Reply::success(&network::endpoint_view(network, &conf, &ep)))
+    }
+
+    fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Reply, Error> {
+        let conf = network::lookup(&self.state.networks, network)?;
+        let ep = network::endpoint_of(conf, network, sandbox)?;
+        self.networks
+            .disconnect(&mut self.dp, &mut self.port_errors, network, &ep);
+        if let Some(n) = self.state.networks.get_mut(network) {
+            n.pool.release(ep.ip);
+            n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
+        }
+        network::update_resolv_conf(&self.state.networks, sandbox);
+        self.store
+            .save(&self.state)
+            .map_err(Error::DisconnectedNotSaved)?;
+        Ok(Reply::done())
+    }
+
+    fn network_ls(&self) -> Reply {
+        let views: Vec<NetworkView> = self
+            .state
+            .networks
+            .iter()
+            .map(|(name, conf)| self.networks.view(name, conf))
+            .collect();
+        Reply::success(&views)
+    }
+
+    fn show(&self) -> Result<ShowView, DatapathError> {
+        let status = self.dp.status()?;
         let by_name: BTreeMap<&str, _> = status.iter().map(|b| (b.name.as_str(), b)).collect();
         let mut bridges = Vec::new();
         for (name, conf) in &self.state.bridges {
@@ -589,8 +595,8 @@ impl Switch {
         })
     }
 
-    fn stats(&self) -> Result<StatsView, String> {
-        let status = self.dp.status().map_err(|e| e.to_string())?;
+    fn stats(&self) -> Result<StatsView, DatapathError> {
+        let status = self.dp.status()?;
         let mut ports = Vec::new();
         for b in &status {
             for p in &b.ports {

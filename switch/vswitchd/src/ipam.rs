@@ -13,6 +13,64 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// A subnet, gateway or address the pool refuses; the message names the value and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    /// Text that is not `A.B.C.D/N`.
+    #[error("invalid CIDR {0:?}: expected A.B.C.D/N")]
+    CidrSyntax(String),
+    /// A CIDR whose address part is not an IPv4 address.
+    #[error("invalid CIDR {cidr:?}: {addr:?} is not an IPv4 address")]
+    CidrAddress {
+        /// The CIDR given.
+        cidr: String,
+        /// Its address part.
+        addr: String,
+    },
+    /// A CIDR whose prefix is not a number up to 32.
+    #[error("invalid CIDR {0:?}: prefix must be 0-32")]
+    CidrPrefix(String),
+    /// A valid CIDR too wide or too narrow for a network.
+    #[error("subnet {0} is unusable: the prefix must be between /8 and /30")]
+    UnusablePrefix(String),
+    /// Every /24 of [`DEFAULT_POOL`] overlaps a network.
+    #[error("no free /24 left in {DEFAULT_POOL}")]
+    NoFreeSubnet,
+    /// A gateway that is the network or broadcast address, or outside the subnet.
+    #[error("gateway {gateway} is not a host address of subnet {subnet}")]
+    GatewayNotHost {
+        /// The gateway asked for.
+        gateway: Ipv4Addr,
+        /// The subnet.
+        subnet: Subnet,
+    },
+    /// A static address outside the subnet.
+    #[error("address {ip} is outside subnet {subnet}")]
+    OutsideSubnet {
+        /// The address asked for.
+        ip: Ipv4Addr,
+        /// The subnet.
+        subnet: Subnet,
+    },
+    /// A static address that is the gateway's.
+    #[error("address {0} is the network's gateway")]
+    Gateway(Ipv4Addr),
+    /// A static address that is the network or broadcast address.
+    #[error("address {ip} is the network or broadcast address of {subnet}")]
+    NotHost {
+        /// The address asked for.
+        ip: Ipv4Addr,
+        /// The subnet.
+        subnet: Subnet,
+    },
+    /// A static address an endpoint holds.
+    #[error("address {0} is already in use")]
+    InUse(Ipv4Addr),
+    /// Every host address is taken.
+    #[error("subnet {0} has no free addresses")]
+    Exhausted(Subnet),
+}
+
 /// An IPv4 subnet, `A.B.C.D/N`, stored normalised (host bits zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -66,23 +124,22 @@ impl fmt::Display for Subnet {
 }
 
 impl FromStr for Subnet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Subnet, String> {
+    type Err = IpamError;
+    fn from_str(s: &str) -> Result<Subnet, IpamError> {
         let (a, p) = s
             .split_once('/')
-            .ok_or_else(|| format!("invalid CIDR {s:?}: expected A.B.C.D/N"))?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("invalid CIDR {s:?}: {a:?} is not an IPv4 address"))?;
+            .ok_or_else(|| IpamError::CidrSyntax(s.to_string()))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| IpamError::CidrAddress {
+            cidr: s.to_string(),
+            addr: a.to_string(),
+        })?;
         let prefix: u8 = p
             .parse()
             .ok()
             .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("invalid CIDR {s:?}: prefix must be 0-32"))?;
+            .ok_or_else(|| IpamError::CidrPrefix(s.to_string()))?;
         if !(8..=30).contains(&prefix) {
-            return Err(format!(
-                "subnet {s} is unusable: the prefix must be between /8 and /30"
-            ));
+            return Err(IpamError::UnusablePrefix(s.to_string()));
         }
         let sub = Subnet { addr, prefix };
         Ok(Subnet {
@@ -93,8 +150,8 @@ impl FromStr for Subnet {
 }
 
 impl TryFrom<String> for Subnet {
-    type Error = String;
-    fn try_from(s: String) -> Result<Subnet, String> {
+    type Error = IpamError;
+    fn try_from(s: String) -> Result<Subnet, IpamError> {
         s.parse()
     }
 }
@@ -106,17 +163,23 @@ impl From<Subnet> for String {
 }
 
 /// The pool the default subnets come from.
-pub const DEFAULT_POOL: &str = "10.200.0.0/16";
+pub const DEFAULT_POOL: Subnet = Subnet {
+    addr: Ipv4Addr::new(10, 200, 0, 0),
+    prefix: 16,
+};
 
 /// Picks a free /24 from [`DEFAULT_POOL`] that overlaps none of `taken`.
-pub fn free_subnet<'a>(taken: impl Iterator<Item = &'a Subnet> + Clone) -> Option<Subnet> {
-    let pool: Subnet = DEFAULT_POOL.parse().ok()?;
-    (0..256u32)
+pub fn free_subnet<'a>(
+    taken: impl Iterator<Item = &'a Subnet> + Clone,
+) -> Result<Subnet, IpamError> {
+    let count = 1u32 << (24 - DEFAULT_POOL.prefix);
+    (0..count)
         .map(|i| Subnet {
-            addr: Ipv4Addr::from(u32::from(pool.addr) + (i << 8)),
+            addr: Ipv4Addr::from(u32::from(DEFAULT_POOL.addr) + (i << 8)),
             prefix: 24,
         })
         .find(|s| !taken.clone().any(|t| t.overlaps(*s)))
+        .ok_or(IpamError::NoFreeSubnet)
 }
 
 /// Addresses in use in one subnet.
@@ -135,12 +198,10 @@ pub struct Pool {
 
 impl Pool {
     /// A pool for `subnet` with the gateway at `gateway` (default: the first host).
-    pub fn new(subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Pool, String> {
+    pub fn new(subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Pool, IpamError> {
         let gateway = gateway.unwrap_or_else(|| subnet.first_host());
         if !subnet.is_host(gateway) {
-            return Err(format!(
-                "gateway {gateway} is not a host address of subnet {subnet}"
-            ));
+            return Err(IpamError::GatewayNotHost { gateway, subnet });
         }
         Ok(Pool {
             subnet,
@@ -155,22 +216,20 @@ impl Pool {
     }
 
     /// Reserves `ip` (static) or the next free address.
-    pub fn allocate(&mut self, ip: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+    pub fn allocate(&mut self, ip: Option<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
+        let subnet = self.subnet;
         if let Some(ip) = ip {
-            if !self.subnet.contains(ip) {
-                return Err(format!("address {ip} is outside subnet {}", self.subnet));
+            if !subnet.contains(ip) {
+                return Err(IpamError::OutsideSubnet { ip, subnet });
             }
             if ip == self.gateway {
-                return Err(format!("address {ip} is the network's gateway"));
+                return Err(IpamError::Gateway(ip));
             }
-            if !self.subnet.is_host(ip) {
-                return Err(format!(
-                    "address {ip} is the network or broadcast address of {}",
-                    self.subnet
-                ));
+            if !subnet.is_host(ip) {
+                return Err(IpamError::NotHost { ip, subnet });
             }
             if self.used.contains(&ip) {
-                return Err(format!("address {ip} is already in use"));
+                return Err(IpamError::InUse(ip));
             }
             self.used.insert(ip);
             return Ok(ip);
@@ -190,7 +249,7 @@ impl Pool {
                 return Ok(ip);
             }
         }
-        Err(format!("subnet {} has no free addresses", self.subnet))
+        Err(IpamError::Exhausted(subnet))
     }
 
     /// Gives an address back.

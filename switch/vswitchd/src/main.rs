@@ -5,11 +5,13 @@
 mod config;
 mod control;
 mod dns;
+mod error;
 mod flow;
 mod ipam;
 mod netns;
 mod network;
 mod server;
+mod validate;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -70,7 +72,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// Why xvsd could not start, or stopped uncleanly.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// The state dir cannot be used.
+    #[error(transparent)]
+    Store(#[from] config::StoreError),
+    /// The control runtime could not be built.
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The control socket cannot be served.
+    #[error(transparent)]
+    Socket(#[from] server::BindError),
+    /// The datapath's workers could not start.
+    #[error("cannot start datapath workers: {0}")]
+    Datapath(#[source] std::io::Error),
+    /// The saved configuration could not be restored.
+    #[error(transparent)]
+    Restore(#[from] error::Error),
+    /// A blocking control task failed.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    /// The signal handlers could not be installed.
+    #[error(transparent)]
+    Signal(std::io::Error),
+}
+
+fn run(args: Args) -> Result<(), StartError> {
     let socket = args
         .socket
         .clone()
@@ -80,11 +108,11 @@ fn run(args: Args) -> Result<(), String> {
             .map(|n| n.get() as u32)
             .unwrap_or(1)
     });
-    let store = config::Store::open(&args.state_dir).map_err(|e| e.to_string())?;
+    let store = config::Store::open(&args.state_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the control runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     rt.block_on(async move {
         let listener = server::bind(&socket)?;
         let _guard = server::SocketGuard(socket.clone());
@@ -93,7 +121,7 @@ fn run(args: Args) -> Result<(), String> {
             pool_frames: args.pool_frames,
             umem: true,
         })
-        .map_err(|e| format!("cannot start datapath workers: {e}"))?;
+        .map_err(StartError::Datapath)?;
         if let Some(why) = dp.afxdp_unavailable() {
             tracing::warn!("AF_XDP ports unavailable: {why}");
         }
@@ -102,8 +130,7 @@ fn run(args: Args) -> Result<(), String> {
         };
         let switch =
             tokio::task::spawn_blocking(move || control::Switch::restore(store, dp, options))
-                .await
-                .map_err(|e| e.to_string())??;
+                .await??;
         let shared: server::Shared = Arc::new(Mutex::new(switch));
         tracing::info!(
             "xvsd listening on {} with {workers} workers, state in {}",
@@ -130,8 +157,8 @@ fn run(args: Args) -> Result<(), String> {
                 }
             })
         };
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
@@ -144,9 +171,8 @@ fn run(args: Args) -> Result<(), String> {
                 s.shutdown();
             }
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         tracing::info!("xvsd stopped");
-        Ok::<(), String>(())
+        Ok::<(), StartError>(())
     })
 }

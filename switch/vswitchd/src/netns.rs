@@ -21,7 +21,10 @@ use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use xvs_switch::classify::Mac;
 use xvs_switch::port::tap::{TapOptions, open_tap};
+
+use crate::validate::{self, NameError};
 
 /// Where `ip netns` keeps named namespaces, in the order looked at (usually one directory
 /// through a symlink).
@@ -35,9 +38,6 @@ pub const MIN_MTU: u32 = 68;
 
 /// Largest MTU a veth peer may have while its switch side runs native XDP.
 pub const MAX_MTU: u32 = 3506;
-
-/// Longest interface name the kernel takes (`IFNAMSIZ` less the NUL).
-const MAX_IFNAME: usize = 15;
 
 /// Errors of namespace and endpoint operations; each message names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +66,8 @@ pub enum NetError {
         reason: String,
     },
     /// An interface name the kernel would refuse.
-    #[error("invalid interface name {name:?}: {why}")]
-    BadIfname {
-        /// The name given.
-        name: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
+    #[error(transparent)]
+    Name(#[from] NameError),
     /// An MTU outside what a veth served by native XDP can carry.
     #[error(
         "MTU {0} is out of range {MIN_MTU}..={MAX_MTU} (native XDP on the switch side caps a \
@@ -81,7 +76,7 @@ pub enum NetError {
     BadMtu(u32),
     /// A MAC address an interface cannot have.
     #[error("invalid MAC address {0}: it must be unicast and not all zeros")]
-    BadMac(String),
+    BadMac(Mac),
     /// A prefix length over 32.
     #[error("invalid prefix length /{0}: at most 32")]
     BadPrefix(u8),
@@ -178,11 +173,6 @@ fn named_path(name: &str) -> Option<PathBuf> {
         .find(|path| path.exists())
 }
 
-/// Whether `name` can be a single path component (an `ip netns` name).
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-}
-
 /// Reads a SANDBOX argument: a namespace name (no `/`) or an absolute path to a namespace
 /// file. The namespace must exist.
 pub fn resolve_sandbox(arg: &str) -> Result<Sandbox, NetError> {
@@ -196,7 +186,7 @@ pub fn resolve_sandbox(arg: &str) -> Result<Sandbox, NetError> {
         }
         return Ok(Sandbox::Path(path.to_path_buf()));
     }
-    if !is_plain_name(arg) {
+    if validate::namespace_name(arg).is_err() {
         return Err(NetError::BadSandbox(arg.to_string()));
     }
     match named_path(arg) {
@@ -215,7 +205,7 @@ pub struct EndpointSpec {
     /// The other side's name inside the sandbox, such as `eth0`.
     pub ifname: String,
     /// The sandbox side's MAC address.
-    pub mac: [u8; 6],
+    pub mac: Mac,
     /// The sandbox side's address.
     pub addr: Ipv4Addr,
     /// Its prefix length.
@@ -226,47 +216,16 @@ pub struct EndpointSpec {
     pub mtu: u32,
 }
 
-/// Checks an interface name as the kernel's `dev_valid_name` does.
-fn check_ifname(name: &str) -> Result<(), NetError> {
-    let why = if name.is_empty() {
-        Some("empty")
-    } else if name.len() > MAX_IFNAME {
-        Some("longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("reserved")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        Some("contains '/', ':', NUL or white space")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(NetError::BadIfname {
-            name: name.to_string(),
-            why,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Formats a MAC address the usual way.
-fn mac_string(mac: [u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-}
-
 impl EndpointSpec {
     /// Refuses what the kernel would refuse, before anything is made.
     fn validate(&self) -> Result<(), NetError> {
-        check_ifname(&self.host_ifname)?;
-        check_ifname(&self.ifname)?;
+        validate::ifname(&self.host_ifname)?;
+        validate::ifname(&self.ifname)?;
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             return Err(NetError::BadMtu(self.mtu));
         }
-        if self.mac[0] & 1 != 0 || self.mac == [0; 6] {
-            return Err(NetError::BadMac(mac_string(self.mac)));
+        if self.mac.is_multicast() || self.mac == Mac::default() {
+            return Err(NetError::BadMac(self.mac));
         }
         if self.prefix > 32 {
             return Err(NetError::BadPrefix(self.prefix));
@@ -291,7 +250,7 @@ pub fn create_endpoint(spec: &EndpointSpec) -> Result<u32, NetError> {
         let host = connect("xvsd's namespace")?;
         let peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(spec.ifname.clone())
-            .address(spec.mac.to_vec())
+            .address(spec.mac.0.to_vec())
             .mtu(spec.mtu)
             .setns_by_fd(ns.as_raw_fd())
             .build();
@@ -467,16 +426,13 @@ pub fn create_tap_endpoint(spec: &EndpointSpec) -> Result<(OwnedFd, u32), NetErr
         let configured = async {
             let index = sandbox_link_index(&inside, spec).await?;
             let set = LinkUnspec::new_with_index(index)
-                .address(spec.mac.to_vec())
+                .address(spec.mac.0.to_vec())
                 .mtu(spec.mtu)
                 .build();
             inside.link().set(set).execute().await.map_err(|e| {
                 let what = format!(
                     "cannot set MAC {} and MTU {} on {} in {}",
-                    mac_string(spec.mac),
-                    spec.mtu,
-                    spec.ifname,
-                    spec.sandbox
+                    spec.mac, spec.mtu, spec.ifname, spec.sandbox
                 );
                 netlink_error(what, &e)
             })?;
@@ -501,7 +457,7 @@ pub fn open_tap_endpoint(
     sandbox: &Sandbox,
     ifname: &str,
 ) -> Result<Option<(OwnedFd, u32)>, NetError> {
-    check_ifname(ifname)?;
+    validate::ifname(ifname)?;
     let ns = sandbox.open()?;
     on_worker_thread(move || async move {
         enter(sandbox, &ns)?;
@@ -524,7 +480,7 @@ pub fn open_tap_endpoint(
 /// Deletes the TAP endpoint `ifname` in `sandbox`. A sandbox or interface that is gone is not
 /// an error (the TAP went with its namespace).
 pub fn delete_tap_endpoint(sandbox: &Sandbox, ifname: &str) -> Result<(), NetError> {
-    check_ifname(ifname)?;
+    validate::ifname(ifname)?;
     let ns = match sandbox.open() {
         Ok(ns) => ns,
         Err(NetError::NoSuchNamespace(_) | NetError::NoSuchNamespacePath(_)) => return Ok(()),
@@ -551,7 +507,7 @@ async fn delete_link_inside(inside: &Handle, ifname: &str, sandbox: &Sandbox) {
 /// Deletes the endpoint whose switch side is `host_ifname` (its peer goes with it). An
 /// endpoint that does not exist is not an error.
 pub fn delete_endpoint(host_ifname: &str) -> Result<(), NetError> {
-    check_ifname(host_ifname)?;
+    validate::ifname(host_ifname)?;
     on_worker_thread(|| async move {
         let host = connect("xvsd's namespace")?;
         let what = || format!("cannot delete veth {host_ifname}");
@@ -570,7 +526,7 @@ pub fn delete_endpoint(host_ifname: &str) -> Result<(), NetError> {
 
 /// Whether xvsd's namespace has an interface `name`.
 pub fn link_exists(name: &str) -> bool {
-    check_ifname(name).is_ok() && nix::net::if_::if_nametoindex(name).is_ok()
+    validate::ifname(name).is_ok() && nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 /// The interfaces in xvsd's namespace whose names start with `prefix`, sorted.
@@ -599,7 +555,7 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetError> {
 
 /// Whether the sandbox has an interface `ifname`.
 pub fn sandbox_has_link(sandbox: &Sandbox, ifname: &str) -> Result<bool, NetError> {
-    check_ifname(ifname)?;
+    validate::ifname(ifname)?;
     let ns = sandbox.open()?;
     on_worker_thread(move || async move {
         enter(sandbox, &ns)?;
@@ -628,12 +584,8 @@ pub fn remove_resolv_conf(ns_name: &str) -> io::Result<()> {
 }
 
 fn resolv_dir(base: &Path, ns_name: &str) -> io::Result<PathBuf> {
-    if !is_plain_name(ns_name) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid network namespace name {ns_name:?}"),
-        ));
-    }
+    validate::namespace_name(ns_name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     Ok(base.join(ns_name))
 }
 

@@ -5,44 +5,164 @@
 //! port named `gw`), an IPAM pool and a table of DNS names. `connect` gives the sandbox its
 //! interface, either a TAP with offloads made inside it (the default; the switch holds the
 //! TAP's descriptor as the port) or a veth pair whose switch side becomes an AF_XDP port; every
-//! step is undone if a later one fails, so a failed connect leaves nothing half-made. Runs on
-//! control threads under the daemon's lock.
+//! step is undone if a later one fails, so a failed connect leaves nothing half-made.
+//!
+//! [`Networks`] owns what runs beside the datapath for networks (the gateways' thread and the
+//! DNS name table); this module does each operation's work on the datapath, in sandboxes and
+//! in the name table, and hands back what the control layer is to record. Recording it in the
+//! state file, and undoing the work when that fails, is `control.rs`'s: nothing here knows
+//! requests, replies or the store. Runs on control threads under the daemon's lock.
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use xvs_ctl::protocol::{EndpointView, NetworkView, Reply};
+use xvs_ctl::protocol::{EndpointView, NetworkView};
 use xvs_switch::classify::Mac;
+use xvs_switch::datapath::{Datapath, DatapathError};
+use xvs_switch::gateway::GatewayHandle;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use crate::config::{EndpointConf, EndpointPortType, NetworkConf};
-use crate::control::{Switch, validate_ifname};
-use crate::ipam::{self, Pool, Subnet};
-use crate::netns::{self, EndpointSpec, Sandbox};
+use crate::config::{EndpointConf, EndpointPortType, NetworkConf, UnknownPortType};
+use crate::dns::{NameTable, Resolver};
+use crate::ipam::{self, IpamError, Pool, Subnet};
+use crate::netns::{self, EndpointSpec, MAX_MTU, MIN_MTU, NetError, Sandbox};
+use crate::validate::{self, NameError, Object};
 
+/// Prefix of the bridges that carry networks (`net.NAME`); no other bridge may use it.
+pub const BRIDGE_PREFIX: &str = "net.";
 /// Prefix of the switch-side interfaces xvsd creates for endpoints (orphans are found by it).
 pub const HOST_IFNAME_PREFIX: &str = "xvs";
 /// Name of a network's gateway port on its bridge.
 pub const GATEWAY_PORT: &str = "gw";
-/// Largest MTU a veth attached in native XDP mode can carry (TESTBED.md).
-const MAX_MTU: u32 = 3506;
 /// The endpoint kind `network connect` makes without `--port-type`: a TAP with offloads. In the
 /// side-by-side harness it carries bulk TCP about 8x faster than a veth on AF_XDP (GSO
 /// super-frames cross the switch whole) at a lower ping RTT; a veth on AF_XDP forwards more
 /// 64 B packets per second. Typical container traffic is TCP, so TAP it is.
 pub const DEFAULT_PORT_TYPE: EndpointPortType = EndpointPortType::Tap;
 
+/// Why a network operation was refused or failed; the message is what `xvsctl` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The embedded DNS could not open its upstream socket or thread.
+    #[error("cannot start the DNS resolver: {0}")]
+    Resolver(#[source] io::Error),
+    /// The gateways' thread could not start.
+    #[error("cannot start the gateway thread: {0}")]
+    GatewayThread(#[source] io::Error),
+    /// The pipe between a network's bridge and its gateway could not be made.
+    #[error("cannot create gateway port: {0}")]
+    GatewayPort(#[source] io::Error),
+    /// The datapath refused a network's bridge or ports.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// `network create` of a name in use.
+    #[error("network {0} already exists")]
+    Exists(String),
+    /// A driver other than `bridge`.
+    #[error(
+        "driver {0:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
+    )]
+    Driver(String),
+    /// A subnet, gateway or address IPAM refuses.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// A subnet that shares addresses with another network's.
+    #[error("subnet {subnet} overlaps network {other}'s subnet")]
+    Overlap {
+        /// The subnet asked for.
+        subnet: Subnet,
+        /// The network whose subnet it overlaps.
+        other: String,
+    },
+    /// `--gateway` that is not an IPv4 address.
+    #[error("invalid gateway {0:?}: not an IPv4 address")]
+    BadGateway(String),
+    /// `--ip` that is not an IPv4 address.
+    #[error("invalid address {0:?}: not an IPv4 address")]
+    BadAddress(String),
+    /// An MTU the endpoints cannot have.
+    #[error("MTU {0} is out of range ({MIN_MTU}-{MAX_MTU})")]
+    Mtu(u32),
+    /// A network that is not configured.
+    #[error("no network named {0}")]
+    NoSuchNetwork(String),
+    /// `network rm` of a network that still has endpoints.
+    #[error(
+        "network {network} has active endpoints: {}; disconnect them first",
+        endpoint_list(.endpoints)
+    )]
+    HasEndpoints {
+        /// The network.
+        network: String,
+        /// Its endpoints: sandbox and address.
+        endpoints: Vec<(String, Ipv4Addr)>,
+    },
+    /// `network connect` of a sandbox already on the network.
+    #[error("{sandbox} is already connected to network {network}")]
+    AlreadyConnected {
+        /// The sandbox as given.
+        sandbox: String,
+        /// The network.
+        network: String,
+    },
+    /// `network disconnect` of a sandbox not on the network.
+    #[error("{sandbox} is not connected to network {network}")]
+    NotConnected {
+        /// The sandbox as given.
+        sandbox: String,
+        /// The network.
+        network: String,
+    },
+    /// `--publish`, which needs the uplink.
+    #[error("--publish needs the uplink (xvsctl uplink set), which is not available yet")]
+    Publish,
+    /// A `--port-type` that is neither veth nor tap.
+    #[error(transparent)]
+    PortType(#[from] UnknownPortType),
+    /// A DNS name or interface name its rule refuses.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The sandbox, or making or removing the endpoint's interface in it, failed.
+    #[error(transparent)]
+    Netns(#[from] NetError),
+    /// `--ifname` that the sandbox already has.
+    #[error("{sandbox} already has an interface named {ifname}")]
+    IfnameTaken {
+        /// The sandbox as given.
+        sandbox: String,
+        /// The interface name asked for.
+        ifname: String,
+    },
+    /// eth0 to eth63 are all taken in the sandbox.
+    #[error("no free ethN interface name in the sandbox")]
+    NoFreeIfname,
+    /// The endpoint's interface was made but the switch could not attach its side (the
+    /// interface is deleted again).
+    #[error("cannot attach the endpoint to the switch: {0}")]
+    Attach(#[source] DatapathError),
+}
+
+fn endpoint_list(endpoints: &[(String, Ipv4Addr)]) -> String {
+    let list: Vec<String> = endpoints
+        .iter()
+        .map(|(sandbox, ip)| format!("{sandbox} ({ip})"))
+        .collect();
+    list.join(", ")
+}
+
 /// The bridge carrying network `name`.
 pub fn bridge_of(name: &str) -> String {
-    format!("net.{name}")
+    format!("{BRIDGE_PREFIX}{name}")
 }
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address.
-fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+fn mac_for(ip: Ipv4Addr) -> Mac {
     let o = ip.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+    Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
 }
 
 /// The switch-side name of an endpoint: stable for (network, sandbox, ifname), ≤ 15 chars.
@@ -62,42 +182,9 @@ fn host_ifname(network: &str, sandbox: &str, ifname: &str) -> String {
     format!("{HOST_IFNAME_PREFIX}{:010x}", h & 0xff_ffff_ffff)
 }
 
-fn validate_network_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 48 {
-        return Err(format!(
-            "invalid network name {name:?}: must be 1-48 characters"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "invalid network name {name:?}: use letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-fn validate_dns_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid DNS name {name:?}"))
-    }
-}
-
-fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
-        .map_err(|_| format!("invalid {what} {s:?}: not an IPv4 address"))
+/// Parses an address argument; `refused` names which one in the error.
+fn parse_ip(s: &str, refused: fn(String) -> NetworkError) -> Result<Ipv4Addr, NetworkError> {
+    s.parse().map_err(|_| refused(s.to_string()))
 }
 
 /// Arguments of `network create`.
@@ -136,41 +223,100 @@ pub struct ConnectArgs {
     pub port_type: Option<String>,
 }
 
-impl Switch {
+/// The networks' runtime beside the datapath: the gateways' thread (ARP, ICMP and DNS of
+/// every network) and the DNS names of every network's endpoints.
+pub struct Networks {
+    gateway: GatewayHandle,
+    names: Arc<RwLock<NameTable>>,
+}
+
+impl Networks {
+    /// Starts the gateways' thread with the embedded DNS, which forwards names no network
+    /// knows to `dns_upstream`.
+    pub fn start(dns_upstream: Option<SocketAddr>) -> Result<Networks, NetworkError> {
+        let names = Arc::new(RwLock::new(NameTable::default()));
+        let replier = Arc::new(OnceLock::new());
+        let resolver = Resolver::new(names.clone(), dns_upstream, replier.clone())
+            .map_err(NetworkError::Resolver)?;
+        let gateway =
+            GatewayHandle::spawn(Box::new(resolver)).map_err(NetworkError::GatewayThread)?;
+        let _ = replier.set(gateway.replier());
+        Ok(Networks { gateway, names })
+    }
+
+    /// Stops the gateways' thread.
+    pub fn shutdown(&mut self) {
+        self.gateway.stop();
+    }
+
+    /// Brings up the networks of a saved state after a restart and re-adopts their endpoints.
+    /// Returns the networks as they now run (one that cannot start is left out, an endpoint
+    /// whose sandbox is gone is dropped and its address released) and whether an endpoint was
+    /// dropped. Switch-side interfaces no endpoint owns any more are removed.
+    pub fn restore(
+        &mut self,
+        dp: &mut Datapath,
+        port_errors: &mut HashMap<String, String>,
+        saved: &BTreeMap<String, NetworkConf>,
+    ) -> (BTreeMap<String, NetworkConf>, bool) {
+        let mut restored = BTreeMap::new();
+        let mut dropped = false;
+        for (name, conf) in saved {
+            if let Err(e) = self.start_network(dp, name, conf) {
+                tracing::error!("cannot restore network {name}: {e}");
+                continue;
+            }
+            let mut kept = conf.clone();
+            kept.endpoints.clear();
+            for ep in &conf.endpoints {
+                if self.readopt_endpoint(dp, port_errors, name, conf, ep) {
+                    kept.endpoints.push(ep.clone());
+                } else {
+                    kept.pool.release(ep.ip);
+                    dropped = true;
+                }
+            }
+            restored.insert(name.clone(), kept);
+        }
+        remove_orphans(&restored);
+        (restored, dropped)
+    }
+
     /// Brings up the bridge and gateway of a configured network.
-    pub(crate) fn start_network(&mut self, name: &str, conf: &NetworkConf) -> Result<(), String> {
+    fn start_network(
+        &mut self,
+        dp: &mut Datapath,
+        name: &str,
+        conf: &NetworkConf,
+    ) -> Result<(), NetworkError> {
         let bridge = bridge_of(name);
-        self.dp
-            .add_bridge(&bridge, Default::default())
-            .map_err(|e| e.to_string())?;
+        dp.add_bridge(&bridge, Default::default())?;
         let started = (|| {
-            let (port, end) = pipe().map_err(|e| format!("cannot create gateway port: {e}"))?;
-            self.dp
-                .add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)
-                .map_err(|e| e.to_string())?;
-            self.dp
-                .set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))
-                .map_err(|e| e.to_string())?;
+            let (port, end) = pipe().map_err(NetworkError::GatewayPort)?;
+            dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
+            dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
             let gw = conf.pool.gateway;
             self.gateway
-                .add(name, Mac(mac_for(gw)), gw, conf.pool.subnet.prefix, end);
-            Ok::<(), String>(())
+                .add(name, mac_for(gw), gw, conf.pool.subnet.prefix, end);
+            Ok::<(), NetworkError>(())
         })();
         if started.is_err() {
-            let _ = self.dp.del_bridge(&bridge);
+            let _ = dp.del_bridge(&bridge);
         }
         started
     }
 
-    fn stop_network(&mut self, name: &str) {
+    /// Takes a network down: its gateway, its bridge (and every port on it) and its names.
+    pub fn stop(&mut self, dp: &mut Datapath, name: &str) {
         self.gateway.remove(name);
-        let _ = self.dp.del_bridge(&bridge_of(name));
+        let _ = dp.del_bridge(&bridge_of(name));
         if let Ok(mut t) = self.names.write() {
             t.remove_network(name);
         }
     }
 
-    fn register_names(&self, network: &str, ep: &EndpointConf) {
+    /// Makes the DNS names of `ep` resolve in `network`.
+    pub fn register_names(&self, network: &str, ep: &EndpointConf) {
         if let Ok(mut t) = self.names.write() {
             for n in ep.name.iter().chain(ep.aliases.iter()) {
                 t.add(network, n, ep.ip);
@@ -180,15 +326,17 @@ impl Switch {
 
     /// Re-adopts a configured endpoint after a restart: attaches its existing veth, or
     /// recreates it if the sandbox is still there. Returns false if it is gone for good.
-    pub(crate) fn readopt_endpoint(
-        &mut self,
+    fn readopt_endpoint(
+        &self,
+        dp: &mut Datapath,
+        port_errors: &mut HashMap<String, String>,
         network: &str,
         conf: &NetworkConf,
         ep: &EndpointConf,
     ) -> bool {
         let bridge = bridge_of(network);
         if ep.port_type == EndpointPortType::Tap {
-            let kept = self.readopt_tap_endpoint(network, conf, ep);
+            let kept = readopt_tap_endpoint(dp, port_errors, network, conf, ep);
             if kept {
                 self.register_names(network, ep);
             }
@@ -203,7 +351,7 @@ impl Switch {
                 );
                 return false;
             };
-            if let Err(e) = netns::create_endpoint(&self.endpoint_spec(conf, ep, sandbox)) {
+            if let Err(e) = netns::create_endpoint(&endpoint_spec(conf, ep, sandbox)) {
                 tracing::warn!(
                     "endpoint {} of {network}: cannot recreate: {e}",
                     ep.host_ifname
@@ -211,192 +359,55 @@ impl Switch {
                 return false;
             }
         }
-        if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
+        if let Err(e) = dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
             tracing::warn!(
                 "endpoint {} of {network}: cannot attach: {e}",
                 ep.host_ifname
             );
-            self.port_errors
-                .insert(ep.host_ifname.clone(), e.to_string());
+            port_errors.insert(ep.host_ifname.clone(), e.to_string());
         }
         self.register_names(network, ep);
         true
     }
 
-    /// Re-adopts a TAP endpoint: opens its persistent TAP in the sandbox again, or makes it
-    /// anew if the sandbox lost it. False if the sandbox is gone.
-    fn readopt_tap_endpoint(
+    /// Validates a `network create` and brings the network up; returns its configuration,
+    /// for the caller to record (or to [`stop`](Networks::stop) if it cannot). `existing` are
+    /// the networks already configured.
+    pub fn create(
         &mut self,
-        network: &str,
-        conf: &NetworkConf,
-        ep: &EndpointConf,
-    ) -> bool {
-        let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
-            tracing::warn!(
-                "TAP endpoint {} of {network}: sandbox {} is gone; removing it",
-                ep.host_ifname,
-                ep.sandbox
-            );
-            return false;
-        };
-        let opened = match netns::open_tap_endpoint(&sandbox, &ep.ifname) {
-            Ok(Some(tap)) => Ok(tap),
-            Ok(None) => netns::create_tap_endpoint(&self.endpoint_spec(conf, ep, sandbox)),
-            Err(e) => Err(e),
-        };
-        let attached = opened.map_err(|e| e.to_string()).and_then(|(fd, index)| {
-            let port = TapPort::from_fd(&ep.host_ifname, fd, index);
-            self.dp
-                .add_port_io(&bridge_of(network), &ep.host_ifname, Box::new(port), 0)
-                .map_err(|e| e.to_string())
-        });
-        if let Err(e) = attached {
-            tracing::warn!(
-                "TAP endpoint {} of {network}: cannot attach: {e}",
-                ep.host_ifname
-            );
-            self.port_errors.insert(ep.host_ifname.clone(), e);
-        }
-        true
-    }
-
-    /// Makes the endpoint's interface in the sandbox and attaches its switch side; on failure
-    /// nothing of it is left.
-    fn attach_new_endpoint(
-        &mut self,
-        network: &str,
-        conf: &NetworkConf,
-        ep: &EndpointConf,
-        sandbox: Sandbox,
-    ) -> Result<(), String> {
-        let bridge = bridge_of(network);
-        let spec = self.endpoint_spec(conf, ep, sandbox);
-        match ep.port_type {
-            EndpointPortType::Veth => {
-                if netns::link_exists(&ep.host_ifname) {
-                    // A leftover from an earlier failure or crash: it is ours, replace it.
-                    let _ = netns::delete_endpoint(&ep.host_ifname);
-                }
-                netns::create_endpoint(&spec).map_err(|e| e.to_string())?;
-                if let Err(e) = self.dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
-                    let _ = netns::delete_endpoint(&ep.host_ifname);
-                    return Err(format!("cannot attach the endpoint to the switch: {e}"));
-                }
-            }
-            EndpointPortType::Tap => {
-                let (fd, index) = netns::create_tap_endpoint(&spec).map_err(|e| e.to_string())?;
-                let port = TapPort::from_fd(&ep.host_ifname, fd, index);
-                if let Err(e) = self
-                    .dp
-                    .add_port_io(&bridge, &ep.host_ifname, Box::new(port), 0)
-                {
-                    let _ = netns::delete_tap_endpoint(&spec.sandbox, &ep.ifname);
-                    return Err(format!("cannot attach the endpoint to the switch: {e}"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Detaches the endpoint's switch side and deletes its interface.
-    fn remove_endpoint(&mut self, network: &str, ep: &EndpointConf) {
-        if self.port_errors.remove(&ep.host_ifname).is_none() {
-            let _ = self.dp.del_port(&bridge_of(network), &ep.host_ifname);
-        }
-        let removed = match ep.port_type {
-            EndpointPortType::Veth => netns::delete_endpoint(&ep.host_ifname),
-            EndpointPortType::Tap => match netns::resolve_sandbox(&ep.sandbox) {
-                Ok(sandbox) => netns::delete_tap_endpoint(&sandbox, &ep.ifname),
-                // The sandbox is gone, and its TAP with it.
-                Err(_) => Ok(()),
-            },
-        };
-        if let Err(e) = removed {
-            tracing::warn!("cannot delete endpoint {}: {e}", ep.host_ifname);
-        }
-    }
-
-    /// Removes switch-side veths xvsd made that no endpoint owns any more.
-    pub(crate) fn remove_orphans(&self) {
-        let owned: Vec<&str> = self
-            .state
-            .networks
-            .values()
-            .flat_map(|n| n.endpoints.iter().map(|e| e.host_ifname.as_str()))
-            .collect();
-        let Ok(links) = netns::links_with_prefix(HOST_IFNAME_PREFIX) else {
-            return;
-        };
-        for l in links {
-            let ours = l.len() == HOST_IFNAME_PREFIX.len() + 10
-                && l[HOST_IFNAME_PREFIX.len()..]
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit());
-            if ours && !owned.contains(&l.as_str()) {
-                tracing::info!("removing orphaned endpoint interface {l}");
-                let _ = netns::delete_endpoint(&l);
-            }
-        }
-    }
-
-    fn endpoint_spec(
-        &self,
-        conf: &NetworkConf,
-        ep: &EndpointConf,
-        sandbox: Sandbox,
-    ) -> EndpointSpec {
-        EndpointSpec {
-            host_ifname: ep.host_ifname.clone(),
-            sandbox,
-            ifname: ep.ifname.clone(),
-            mac: ep.mac,
-            addr: ep.ip,
-            prefix: conf.pool.subnet.prefix,
-            gateway: Some(conf.pool.gateway),
-            mtu: conf.mtu,
-        }
-    }
-
-    pub(crate) fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, String> {
-        validate_network_name(name)?;
-        if self.state.networks.contains_key(name) {
-            return Err(format!("network {name} already exists"));
+        dp: &mut Datapath,
+        existing: &BTreeMap<String, NetworkConf>,
+        name: &str,
+        args: CreateArgs,
+    ) -> Result<NetworkConf, NetworkError> {
+        validate::name(Object::Network, name)?;
+        if existing.contains_key(name) {
+            return Err(NetworkError::Exists(name.to_string()));
         }
         let driver = args.driver.unwrap_or_else(|| "bridge".into());
         if driver != "bridge" {
-            return Err(format!(
-                "driver {driver:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
-            ));
+            return Err(NetworkError::Driver(driver));
         }
-        let taken: Vec<Subnet> = self
-            .state
-            .networks
-            .values()
-            .map(|n| n.pool.subnet)
-            .collect();
         let subnet = match &args.subnet {
             Some(s) => {
                 let s: Subnet = s.parse()?;
-                if let Some((other, _)) = self
-                    .state
-                    .networks
-                    .iter()
-                    .find(|(_, n)| n.pool.subnet.overlaps(s))
-                {
-                    return Err(format!("subnet {s} overlaps network {other}'s subnet"));
+                if let Some((other, _)) = existing.iter().find(|(_, n)| n.pool.subnet.overlaps(s)) {
+                    return Err(NetworkError::Overlap {
+                        subnet: s,
+                        other: other.clone(),
+                    });
                 }
                 s
             }
-            None => ipam::free_subnet(taken.iter())
-                .ok_or_else(|| format!("no free /24 left in {}", ipam::DEFAULT_POOL))?,
+            None => ipam::free_subnet(existing.values().map(|n| &n.pool.subnet))?,
         };
         let gateway = match &args.gateway {
-            Some(g) => Some(parse_ip("gateway", g)?),
+            Some(g) => Some(parse_ip(g, NetworkError::BadGateway)?),
             None => None,
         };
         let mtu = args.mtu.unwrap_or(1500);
-        if !(68..=MAX_MTU).contains(&mtu) {
-            return Err(format!("MTU {mtu} is out of range (68-{MAX_MTU})"));
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(NetworkError::Mtu(mtu));
         }
         let conf = NetworkConf {
             driver,
@@ -407,183 +418,47 @@ impl Switch {
             vni: args.vni,
             endpoints: Vec::new(),
         };
-        self.start_network(name, &conf)?;
-        self.state.networks.insert(name.to_string(), conf);
-        if let Err(e) = self.store.save(&self.state) {
-            self.state.networks.remove(name);
-            self.stop_network(name);
-            return Err(format!("network not created: cannot save state: {e}"));
-        }
-        Ok(Reply::success(&self.network_view(name)?))
+        self.start_network(dp, name, &conf)?;
+        Ok(conf)
     }
 
-    pub(crate) fn network_rm(&mut self, name: &str) -> Result<Reply, String> {
-        let conf = self
-            .state
-            .networks
-            .get(name)
-            .ok_or_else(|| format!("no network named {name}"))?;
+    /// Takes down network `name` (configured as `conf`) if it has no endpoints left.
+    pub fn remove(
+        &mut self,
+        dp: &mut Datapath,
+        name: &str,
+        conf: &NetworkConf,
+    ) -> Result<(), NetworkError> {
         if !conf.endpoints.is_empty() {
-            let list: Vec<String> = conf
-                .endpoints
-                .iter()
-                .map(|e| format!("{} ({})", e.sandbox, e.ip))
-                .collect();
-            return Err(format!(
-                "network {name} has active endpoints: {}; disconnect them first",
-                list.join(", ")
-            ));
+            return Err(NetworkError::HasEndpoints {
+                network: name.to_string(),
+                endpoints: conf
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.sandbox.clone(), e.ip))
+                    .collect(),
+            });
         }
-        self.stop_network(name);
-        self.state.networks.remove(name);
-        self.store.save(&self.state).map_err(|e| {
-            format!("network {name} removed, but the state file could not be saved: {e}")
-        })?;
-        Ok(Reply::done())
+        self.stop(dp, name);
+        Ok(())
     }
 
-    pub(crate) fn network_connect(
+    /// Detaches and deletes endpoint `ep` of `network` and forgets its names.
+    pub fn disconnect(
         &mut self,
+        dp: &mut Datapath,
+        port_errors: &mut HashMap<String, String>,
         network: &str,
-        sandbox_arg: &str,
-        args: ConnectArgs,
-    ) -> Result<Reply, String> {
-        let conf = self
-            .state
-            .networks
-            .get(network)
-            .cloned()
-            .ok_or_else(|| format!("no network named {network}"))?;
-        if conf.endpoints.iter().any(|e| e.sandbox == sandbox_arg) {
-            return Err(format!(
-                "{sandbox_arg} is already connected to network {network}"
-            ));
-        }
-        if !args.publish.is_empty() {
-            return Err(
-                "--publish needs the uplink (xvsctl uplink set), which is not available yet".into(),
-            );
-        }
-        let port_type = match args.port_type.as_deref() {
-            None => DEFAULT_PORT_TYPE,
-            Some(t) => t.parse()?,
-        };
-        for n in args.name.iter().chain(args.aliases.iter()) {
-            validate_dns_name(n)?;
-        }
-        let sandbox = netns::resolve_sandbox(sandbox_arg).map_err(|e| e.to_string())?;
-        let ifname = match args.ifname {
-            Some(i) => {
-                validate_ifname(&i)?;
-                if netns::sandbox_has_link(&sandbox, &i).map_err(|e| e.to_string())? {
-                    return Err(format!("{sandbox_arg} already has an interface named {i}"));
-                }
-                i
-            }
-            None => {
-                let mut chosen = None;
-                for n in 0..64 {
-                    let cand = format!("eth{n}");
-                    if !netns::sandbox_has_link(&sandbox, &cand).map_err(|e| e.to_string())? {
-                        chosen = Some(cand);
-                        break;
-                    }
-                }
-                chosen.ok_or("no free ethN interface name in the sandbox")?
-            }
-        };
-        let want = match &args.ip {
-            Some(s) => Some(parse_ip("address", s)?),
-            None => None,
-        };
-        let mut pool = conf.pool.clone();
-        let ip = pool.allocate(want)?;
-        let ep = EndpointConf {
-            sandbox: sandbox_arg.to_string(),
-            ifname: ifname.clone(),
-            host_ifname: host_ifname(network, sandbox_arg, &ifname),
-            mac: mac_for(ip),
-            ip,
-            name: args.name,
-            aliases: args.aliases,
-            port_type,
-        };
-        self.attach_new_endpoint(network, &conf, &ep, sandbox)?;
-        if let Some(n) = self.state.networks.get_mut(network) {
-            n.pool = pool;
-            n.endpoints.push(ep.clone());
-        }
-        if let Err(e) = self.store.save(&self.state) {
-            if let Some(n) = self.state.networks.get_mut(network) {
-                n.pool.release(ip);
-                n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
-            }
-            self.remove_endpoint(network, &ep);
-            return Err(format!("endpoint not connected: cannot save state: {e}"));
-        }
-        self.register_names(network, &ep);
-        self.update_resolv_conf(sandbox_arg);
-        Ok(Reply::success(&endpoint_view(network, &conf, &ep)))
-    }
-
-    pub(crate) fn network_disconnect(
-        &mut self,
-        network: &str,
-        sandbox: &str,
-    ) -> Result<Reply, String> {
-        let conf = self
-            .state
-            .networks
-            .get(network)
-            .ok_or_else(|| format!("no network named {network}"))?;
-        let ep = conf
-            .endpoints
-            .iter()
-            .find(|e| e.sandbox == sandbox)
-            .cloned()
-            .ok_or_else(|| format!("{sandbox} is not connected to network {network}"))?;
-        self.remove_endpoint(network, &ep);
+        ep: &EndpointConf,
+    ) {
+        remove_endpoint(dp, port_errors, network, ep);
         if let Ok(mut t) = self.names.write() {
             t.remove_addr(network, ep.ip);
         }
-        if let Some(n) = self.state.networks.get_mut(network) {
-            n.pool.release(ep.ip);
-            n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
-        }
-        self.update_resolv_conf(sandbox);
-        self.store
-            .save(&self.state)
-            .map_err(|e| format!("disconnected, but the state file could not be saved: {e}"))?;
-        Ok(Reply::done())
     }
 
-    /// Points a named sandbox's resolv.conf at the gateway of the first network it is still
-    /// on, or removes it when it is on none.
-    fn update_resolv_conf(&self, sandbox: &str) {
-        if sandbox.contains('/') {
-            return;
-        }
-        let gw = self
-            .state
-            .networks
-            .values()
-            .find(|n| n.endpoints.iter().any(|e| e.sandbox == sandbox))
-            .map(|n| n.pool.gateway);
-        let r = match gw {
-            Some(g) => netns::write_resolv_conf(sandbox, g),
-            None => netns::remove_resolv_conf(sandbox),
-        };
-        if let Err(e) = r {
-            tracing::warn!("resolv.conf for {sandbox}: {e}");
-        }
-    }
-
-    pub(crate) fn network_view(&self, name: &str) -> Result<NetworkView, String> {
-        let conf = self
-            .state
-            .networks
-            .get(name)
-            .ok_or_else(|| format!("no network named {name}"))?;
+    /// `network inspect`: the network `name` configured as `conf`, with its gateway's counters.
+    pub fn view(&self, name: &str, conf: &NetworkConf) -> NetworkView {
         let mut counters = BTreeMap::new();
         if let Some(c) = self.gateway.counters(name) {
             use std::sync::atomic::Ordering::Relaxed;
@@ -594,7 +469,7 @@ impl Switch {
             counters.insert("tx_frames".to_string(), c.tx_frames.load(Relaxed));
             counters.insert("tx_drops".to_string(), c.tx_drops.load(Relaxed));
         }
-        Ok(NetworkView {
+        NetworkView {
             name: name.to_string(),
             driver: conf.driver.clone(),
             subnet: conf.pool.subnet.to_string(),
@@ -610,17 +485,252 @@ impl Switch {
                 .iter()
                 .map(|e| endpoint_view(name, conf, e))
                 .collect(),
-        })
+        }
     }
+}
 
-    pub(crate) fn network_ls(&self) -> Result<Reply, String> {
-        let v: Result<Vec<NetworkView>, String> = self
-            .state
-            .networks
-            .keys()
-            .map(|n| self.network_view(n))
-            .collect();
-        Ok(Reply::success(&v?))
+/// The configuration of network `name`.
+pub fn lookup<'a>(
+    networks: &'a BTreeMap<String, NetworkConf>,
+    name: &str,
+) -> Result<&'a NetworkConf, NetworkError> {
+    networks
+        .get(name)
+        .ok_or_else(|| NetworkError::NoSuchNetwork(name.to_string()))
+}
+
+/// The endpoint of `sandbox` on `network` (configured as `conf`).
+pub fn endpoint_of(
+    conf: &NetworkConf,
+    network: &str,
+    sandbox: &str,
+) -> Result<EndpointConf, NetworkError> {
+    conf.endpoints
+        .iter()
+        .find(|e| e.sandbox == sandbox)
+        .cloned()
+        .ok_or_else(|| NetworkError::NotConnected {
+            sandbox: sandbox.to_string(),
+            network: network.to_string(),
+        })
+}
+
+/// Validates a `network connect` of `sandbox_arg` to `network` (configured as `conf`), makes
+/// the endpoint's interface and attaches it. Returns the endpoint and the network's pool with
+/// its address taken, for the caller to record (or to [`remove_endpoint`] if it cannot); its
+/// names are registered once it is recorded.
+pub fn connect(
+    dp: &mut Datapath,
+    network: &str,
+    conf: &NetworkConf,
+    sandbox_arg: &str,
+    args: ConnectArgs,
+) -> Result<(EndpointConf, Pool), NetworkError> {
+    if conf.endpoints.iter().any(|e| e.sandbox == sandbox_arg) {
+        return Err(NetworkError::AlreadyConnected {
+            sandbox: sandbox_arg.to_string(),
+            network: network.to_string(),
+        });
+    }
+    if !args.publish.is_empty() {
+        return Err(NetworkError::Publish);
+    }
+    let port_type = match args.port_type.as_deref() {
+        None => DEFAULT_PORT_TYPE,
+        Some(t) => t.parse()?,
+    };
+    for n in args.name.iter().chain(args.aliases.iter()) {
+        validate::dns_name(n)?;
+    }
+    let sandbox = netns::resolve_sandbox(sandbox_arg)?;
+    let ifname = match args.ifname {
+        Some(i) => {
+            validate::ifname(&i)?;
+            if netns::sandbox_has_link(&sandbox, &i)? {
+                return Err(NetworkError::IfnameTaken {
+                    sandbox: sandbox_arg.to_string(),
+                    ifname: i,
+                });
+            }
+            i
+        }
+        None => {
+            let mut chosen = None;
+            for n in 0..64 {
+                let cand = format!("eth{n}");
+                if !netns::sandbox_has_link(&sandbox, &cand)? {
+                    chosen = Some(cand);
+                    break;
+                }
+            }
+            chosen.ok_or(NetworkError::NoFreeIfname)?
+        }
+    };
+    let want = match &args.ip {
+        Some(s) => Some(parse_ip(s, NetworkError::BadAddress)?),
+        None => None,
+    };
+    let mut pool = conf.pool.clone();
+    let ip = pool.allocate(want)?;
+    let ep = EndpointConf {
+        sandbox: sandbox_arg.to_string(),
+        ifname: ifname.clone(),
+        host_ifname: host_ifname(network, sandbox_arg, &ifname),
+        mac: mac_for(ip).0,
+        ip,
+        name: args.name,
+        aliases: args.aliases,
+        port_type,
+    };
+    attach_new_endpoint(dp, network, conf, &ep, sandbox)?;
+    Ok((ep, pool))
+}
+
+/// Re-adopts a TAP endpoint: opens its persistent TAP in the sandbox again, or makes it
+/// anew if the sandbox lost it. False if the sandbox is gone.
+fn readopt_tap_endpoint(
+    dp: &mut Datapath,
+    port_errors: &mut HashMap<String, String>,
+    network: &str,
+    conf: &NetworkConf,
+    ep: &EndpointConf,
+) -> bool {
+    let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
+        tracing::warn!(
+            "TAP endpoint {} of {network}: sandbox {} is gone; removing it",
+            ep.host_ifname,
+            ep.sandbox
+        );
+        return false;
+    };
+    let opened = match netns::open_tap_endpoint(&sandbox, &ep.ifname) {
+        Ok(Some(tap)) => Ok(tap),
+        Ok(None) => netns::create_tap_endpoint(&endpoint_spec(conf, ep, sandbox)),
+        Err(e) => Err(e),
+    };
+    let attached = opened.map_err(NetworkError::from).and_then(|(fd, index)| {
+        let port = TapPort::from_fd(&ep.host_ifname, fd, index);
+        dp.add_port_io(&bridge_of(network), &ep.host_ifname, Box::new(port), 0)
+            .map_err(NetworkError::from)
+    });
+    if let Err(e) = attached {
+        tracing::warn!(
+            "TAP endpoint {} of {network}: cannot attach: {e}",
+            ep.host_ifname
+        );
+        port_errors.insert(ep.host_ifname.clone(), e.to_string());
+    }
+    true
+}
+
+/// Makes the endpoint's interface in the sandbox and attaches its switch side; on failure
+/// nothing of it is left.
+fn attach_new_endpoint(
+    dp: &mut Datapath,
+    network: &str,
+    conf: &NetworkConf,
+    ep: &EndpointConf,
+    sandbox: Sandbox,
+) -> Result<(), NetworkError> {
+    let bridge = bridge_of(network);
+    let spec = endpoint_spec(conf, ep, sandbox);
+    match ep.port_type {
+        EndpointPortType::Veth => {
+            if netns::link_exists(&ep.host_ifname) {
+                // A leftover from an earlier failure or crash: it is ours, replace it.
+                let _ = netns::delete_endpoint(&ep.host_ifname);
+            }
+            netns::create_endpoint(&spec)?;
+            if let Err(e) = dp.add_port(&bridge, afxdp_spec(&ep.host_ifname), 0) {
+                let _ = netns::delete_endpoint(&ep.host_ifname);
+                return Err(NetworkError::Attach(e));
+            }
+        }
+        EndpointPortType::Tap => {
+            let (fd, index) = netns::create_tap_endpoint(&spec)?;
+            let port = TapPort::from_fd(&ep.host_ifname, fd, index);
+            if let Err(e) = dp.add_port_io(&bridge, &ep.host_ifname, Box::new(port), 0) {
+                let _ = netns::delete_tap_endpoint(&spec.sandbox, &ep.ifname);
+                return Err(NetworkError::Attach(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Detaches endpoint `ep` of `network` from the switch and deletes its interface.
+pub fn remove_endpoint(
+    dp: &mut Datapath,
+    port_errors: &mut HashMap<String, String>,
+    network: &str,
+    ep: &EndpointConf,
+) {
+    if port_errors.remove(&ep.host_ifname).is_none() {
+        let _ = dp.del_port(&bridge_of(network), &ep.host_ifname);
+    }
+    let removed = match ep.port_type {
+        EndpointPortType::Veth => netns::delete_endpoint(&ep.host_ifname),
+        EndpointPortType::Tap => match netns::resolve_sandbox(&ep.sandbox) {
+            Ok(sandbox) => netns::delete_tap_endpoint(&sandbox, &ep.ifname),
+            // The sandbox is gone, and its TAP with it.
+            Err(_) => Ok(()),
+        },
+    };
+    if let Err(e) = removed {
+        tracing::warn!("cannot delete endpoint {}: {e}", ep.host_ifname);
+    }
+}
+
+/// Removes switch-side veths xvsd made that no endpoint of `networks` owns.
+fn remove_orphans(networks: &BTreeMap<String, NetworkConf>) {
+    let owned: Vec<&str> = networks
+        .values()
+        .flat_map(|n| n.endpoints.iter().map(|e| e.host_ifname.as_str()))
+        .collect();
+    let Ok(links) = netns::links_with_prefix(HOST_IFNAME_PREFIX) else {
+        return;
+    };
+    for l in links {
+        let ours = l.len() == HOST_IFNAME_PREFIX.len() + 10
+            && l[HOST_IFNAME_PREFIX.len()..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit());
+        if ours && !owned.contains(&l.as_str()) {
+            tracing::info!("removing orphaned endpoint interface {l}");
+            let _ = netns::delete_endpoint(&l);
+        }
+    }
+}
+
+/// Points a named sandbox's resolv.conf at the gateway of the first of `networks` it is on,
+/// or removes it when it is on none.
+pub fn update_resolv_conf(networks: &BTreeMap<String, NetworkConf>, sandbox: &str) {
+    if sandbox.contains('/') {
+        return;
+    }
+    let gw = networks
+        .values()
+        .find(|n| n.endpoints.iter().any(|e| e.sandbox == sandbox))
+        .map(|n| n.pool.gateway);
+    let r = match gw {
+        Some(g) => netns::write_resolv_conf(sandbox, g),
+        None => netns::remove_resolv_conf(sandbox),
+    };
+    if let Err(e) = r {
+        tracing::warn!("resolv.conf for {sandbox}: {e}");
+    }
+}
+
+fn endpoint_spec(conf: &NetworkConf, ep: &EndpointConf, sandbox: Sandbox) -> EndpointSpec {
+    EndpointSpec {
+        host_ifname: ep.host_ifname.clone(),
+        sandbox,
+        ifname: ep.ifname.clone(),
+        mac: Mac(ep.mac),
+        addr: ep.ip,
+        prefix: conf.pool.subnet.prefix,
+        gateway: Some(conf.pool.gateway),
+        mtu: conf.mtu,
     }
 }
 
@@ -632,7 +742,8 @@ fn afxdp_spec(iface: &str) -> PortSpec {
     }
 }
 
-fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> EndpointView {
+/// An endpoint as `network inspect` and `network connect` show it.
+pub fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> EndpointView {
     EndpointView {
         network: network.to_string(),
         sandbox: ep.sandbox.clone(),

@@ -5,6 +5,7 @@
 //! `IDLE_TIMEOUT_SECS` is closed. Requests run on blocking threads under the switch's lock,
 //! so a slow request never stalls the reactor and never runs on a datapath worker.
 
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,38 +16,116 @@ use tokio::net::{UnixListener, UnixStream};
 use xvs_ctl::protocol::{IDLE_TIMEOUT_SECS, MAX_REQUEST_BYTES, Reply, Request};
 
 use crate::control::Switch;
+use crate::error::Error;
 
 /// The switch shared by connections.
 pub type Shared = Arc<Mutex<Switch>>;
 
+/// Why the control socket cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The socket's directory could not be made.
+    #[error("cannot create {}: {source}", .dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Something other than a socket is at the path.
+    #[error("{} exists and is not a socket; refusing to replace it", .0.display())]
+    NotASocket(PathBuf),
+    /// A live xvsd answers on the socket.
+    #[error("another xvsd is already listening on {}", .0.display())]
+    InUse(PathBuf),
+    /// A stale socket could not be removed.
+    #[error("cannot remove stale socket {}: {source}", .path.display())]
+    RemoveStale {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The socket could not be bound.
+    #[error("cannot bind {}: {source}", .path.display())]
+    Bind {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The socket's mode could not be set.
+    #[error("cannot set mode 0600 on {}: {source}", .path.display())]
+    Mode {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A request line answered with an error before (or instead of) reaching the switch.
+#[derive(Debug, thiserror::Error)]
+enum LineError {
+    /// The client sent nothing for the idle timeout.
+    #[error("idle for {IDLE_TIMEOUT_SECS} s without a request: closing")]
+    Idle,
+    /// A line longer than the limit.
+    #[error("request too large: limit is {MAX_REQUEST_BYTES} bytes per line")]
+    TooLarge,
+    /// A line that is not a request.
+    #[error("invalid request: {0}")]
+    Invalid(#[source] serde_json::Error),
+    /// A request panicked while holding the switch's lock earlier.
+    #[error("internal error: switch state lock poisoned")]
+    Poisoned,
+    /// The request's blocking task failed.
+    #[error("internal error: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// Binds the control socket at `path`, refusing if another xvsd is answering there.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| BindError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
+    let path_buf = || path.to_path_buf();
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         // Only a stale socket is ours to remove: never a device, a file or a link.
         if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-            return Err(format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            ));
+            return Err(BindError::NotASocket(path_buf()));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "another xvsd is already listening on {}",
-                path.display()
-            ));
+            return Err(BindError::InUse(path_buf()));
         }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(|source| BindError::RemoveStale {
+            path: path_buf(),
+            source,
+        })?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot set mode 0600 on {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(|source| BindError::Bind {
+        path: path_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        BindError::Mode {
+            path: path_buf(),
+            source,
+        }
+    })?;
     Ok(listener)
+}
+
+/// The reply to a request: its result, or the error's text.
+fn reply_of(handled: Result<Reply, Error>) -> Reply {
+    handled.unwrap_or_else(|e| Reply::failure(e.to_string()))
+}
+
+fn failure(e: LineError) -> Reply {
+    Reply::failure(e.to_string())
 }
 
 /// Accepts connections until the task is dropped.
@@ -89,8 +168,7 @@ async fn connection(stream: UnixStream, switch: Shared) -> std::io::Result<()> {
         .await;
         let n = match read {
             Err(_) => {
-                let msg = format!("idle for {IDLE_TIMEOUT_SECS} s without a request: closing");
-                let _ = reply(&mut write, &Reply::failure(msg)).await;
+                let _ = reply(&mut write, &failure(LineError::Idle)).await;
                 return Ok(());
             }
             Ok(r) => r?,
@@ -100,8 +178,7 @@ async fn connection(stream: UnixStream, switch: Shared) -> std::io::Result<()> {
         }
         // A line without its newline is either over the limit or the last one before EOF.
         if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES {
-            let msg = format!("request too large: limit is {MAX_REQUEST_BYTES} bytes per line");
-            reply(&mut write, &Reply::failure(msg)).await?;
+            reply(&mut write, &failure(LineError::TooLarge)).await?;
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);
@@ -110,15 +187,15 @@ async fn connection(stream: UnixStream, switch: Shared) -> std::io::Result<()> {
             continue;
         }
         let r = match serde_json::from_str::<Request>(text) {
-            Err(e) => Reply::failure(format!("invalid request: {e}")),
+            Err(e) => failure(LineError::Invalid(e)),
             Ok(req) => {
                 let sw = switch.clone();
                 tokio::task::spawn_blocking(move || match sw.lock() {
-                    Ok(mut s) => s.handle(req),
-                    Err(_) => Reply::failure("internal error: switch state lock poisoned"),
+                    Ok(mut s) => reply_of(s.handle(req)),
+                    Err(_) => failure(LineError::Poisoned),
                 })
                 .await
-                .unwrap_or_else(|e| Reply::failure(format!("internal error: {e}")))
+                .unwrap_or_else(|e| failure(LineError::Task(e)))
             }
         };
         reply(&mut write, &r).await?;
@@ -166,3 +243,7 @@ pub async fn serve_metrics(addr: String, switch: Shared) {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "tests/server.rs"]
+mod tests;

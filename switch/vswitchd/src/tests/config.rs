@@ -26,3 +26,33 @@ fn save_load_roundtrip_and_corruption() {
     assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn endpoint_port_types() {
+    for t in [EndpointPortType::Veth, EndpointPortType::Tap] {
+        assert_eq!(t.name().parse::<EndpointPortType>(), Ok(t));
+    }
+    let e = "vhost".parse::<EndpointPortType>().unwrap_err();
+    assert_eq!(e, UnknownPortType("vhost".into()));
+    assert_eq!(e.to_string(), r#"unknown port type "vhost" (veth or tap)"#);
+}
+
+#[test]
+fn store_messages() {
+    let e = StoreError::Corrupt {
+        path: "/var/lib/xvs/state.json".into(),
+        reason: "unknown version 7".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "state file /var/lib/xvs/state.json is corrupt: unknown version 7"
+    );
+    let e = StoreError::Io {
+        path: "/var/lib/xvs/state.json".into(),
+        source: std::io::Error::from_raw_os_error(libc::EACCES),
+    };
+    assert_eq!(
+        e.to_string(),
+        "state file /var/lib/xvs/state.json: Permission denied (os error 13)"
+    );
+}

@@ -15,16 +15,37 @@ fn parses_a_full_udp_flow() {
 fn arp_and_errors() {
     let f = parse("in_port=p1,arp,dl_dst=ff:ff:ff:ff:ff:ff").unwrap();
     assert!(xvs_switch::classify::classify(&f.frame, 1, 0).is_ok());
-    assert!(
-        parse("dl_src=02:00:00:00:00:01")
-            .unwrap_err()
-            .contains("in_port")
+    let message = |flow: &str| parse(flow).unwrap_err().to_string();
+    assert_eq!(
+        message("dl_src=02:00:00:00:00:01"),
+        "flow needs in_port=PORT"
     );
-    assert!(parse("in_port=p1,dl_src=zz").unwrap_err().contains("MAC"));
-    assert!(parse("in_port=p1,bogus=1").unwrap_err().contains("bogus"));
-    assert!(
-        parse("in_port=p1,tp_dst=99999")
-            .unwrap_err()
-            .contains("tp_dst")
+    // A bad MAC gets the words of Mac's own parser.
+    for bad in ["zz", "1:2", "02:00:00:00:00:01:03"] {
+        let mac_error = bad.parse::<Mac>().unwrap_err().to_string();
+        assert!(mac_error.contains("MAC"), "{mac_error}");
+        assert_eq!(message(&format!("in_port=p1,dl_src={bad}")), mac_error);
+        assert_eq!(message(&format!("in_port=p1,dl_dst={bad}")), mac_error);
+    }
+    assert_eq!(
+        message("in_port=p1,bogus=1"),
+        "unknown flow field \"bogus\" (expected in_port, dl_src, dl_dst, udp, tcp, icmp, arp, \
+         nw_src, nw_dst, tp_src, tp_dst)"
     );
+    assert_eq!(
+        message("in_port=p1,tp_dst=99999"),
+        "tp_dst=99999: not a port number (0-65535)"
+    );
+    assert_eq!(
+        message("in_port=p1,nw_src=10.0.0"),
+        "nw_src=10.0.0: not an IPv4 address"
+    );
+    assert_eq!(
+        message("in_port=p1,nw_dst"),
+        "flow field nw_dst needs a value"
+    );
+    assert!(matches!(
+        parse("in_port"),
+        Err(FlowError::NoValue("in_port"))
+    ));
 }

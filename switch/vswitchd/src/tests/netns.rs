@@ -63,7 +63,7 @@ fn spec(ns: &Netns, host: &HostLink, ifname: &str) -> EndpointSpec {
         host_ifname: host.0.clone(),
         sandbox: Sandbox::Named(ns.0.clone()),
         ifname: ifname.to_string(),
-        mac: [0x02, 0x00, 0xc6, 0x12, 0x00, 0x02],
+        mac: Mac([0x02, 0x00, 0xc6, 0x12, 0x00, 0x02]),
         addr: Ipv4Addr::new(198, 18, 0, 2),
         prefix: 24,
         gateway: Some(Ipv4Addr::new(198, 18, 0, 1)),
@@ -191,7 +191,7 @@ fn a_second_network_keeps_the_first_default_route() {
     let second = HostLink(unique("b"));
     create_endpoint(&spec(&ns, &first, "eth0")).expect("first");
     let mut other = spec(&ns, &second, "eth1");
-    other.mac = [0x02, 0x00, 0xc6, 0x13, 0x00, 0x02];
+    other.mac = Mac([0x02, 0x00, 0xc6, 0x13, 0x00, 0x02]);
     other.addr = Ipv4Addr::new(198, 19, 0, 2);
     other.gateway = Some(Ipv4Addr::new(198, 19, 0, 1));
     create_endpoint(&other).expect("second");
@@ -247,7 +247,7 @@ fn bad_specs_are_refused_before_anything_is_made() {
         (|s| s.mtu = 3507, "MTU 3507 is out of range 68..=3506"),
         (|s| s.mtu = 67, "MTU 67 is out of range 68..=3506"),
         (
-            |s| s.mac = [1, 0, 0, 0, 0, 1],
+            |s| s.mac = Mac([1, 0, 0, 0, 0, 1]),
             "invalid MAC address 01:00:00:00:00:01",
         ),
         (|s| s.prefix = 33, "invalid prefix length /33"),
