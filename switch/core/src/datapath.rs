@@ -187,6 +187,7 @@ impl Datapath {
         config: DatapathConfig,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Datapath> {
+        crate::engine::register_reasons();
         let n = config.workers.clamp(1, u32::from(u16::MAX));
         let mut workers = Vec::new();
         let mut drops = Vec::new();
@@ -713,5 +714,55 @@ mod tests {
         assert!(dp.del_port("br0", "b").is_err());
         dp.del_bridge("br0").unwrap();
         assert!(dp.fdb("br0").is_err());
+    }
+
+    #[test]
+    fn a_chain_swapped_under_traffic_keeps_forwarding_and_its_macs() {
+        let mut dp = Datapath::start(DatapathConfig {
+            workers: 1,
+            pool_frames: 512,
+            umem: false,
+        })
+        .unwrap();
+        dp.add_bridge("br0", FdbConfig::default()).unwrap();
+        let mut h = Vec::new();
+        for name in ["a", "b", "c"] {
+            let (port, handle) = MemPort::new();
+            dp.add_port_io("br0", name, Box::new(port), 0).unwrap();
+            h.push(handle);
+        }
+        // a and b learned; then a steady stream a -> b while the chain is swapped 50 times.
+        h[0].inject(&frame(1, [0xff; 6]));
+        h[1].inject(&frame(2, [0xff; 6]));
+        assert!(wait_for(|| dp.fdb("br0").unwrap().len() == 2));
+        for hh in &h {
+            hh.take_tx();
+        }
+        let sender = h[0].clone();
+        let stream = std::thread::spawn(move || {
+            for _ in 0..2000 {
+                sender.inject(&frame(1, [2, 0, 0, 0, 0, 2]));
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        });
+        for _ in 0..50 {
+            dp.set_chain("br0", Chain::bridge(FdbConfig::default()))
+                .unwrap();
+        }
+        stream.join().unwrap();
+        let mut got = 0;
+        assert!(wait_for(|| {
+            got += h[1].take_tx().len();
+            got == 2000
+        }));
+        assert!(
+            h[2].take_tx().is_empty(),
+            "no flood: the new chains kept the MACs"
+        );
+        assert_eq!(dp.fdb("br0").unwrap().len(), 2);
+        assert!(
+            dp.set_chain("nope", Chain::bridge(FdbConfig::default()))
+                .is_err()
+        );
     }
 }

@@ -80,6 +80,16 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Registers the drop reasons of every stage this crate builds and of the engine itself, in
+/// the order `xvsctl stats` lists them, so each shows (at zero) before its first drop.
+pub fn register_reasons() {
+    crate::classify::ClassifyDrop::set().slot();
+    crate::l2::L2Drop::set().slot();
+    PipelineDrop::set().slot();
+    OutputDrop::set().slot();
+    crate::handoff::HandoffDrop::set().slot();
+}
+
 impl Engine {
     /// An engine with no ports over `pool`, alone (no other workers).
     pub fn new(pool: FramePool, drops: Arc<DropCounters>) -> Engine {
@@ -94,6 +104,7 @@ impl Engine {
         handoff: Handoff,
         workers: u16,
     ) -> Engine {
+        register_reasons();
         Engine {
             pool,
             ports: HashMap::new(),
@@ -353,9 +364,12 @@ impl Engine {
         self.port_order.push(id);
     }
 
-    /// Detaches a port and gives its frames back.
+    /// Detaches a port and gives its frames back (frames still waiting to be sent on it are
+    /// counted `port_gone`).
     pub fn remove_port(&mut self, id: PortId) {
         if let Some(mut slot) = self.ports.remove(&id) {
+            self.drops
+                .add(OutputDrop::PortGone, slot.pending.len() as u64);
             for f in slot.pending.drain(..) {
                 self.pool.free(f);
             }

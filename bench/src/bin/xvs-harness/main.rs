@@ -65,6 +65,10 @@ struct Args {
     /// Directory holding xvsd and xvsctl; default ROOT/target/release.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Also measure every xvs row with the xvsd and xvsctl in this directory (an older
+    /// build), right after the row itself: rows ID-base.
+    #[arg(long)]
+    baseline_bin_dir: Option<PathBuf>,
 }
 
 /// Removes the scratch directory at the end, whatever happened.
@@ -126,6 +130,9 @@ fn real_main(args: Args) -> Res<ExitCode> {
     let plan = Plan::new(args.quick, args.runs, args.window);
 
     let mut specs = switches::all_rows(&args.workers);
+    if let Some(dir) = &args.baseline_bin_dir {
+        specs = switches::with_baseline(specs, dir);
+    }
     if !args.only.is_empty() {
         let known: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
         for o in &args.only {
@@ -136,7 +143,11 @@ fn real_main(args: Args) -> Res<ExitCode> {
             }
         }
         specs.retain(|s| {
-            args.only.contains(&s.id) || (s.is_xvs() && args.only.iter().any(|o| o == "xvs"))
+            args.only.contains(&s.id)
+                || args
+                    .only
+                    .contains(&s.id.trim_end_matches("-base").to_string())
+                || (s.is_xvs() && args.only.iter().any(|o| o == "xvs"))
         });
     }
 

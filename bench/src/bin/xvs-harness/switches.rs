@@ -33,6 +33,8 @@ pub struct RowSpec {
     pub kind: Kind,
     /// tx checksum offload (and so TSO) off on the namespaces' veths.
     pub hosts_tx_off: bool,
+    /// xvsd and xvsctl from this directory instead of the run's (a baseline build).
+    pub bin_dir: Option<std::path::PathBuf>,
 }
 
 impl RowSpec {
@@ -45,6 +47,24 @@ impl RowSpec {
     }
 }
 
+/// After each xvs row, the same row with the binaries in `dir` (id `ID-base`), so a build is
+/// measured beside its baseline in one run.
+pub fn with_baseline(rows: Vec<RowSpec>, dir: &std::path::Path) -> Vec<RowSpec> {
+    let mut out = Vec::new();
+    for r in rows {
+        let base = r.is_xvs().then(|| RowSpec {
+            id: format!("{}-base", r.id),
+            label: format!("{} [baseline: {}]", r.label, dir.display()),
+            kind: r.kind.clone(),
+            hosts_tx_off: r.hosts_tx_off,
+            bin_dir: Some(dir.to_path_buf()),
+        });
+        out.push(r);
+        out.extend(base);
+    }
+    out
+}
+
 /// Every row the harness knows, in table order; `workers` gives one xvs row per value.
 pub fn all_rows(workers: &[u32]) -> Vec<RowSpec> {
     let mut rows = Vec::new();
@@ -54,6 +74,7 @@ pub fn all_rows(workers: &[u32]) -> Vec<RowSpec> {
             label: "xvs, AF_XDP ports (xvsd's default workers)".into(),
             kind: Kind::Xvs { workers: None },
             hosts_tx_off: true,
+            bin_dir: None,
         });
     }
     for (i, &w) in workers.iter().enumerate() {
@@ -69,6 +90,7 @@ pub fn all_rows(workers: &[u32]) -> Vec<RowSpec> {
             ),
             kind: Kind::Xvs { workers: Some(w) },
             hosts_tx_off: true,
+            bin_dir: None,
         });
     }
     rows.push(RowSpec {
@@ -77,30 +99,35 @@ pub fn all_rows(workers: &[u32]) -> Vec<RowSpec> {
             .into(),
         kind: Kind::XvsTap,
         hosts_tx_off: false,
+        bin_dir: None,
     });
     rows.push(RowSpec {
         id: "lbr".into(),
         label: "Linux bridge, hosts' offloads on".into(),
         kind: Kind::LinuxBridge,
         hosts_tx_off: false,
+        bin_dir: None,
     });
     rows.push(RowSpec {
         id: "lbr-txoff".into(),
         label: "Linux bridge, hosts tx off".into(),
         kind: Kind::LinuxBridge,
         hosts_tx_off: true,
+        bin_dir: None,
     });
     rows.push(RowSpec {
         id: "ovs-afxdp".into(),
         label: "OVS userspace, AF_XDP native ports, hosts tx off".into(),
         kind: Kind::OvsAfxdp,
         hosts_tx_off: true,
+        bin_dir: None,
     });
     rows.push(RowSpec {
         id: "ovs-afpacket-tso".into(),
         label: "OVS userspace, AF_PACKET ports + userspace TSO, hosts' offloads on".into(),
         kind: Kind::OvsAfpacketTso,
         hosts_tx_off: false,
+        bin_dir: None,
     });
     rows
 }
@@ -122,8 +149,10 @@ pub enum Switch {
 impl Switch {
     pub fn start(spec: &RowSpec, row: usize, topo: &Topo, env: &Env) -> Res<Switch> {
         match spec.kind {
-            Kind::Xvs { workers } => Xvs::start(row, topo, env, workers, false).map(Switch::Xvs),
-            Kind::XvsTap => Xvs::start(row, topo, env, None, true).map(Switch::Xvs),
+            Kind::Xvs { workers } => {
+                Xvs::start(row, topo, env, spec, workers, false).map(Switch::Xvs)
+            }
+            Kind::XvsTap => Xvs::start(row, topo, env, spec, None, true).map(Switch::Xvs),
             Kind::LinuxBridge => LinuxBridge::start(row, topo, env).map(Switch::Bridge),
             Kind::OvsAfxdp => Ovs::start(row, topo, env, false).map(Switch::Ovs),
             Kind::OvsAfpacketTso => Ovs::start(row, topo, env, true).map(Switch::Ovs),
@@ -210,11 +239,13 @@ impl Xvs {
         row: usize,
         topo: &Topo,
         env: &Env,
+        spec: &RowSpec,
         workers: Option<u32>,
         tap_endpoints: bool,
     ) -> Res<Xvs> {
-        let xvsd = env.bin_dir.join("xvsd");
-        let xvsctl = env.bin_dir.join("xvsctl");
+        let bin_dir = spec.bin_dir.as_ref().unwrap_or(&env.bin_dir);
+        let xvsd = bin_dir.join("xvsd");
+        let xvsctl = bin_dir.join("xvsctl");
         for b in [&xvsd, &xvsctl] {
             if !b.is_file() {
                 return Err(format!(
