@@ -33,10 +33,10 @@ impl std::fmt::Debug for Chain {
 impl Chain {
     /// A chain of `stages`, in order.
     pub fn new(stages: Vec<Box<dyn Stage>>) -> Chain {
-        PipelineDrop::set();
+        PipelineDrop::set().register();
         for s in &stages {
             if let Some(set) = s.reasons() {
-                set.slot();
+                set.register();
             }
         }
         Chain { stages }

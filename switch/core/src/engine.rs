@@ -83,11 +83,11 @@ impl std::fmt::Debug for Engine {
 /// Registers the drop reasons of every stage this crate builds and of the engine itself, in
 /// the order `xvsctl stats` lists them, so each shows (at zero) before its first drop.
 pub fn register_reasons() {
-    crate::classify::ClassifyDrop::set().slot();
-    crate::l2::L2Drop::set().slot();
-    PipelineDrop::set().slot();
-    OutputDrop::set().slot();
-    crate::handoff::HandoffDrop::set().slot();
+    crate::classify::ClassifyDrop::set().register();
+    crate::l2::L2Drop::set().register();
+    PipelineDrop::set().register();
+    OutputDrop::set().register();
+    crate::handoff::HandoffDrop::set().register();
 }
 
 impl Engine {

@@ -36,7 +36,7 @@ pub struct L2Stage {
 impl L2Stage {
     /// An L2 stage with an empty table.
     pub fn new(config: FdbConfig) -> L2Stage {
-        L2Drop::set();
+        L2Drop::set().register();
         L2Stage {
             fdb: Fdb::new(config),
             last_expire_ms: 0,
@@ -53,8 +53,9 @@ impl L2Stage {
         &mut self.fdb
     }
 
-    /// The forwarding decision for `key` (no learning).
-    #[inline]
+    /// The forwarding decision for `key` (no learning). Inlined into the stage's loop: as a
+    /// call it cost a dozen instructions a frame in register saves (callgrind).
+    #[inline(always)]
     pub fn decide(&self, domain: &Domain, key: &FlowKey, now_ms: u64) -> Verdict {
         if key.dl_dst.is_multicast() {
             return Verdict::Flood;

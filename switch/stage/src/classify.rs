@@ -105,12 +105,26 @@ use ethertype::VLAN_9100;
 /// `UdpSlice`, ...), which check every length once; going layer by layer, rather than through
 /// `SlicedPacket`, skips building the generic packet description the switch never reads.
 pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey, ClassifyDrop> {
-    let Some((eth, l3)) = frame.split_first_chunk::<ETH_HEADER_LEN>() else {
-        return Err(ClassifyDrop::Runt);
-    };
     let mut key = FlowKey {
         in_port,
         vlan: port_vlan,
+        ..FlowKey::default()
+    };
+    classify_into(frame, &mut key)?;
+    Ok(key)
+}
+
+/// [`classify`] writing the key in place: `key.in_port` and `key.vlan` say where the frame
+/// came from, every other field is overwritten (a batch's key array is filled without
+/// copying keys around). On error the key is left partly written.
+#[inline]
+pub fn classify_into(frame: &[u8], key: &mut FlowKey) -> Result<(), ClassifyDrop> {
+    let Some((eth, l3)) = frame.split_first_chunk::<ETH_HEADER_LEN>() else {
+        return Err(ClassifyDrop::Runt);
+    };
+    *key = FlowKey {
+        in_port: key.in_port,
+        vlan: key.vlan,
         ..FlowKey::default()
     };
     let [d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, t0, t1] = *eth;
@@ -170,7 +184,7 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
         _ => return Err(ClassifyDrop::UnknownEthertype),
     };
     let Some(l4) = payload else {
-        return Ok(key);
+        return Ok(());
     };
     // The payload is a sub-slice of `frame`, so its offset is a pointer difference.
     let l4_offset = (l4.as_ptr() as usize - frame.as_ptr() as usize) as u16;
@@ -193,10 +207,10 @@ pub fn classify(frame: &[u8], in_port: PortId, port_vlan: u16) -> Result<FlowKey
             key.tp_src = u16::from(ty);
             key.tp_dst = u16::from(code);
         }
-        _ => return Ok(key),
+        _ => return Ok(()),
     }
     key.l4_offset = l4_offset;
-    Ok(key)
+    Ok(())
 }
 
 /// The reason for an IP layer's length error: a length field that disagrees with the frame, or
@@ -225,11 +239,10 @@ impl ClassifyStage {
             if !batch.verdicts[i].is_next() {
                 continue;
             }
-            let seed = &batch.keys[i];
-            match classify(ctx.pool.data(&batch.frames[i]), seed.in_port, seed.vlan) {
-                Ok(key) => {
+            let key = &mut batch.keys[i];
+            match classify_into(ctx.pool.data(&batch.frames[i]), key) {
+                Ok(()) => {
                     ctx.record("classify", || key.to_string());
-                    batch.keys[i] = key;
                 }
                 Err(reason) => {
                     ctx.record("classify", || {

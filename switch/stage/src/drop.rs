@@ -2,10 +2,13 @@
 //! strings), and the counters they land in.
 //!
 //! A stage declares its reasons once with [`drop_reasons!`](crate::drop_reasons): an enum whose
-//! variants carry a counter name and a sentence. The first use registers the stage's set in a
-//! process-wide table (a mutex taken once per set, when its stage is built); from then on a
-//! reason is a compact [`DropReason`] (set and index in a `u16`), so a verdict stays small and
-//! counting is an array index. No stage edits a central list to add a reason.
+//! variants carry a counter name and a sentence. Building the stage registers its set in a
+//! process-wide table ([`ReasonSet::register`], a mutex taken once per set; a chain registers
+//! the sets of its stages); from then on a reason is a compact [`DropReason`] (set and index in
+//! a `u16`): a verdict stays small, turning a variant into a reason is one load with no call
+//! on the hot path, and counting is an array index. A reason of a set never registered is
+//! still counted, under `unregistered/unknown` (slot 0). No stage edits a central list to add
+//! a reason.
 //!
 //! [`DropCounters`] has one relaxed atomic per possible reason: one writer (the worker that
 //! owns it), any number of readers (the control thread).
@@ -37,7 +40,7 @@ pub struct ReasonSet {
     pub stage: &'static str,
     /// The reasons, in counter order.
     pub reasons: &'static [ReasonInfo],
-    /// Registry slot + 1 (0 until registered).
+    /// Registry slot (from 1; 0 until registered).
     slot: AtomicU16,
 }
 
@@ -54,39 +57,41 @@ impl ReasonSet {
         }
     }
 
-    /// The set's slot in the registry, registering it on first use.
+    /// The set's slot in the registry: 0 (counted as `unregistered`) until
+    /// [`ReasonSet::register`]. One relaxed load.
     #[inline]
-    pub fn slot(&'static self) -> usize {
-        match self.slot.load(Relaxed) {
-            0 => self.register(),
-            s => usize::from(s) - 1,
-        }
+    pub fn slot(&self) -> usize {
+        usize::from(self.slot.load(Relaxed))
     }
 
-    #[cold]
-    fn register(&'static self) -> usize {
+    /// Registers the set (once; later calls return its slot), so its reasons count under its
+    /// own names and `xvsctl stats` lists them. Done when a stage is built, never per frame.
+    pub fn register(&'static self) -> usize {
         let mut next = NEXT_SLOT.lock().unwrap_or_else(|e| e.into_inner());
-        let s = self.slot.load(Relaxed);
+        let s = self.slot();
         if s != 0 {
-            return usize::from(s) - 1;
+            return s;
         }
-        debug_assert!(*next < MAX_SETS, "more than {MAX_SETS} drop reason sets");
-        let slot = (*next).min(MAX_SETS - 1);
+        let slot = (*next).max(1);
+        if slot >= MAX_SETS {
+            debug_assert!(false, "more than {MAX_SETS} drop reason sets");
+            return 0;
+        }
         if SETS[slot].set(self).is_ok() {
-            *next += 1;
+            *next = slot + 1;
         }
-        self.slot.store(slot as u16 + 1, Relaxed);
+        self.slot.store(slot as u16, Relaxed);
         slot
     }
 
     /// Every registered set, in registration order.
     pub fn registered() -> impl Iterator<Item = &'static ReasonSet> {
-        SETS.iter().map_while(|s| s.get().copied())
+        SETS.iter().skip(1).map_while(|s| s.get().copied())
     }
 
-    /// The set's reasons as [`DropReason`]s.
+    /// The set's reasons as [`DropReason`]s (registering the set).
     pub fn all(&'static self) -> impl Iterator<Item = DropReason> {
-        let base = self.slot() * MAX_REASONS;
+        let base = self.register() * MAX_REASONS;
         (0..self.reasons.len()).map(move |i| DropReason((base + i) as u16))
     }
 }
@@ -98,7 +103,7 @@ pub struct DropReason(u16);
 impl DropReason {
     /// Reason `index` of `set` (what [`drop_reasons!`](crate::drop_reasons) enums convert to).
     #[inline]
-    pub fn new(set: &'static ReasonSet, index: u8) -> DropReason {
+    pub fn new(set: &ReasonSet, index: u8) -> DropReason {
         debug_assert!(usize::from(index) < set.reasons.len());
         DropReason((set.slot() * MAX_REASONS + usize::from(index)) as u16)
     }
@@ -118,9 +123,9 @@ impl DropReason {
         self.set()?.reasons.get(self.index() % MAX_REASONS)
     }
 
-    /// The owning stage's name.
+    /// The owning stage's name (`unregistered` for a set never registered).
     pub fn stage(self) -> &'static str {
-        self.set().map_or("unknown", |s| s.stage)
+        self.set().map_or("unregistered", |s| s.stage)
     }
 
     /// The counter's name.
@@ -133,9 +138,10 @@ impl DropReason {
         self.info().map_or("unknown reason", |i| i.description)
     }
 
-    /// False for events counted without a frame being dropped.
+    /// False for events counted without a frame being dropped (true for a reason whose set
+    /// was never registered: it came from a verdict, as far as anyone can tell).
     pub fn drops_frame(self) -> bool {
-        self.info().is_some_and(|i| i.drops_frame)
+        self.info().is_none_or(|i| i.drops_frame)
     }
 }
 
@@ -155,6 +161,7 @@ impl std::fmt::Debug for DropReason {
 ///         Noted => "noted", "counted, frame still forwarded", event;
 ///     }
 /// }
+/// ExampleDrop::set().register(); // when the stage is built
 /// let r: xvs_stage::drop::DropReason = ExampleDrop::TooBig.into();
 /// assert_eq!((r.stage(), r.name(), r.drops_frame()), ("example", "too_big", true));
 /// ```
@@ -244,11 +251,16 @@ impl DropCounters {
             .map_or(0, |c| c.load(Relaxed))
     }
 
-    /// Every registered reason with its count, stage by stage.
+    /// Every registered reason with its count, stage by stage (and, when any, drops of
+    /// reasons whose set was never registered, as `unregistered/unknown`).
     pub fn snapshot(&self) -> Vec<(DropReason, u64)> {
+        let unregistered: u64 = (0..MAX_REASONS)
+            .map(|i| self.get(DropReason(i as u16)))
+            .sum();
         ReasonSet::registered()
             .flat_map(ReasonSet::all)
             .map(|r| (r, self.get(r)))
+            .chain((unregistered > 0).then_some((DropReason(0), unregistered)))
             .collect()
     }
 
@@ -283,6 +295,8 @@ mod tests {
 
     #[test]
     fn reasons_carry_their_stage_name_and_kind() {
+        TestDrop::set().register();
+        OtherDrop::set().register();
         let one: DropReason = TestDrop::One.into();
         let two = TestDrop::Two.reason();
         let again: DropReason = OtherDrop::Again.into();
@@ -298,6 +312,8 @@ mod tests {
 
     #[test]
     fn counters_add_up_per_reason_and_list_every_registered_reason() {
+        TestDrop::set().register();
+        OtherDrop::set().register();
         let c = DropCounters::default();
         c.add(TestDrop::One, 2);
         c.add(TestDrop::One, 3);
@@ -308,5 +324,26 @@ mod tests {
         let snap = c.snapshot();
         assert!(snap.contains(&(TestDrop::Two.reason(), 7)));
         assert_eq!(c.frames_dropped(), 6, "events are not dropped frames");
+    }
+
+    crate::drop_reasons! {
+        /// A set nobody registers.
+        enum LostDrop in "lost" {
+            Gone => "gone", "never registered";
+        }
+    }
+
+    #[test]
+    fn reasons_of_an_unregistered_set_are_still_counted() {
+        let c = DropCounters::default();
+        c.add(LostDrop::Gone, 3);
+        let r = LostDrop::Gone.reason();
+        assert_eq!((r.stage(), r.name()), ("unregistered", "unknown"));
+        assert!(c.snapshot().contains(&(r, 3)));
+        assert_eq!(
+            c.frames_dropped(),
+            3,
+            "an unknown reason still counts as a dropped frame"
+        );
     }
 }
