@@ -305,15 +305,8 @@ impl Engine {
             batch.free_all(pool);
             return n;
         };
-        let mut ctx = StageContext {
-            pool,
-            now_ms: now,
-            trace: None,
-            domain: &bridge.domain,
-            counters: drops,
-            worker: *worker,
-            workers: *workers,
-        };
+        let mut ctx =
+            StageContext::new(pool, &bridge.domain, drops, now).on_worker(*worker, *workers);
         bridge.chain.run(&mut ctx, batch);
         let dropped = count_drops(batch, drops);
         let mut out = Output {
@@ -420,15 +413,9 @@ impl Engine {
             self.pool.free(f);
         }
         batch.begin(bridge_id, in_port, vlan);
-        let mut ctx = StageContext {
-            pool: &self.pool,
-            now_ms: now,
-            trace: Some(&mut log),
-            domain: &bridge.domain,
-            counters: &self.drops,
-            worker: self.worker,
-            workers: self.workers,
-        };
+        let mut ctx = StageContext::new(&self.pool, &bridge.domain, &self.drops, now)
+            .traced(&mut log)
+            .on_worker(self.worker, self.workers);
         bridge.chain.run(&mut ctx, &mut batch);
         let action = match batch.verdicts[0] {
             Verdict::Output(p) => TraceAction::Output(p),

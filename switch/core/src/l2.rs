@@ -203,15 +203,7 @@ mod tests {
                     .unwrap();
                 batch.keys[i] = *k;
             }
-            let mut ctx = StageContext {
-                pool: &pool,
-                now_ms,
-                trace: None,
-                domain: &self.domain,
-                counters: &self.counters,
-                worker: 0,
-                workers: 1,
-            };
+            let mut ctx = StageContext::new(&pool, &self.domain, &self.counters, now_ms);
             self.l2.process(&mut ctx, &mut batch);
             let v = batch.verdicts[..keys.len()].to_vec();
             batch.free_all(&mut scratch);
@@ -340,15 +332,7 @@ mod tests {
             .push(scratch.alloc().unwrap(), FrameMeta::default())
             .unwrap();
         batch.keys[0] = key(2, 0, 9, host(1));
-        let mut ctx = StageContext {
-            pool: &pool,
-            now_ms: 0,
-            trace: Some(&mut log),
-            domain: &br.domain,
-            counters: &br.counters,
-            worker: 0,
-            workers: 1,
-        };
+        let mut ctx = StageContext::new(&pool, &br.domain, &br.counters, 0).traced(&mut log);
         br.l2.process(&mut ctx, &mut batch);
         batch.free_all(&mut scratch);
         assert_eq!(batch.verdicts[0], Verdict::Output(1));

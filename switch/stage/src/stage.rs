@@ -37,7 +37,43 @@ pub struct StageContext<'a> {
     pub workers: u16,
 }
 
-impl StageContext<'_> {
+impl<'a> StageContext<'a> {
+    /// A context at `now_ms` over `pool`, for a batch on a bridge with `domain`, counting
+    /// events into `counters`: not tracing, worker 0 of 1.
+    pub fn new(
+        pool: &'a FramePool,
+        domain: &'a Domain,
+        counters: &'a DropCounters,
+        now_ms: u64,
+    ) -> StageContext<'a> {
+        StageContext {
+            pool,
+            now_ms,
+            trace: None,
+            domain,
+            counters,
+            worker: 0,
+            workers: 1,
+        }
+    }
+
+    /// The same context as a dry run recording into `log`.
+    pub fn traced(self, log: &'a mut TraceLog) -> StageContext<'a> {
+        StageContext {
+            trace: Some(log),
+            ..self
+        }
+    }
+
+    /// The same context on worker `worker` of `workers`.
+    pub fn on_worker(self, worker: u16, workers: u16) -> StageContext<'a> {
+        StageContext {
+            worker,
+            workers,
+            ..self
+        }
+    }
+
     /// True on a trace's dry run: decide, record, change nothing.
     #[inline]
     pub fn dry_run(&self) -> bool {
