@@ -14,6 +14,10 @@ use xvs_switch::port::afxdp::{self, AfxdpPort};
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{Burst, PortError, PortIo, XdpMode};
 
+/// The AF_XDP tests of this binary run one at a time: a queue whose socket was just closed
+/// stays busy (EBUSY) a while in the kernel, longer when another test's sockets come and go.
+static AFXDP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs a command, panicking with its stderr when it fails.
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
@@ -191,6 +195,7 @@ fn forward(
 
 #[test]
 fn afxdp_ports_forward_ping_between_namespaces() {
+    let _one_at_a_time = AFXDP.lock().unwrap_or_else(|e| e.into_inner());
     let p = prefix("x");
     let (nsa, nsb) = (format!("{p}na"), format!("{p}nb"));
     let (ra, rb) = (format!("{p}a0"), format!("{p}b0"));
@@ -315,4 +320,136 @@ fn missing_interface_is_reported() {
         AfxdpPort::open("lo", XdpMode::Auto, &mut heap),
         Err(PortError::AfxdpUnavailable(_))
     ));
+}
+
+/// Receives from `port` until `child` exits or `limit` passes; returns the frames seen.
+fn collect(
+    pool: &mut FramePool,
+    port: &mut dyn PortIo,
+    child: &mut Reap,
+    limit: Duration,
+) -> (bool, Vec<Vec<u8>>) {
+    let deadline = Instant::now() + limit;
+    let mut burst = Burst::new();
+    let mut seen = Vec::new();
+    loop {
+        if port.rx_burst(pool, &mut burst) > 0 {
+            for f in burst.drain(..) {
+                seen.push(pool.data(&f).to_vec());
+                pool.free(f);
+            }
+        }
+        port.maintain(pool);
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return (status.success(), seen);
+        }
+        if Instant::now() >= deadline {
+            return (false, seen);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// An ARP reply from `mac`/`ip` to `to_mac`/`to_ip`.
+fn arp_reply(mac: [u8; 6], ip: [u8; 4], to_mac: [u8; 6], to_ip: [u8; 4]) -> Vec<u8> {
+    let mut f = to_mac.to_vec();
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&to_mac);
+    f.extend_from_slice(&to_ip);
+    f
+}
+
+fn xdp_attached(dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+#[test]
+fn a_shared_port_takes_only_its_own_frames_and_the_host_keeps_the_rest() {
+    let _one_at_a_time = AFXDP.lock().unwrap_or_else(|e| e.into_inner());
+    use xvs_switch::port::SharedWith;
+    use xvs_switch::wire::Mac;
+    let p = prefix("s");
+    let ns = format!("{p}no");
+    let (root, inner) = (format!("{p}u0"), format!("{p}u1"));
+    let mut topo = Topology::new();
+    topo.netns(&ns);
+    topo.veth(&root, &inner, &ns, "198.18.7.2/24", 1);
+    // The host's own address on the interface xvs shares.
+    run(&["ip", "addr", "add", "198.18.7.1/24", "dev", &root]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "cat",
+            &format!("/sys/class/net/{inner}/address"),
+        ])
+        .output()
+        .unwrap();
+    let inner_mac: Mac = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let xvs = SharedWith {
+        mac: Mac([0x02, 0x58, 0x56, 0, 7, 9]),
+        ip: "198.18.7.9".parse().unwrap(),
+    };
+    let mut pool =
+        xvs_switch::umem::new_pool(afxdp::suggested_pool_frames(1), afxdp::RING_SIZE).unwrap();
+    let whole = pool.capacity() as usize;
+    for mode in [XdpMode::Auto, XdpMode::Generic] {
+        run_quiet(&["ip", "-n", &ns, "neigh", "flush", "dev", &inner]);
+        let mut port = AfxdpPort::open_shared(&root, mode, &mut pool, xvs).unwrap();
+        assert!(port.info().mode.ends_with(" shared"), "{:?}", port.info());
+        assert!(xdp_attached(&root));
+
+        // The host keeps answering on the shared interface; none of it reaches xvs.
+        let mut child = ping(&ns, "198.18.7.1");
+        let (ok, seen) = collect(&mut pool, &mut port, &mut child, Duration::from_secs(8));
+        assert!(ok, "the host's own address stopped answering ({mode})");
+        assert!(
+            seen.is_empty(),
+            "xvs saw {} of the host's frames",
+            seen.len()
+        );
+
+        // ARP for xvs's address comes to xvs (the ping itself gets no answer yet).
+        let mut child = ping(&ns, "198.18.7.9");
+        let (_, seen) = collect(&mut pool, &mut port, &mut child, Duration::from_secs(8));
+        let asks = seen
+            .iter()
+            .filter(|f| f[12..14] == [0x08, 0x06] && f[38..42] == [198, 18, 7, 9])
+            .count();
+        assert!(
+            asks >= 1,
+            "no ARP request for xvs's address reached it ({mode})"
+        );
+
+        // Answered with xvs's MAC, the namespace sends its echo requests to xvs.
+        let mut burst = Burst::new();
+        let reply = arp_reply(xvs.mac.0, [198, 18, 7, 9], inner_mac.0, [198, 18, 7, 2]);
+        burst.push(pool.alloc_copy(&reply).unwrap());
+        assert_eq!(port.tx_burst(&mut pool, &mut burst).sent, 1);
+        port.maintain(&mut pool);
+        let mut child = ping(&ns, "198.18.7.9");
+        let (_, seen) = collect(&mut pool, &mut port, &mut child, Duration::from_secs(8));
+        let echoes = seen
+            .iter()
+            .filter(|f| f[..6] == xvs.mac.0 && f[23] == 1 && f[34] == 8)
+            .count();
+        assert!(echoes >= 2, "echo requests to xvs's MAC: {echoes} ({mode})");
+
+        port.detach(&mut pool);
+        drop(port);
+        assert!(
+            !xdp_attached(&root),
+            "the steering program was left attached"
+        );
+        assert_eq!(pool.available(), whole, "frames leaked ({mode})");
+    }
+    afxdp::release_umem(&pool);
 }

@@ -84,6 +84,7 @@ fn spec_of(p: &PortConf) -> PortSpec {
             Some(XdpModeArg::Native) => XdpMode::Native,
             Some(XdpModeArg::Generic) => XdpMode::Generic,
         },
+        shared: None,
     }
 }
 

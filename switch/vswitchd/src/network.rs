@@ -739,6 +739,7 @@ fn afxdp_spec(iface: &str) -> PortSpec {
         iface: iface.to_string(),
         port_type: PortType::Afxdp,
         xdp_mode: XdpMode::Auto,
+        shared: None,
     }
 }
 

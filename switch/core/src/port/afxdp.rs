@@ -197,6 +197,9 @@ pub struct AfxdpPort {
     bad_descs: u64,
     /// TX wake-ups that failed for a reason other than a busy ring.
     kick_errors: u64,
+    /// On an interface shared with the host: the steering program (after `queues`, so the
+    /// sockets close before it is detached).
+    steering: Option<super::steer::Steering>,
 }
 
 impl std::fmt::Debug for AfxdpPort {
@@ -232,6 +235,99 @@ impl Attach {
 }
 
 impl AfxdpPort {
+    fn with_queues(
+        iface: &str,
+        ifindex: u32,
+        mode: &'static str,
+        queues: Vec<Queue>,
+        steering: Option<super::steer::Steering>,
+        pool: &mut FramePool,
+    ) -> AfxdpPort {
+        let mut port = AfxdpPort {
+            iface: iface.to_string(),
+            ifindex,
+            mode,
+            queues,
+            lent: vec![0; (pool.capacity() as usize).div_ceil(64)],
+            scratch: [FrameDesc::default(); SCRATCH],
+            rx_next: 0,
+            fill_short: 0,
+            bad_descs: 0,
+            kick_errors: 0,
+            steering,
+        };
+        port.refill(pool);
+        tracing::info!(
+            iface,
+            mode = port.mode,
+            queues = port.queues.len(),
+            shared = port.steering.is_some(),
+            "AF_XDP port bound"
+        );
+        port
+    }
+
+    /// Binds sockets on every active queue of `iface`, an interface shared with the host:
+    /// xvs's steering program ([`super::steer`]) sends only frames for `shared.mac` and ARP
+    /// about `shared.ip` to them; everything else goes on to the host's stack.
+    pub fn open_shared(
+        iface: &str,
+        mode: XdpMode,
+        pool: &mut FramePool,
+        shared: super::SharedWith,
+    ) -> Result<AfxdpPort, PortError> {
+        let Some(umem) = crate::umem::umem_of(pool).cloned() else {
+            return Err(PortError::AfxdpUnavailable(format!(
+                "cannot attach {iface}: this worker's frame pool is not an AF_XDP UMEM"
+            )));
+        };
+        let ifindex = ifindex_of(iface)?;
+        let ifc: Interface = iface
+            .parse()
+            .map_err(|_| PortError::NoSuchInterface(iface.to_string()))?;
+        raise_memlock();
+        anchor_umem(pool, &umem);
+        let modes: &[bool] = match mode {
+            XdpMode::Auto => &[true, false],
+            XdpMode::Native => &[true],
+            XdpMode::Generic => &[false],
+        };
+        let steering =
+            super::steer::Steering::attach(iface, ifindex, modes, shared.mac, shared.ip)?;
+        let attach = if steering.mode() == "native" {
+            Attach::Native
+        } else {
+            Attach::Generic
+        };
+        let qs = QueueSize::new(RING_SIZE).map_err(|e| PortError::Open {
+            iface: iface.to_string(),
+            what: "ring size",
+            reason: e.to_string(),
+        })?;
+        let cfg = SocketConfig::builder()
+            .rx_queue_size(qs)
+            .tx_queue_size(qs)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .xdp_flags(attach.flags())
+            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let mut queues = Vec::new();
+        let mut removed_stale = true; // never remove a program here: ours is the one attached
+        for qid in 0..active_rx_queues(iface) {
+            let q = bind_queue(iface, ifindex, &ifc, qid, cfg, &umem, &mut removed_stale)?;
+            steering.add_socket(iface, qid, q.rx.fd().as_raw_fd())?;
+            queues.push(q);
+        }
+        Ok(AfxdpPort::with_queues(
+            iface,
+            ifindex,
+            steering.mode(),
+            queues,
+            Some(steering),
+            pool,
+        ))
+    }
+
     /// Binds a socket on every active receive queue of `iface`, in the XDP `mode` asked for
     /// (`Auto`: native, falling back to generic), sharing the UMEM of `pool`, and puts receive
     /// buffers from `pool` on each fill ring.
@@ -258,26 +354,14 @@ impl AfxdpPort {
         for &attach in attempts {
             match bind_all(iface, ifindex, &ifc, nqueues, attach, &umem) {
                 Ok((queues, used)) => {
-                    let mut port = AfxdpPort {
-                        iface: iface.to_string(),
-                        ifindex,
-                        mode: used.name(),
-                        queues,
-                        lent: vec![0; (pool.capacity() as usize).div_ceil(64)],
-                        scratch: [FrameDesc::default(); SCRATCH],
-                        rx_next: 0,
-                        fill_short: 0,
-                        bad_descs: 0,
-                        kick_errors: 0,
-                    };
-                    port.refill(pool);
-                    tracing::info!(
+                    return Ok(AfxdpPort::with_queues(
                         iface,
-                        mode = port.mode,
-                        queues = port.queues.len(),
-                        "AF_XDP port bound"
-                    );
-                    return Ok(port);
+                        ifindex,
+                        used.name(),
+                        queues,
+                        None,
+                        pool,
+                    ));
                 }
                 Err(e) => {
                     tracing::debug!(iface, mode = attach.name(), "AF_XDP bind failed: {e}");
@@ -555,7 +639,11 @@ impl PortIo for AfxdpPort {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             port_type: PortType::Afxdp,
-            mode: self.mode.to_string(),
+            mode: if self.steering.is_some() {
+                format!("{} shared", self.mode)
+            } else {
+                self.mode.to_string()
+            },
             queues: self.queues.len() as u32,
             ifindex: self.ifindex,
             fault: None,

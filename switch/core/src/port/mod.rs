@@ -8,6 +8,7 @@ pub mod afxdp;
 pub mod mem;
 pub mod netdev;
 pub mod pipe;
+pub mod steer;
 pub mod tap;
 pub mod wait;
 
@@ -76,6 +77,18 @@ pub struct PortSpec {
     pub port_type: PortType,
     /// XDP mode for AF_XDP ports.
     pub xdp_mode: XdpMode,
+    /// An interface xvs shares with the host (the uplink): only frames for this MAC and ARP
+    /// about this address are taken (AF_XDP only; [`steer`]).
+    pub shared: Option<SharedWith>,
+}
+
+/// What xvs takes from an interface it shares with the host: its own MAC and IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedWith {
+    /// xvs's MAC on the interface.
+    pub mac: crate::wire::Mac,
+    /// xvs's IPv4 address on it.
+    pub ip: std::net::Ipv4Addr,
 }
 
 /// What a backend reports about itself once open.
@@ -197,11 +210,19 @@ pub trait PortIo: Send {
 /// Opens the backend named by `spec` on the worker that owns `pool`.
 pub fn open(spec: &PortSpec, pool: &mut FramePool) -> Result<Box<dyn PortIo>, PortError> {
     match spec.port_type {
-        PortType::Afxdp => Ok(Box::new(afxdp::AfxdpPort::open(
-            &spec.iface,
-            spec.xdp_mode,
-            pool,
-        )?)),
+        PortType::Afxdp => match spec.shared {
+            None => Ok(Box::new(afxdp::AfxdpPort::open(
+                &spec.iface,
+                spec.xdp_mode,
+                pool,
+            )?)),
+            Some(shared) => Ok(Box::new(afxdp::AfxdpPort::open_shared(
+                &spec.iface,
+                spec.xdp_mode,
+                pool,
+                shared,
+            )?)),
+        },
         PortType::Tap => Ok(Box::new(tap::TapPort::open(&spec.iface)?)),
         PortType::Mem | PortType::Internal => Err(PortError::Unsupported(spec.port_type)),
     }
