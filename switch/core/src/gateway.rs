@@ -81,6 +81,8 @@ enum GwCmd {
         prefix: u8,
         end: PipeEnd,
         counters: Arc<GatewayCounters>,
+        /// Serve the local service (DNS) on port 53.
+        serve: bool,
     },
     Remove {
         network: String,
@@ -146,6 +148,24 @@ impl GatewayHandle {
 
     /// Starts `network`'s gateway at `ip`/`prefix` with `mac`, speaking through `end`.
     pub fn add(&mut self, network: &str, mac: Mac, ip: Ipv4Addr, prefix: u8, end: PipeEnd) {
+        self.add_with(network, mac, ip, prefix, end, true);
+    }
+
+    /// Starts a host at `ip`/`prefix` with `mac` that answers ARP and ping only, without the
+    /// local service (xvs's own address on the uplink: no DNS for the outside world).
+    pub fn add_host(&mut self, name: &str, mac: Mac, ip: Ipv4Addr, prefix: u8, end: PipeEnd) {
+        self.add_with(name, mac, ip, prefix, end, false);
+    }
+
+    fn add_with(
+        &mut self,
+        network: &str,
+        mac: Mac,
+        ip: Ipv4Addr,
+        prefix: u8,
+        end: PipeEnd,
+        serve: bool,
+    ) {
         let counters = Arc::new(GatewayCounters::default());
         self.counters.insert(network.to_string(), counters.clone());
         self.send(GwCmd::Add {
@@ -155,6 +175,7 @@ impl GatewayHandle {
             prefix,
             end,
             counters,
+            serve,
         });
     }
 
@@ -315,6 +336,7 @@ impl Gateway {
         end: PipeEnd,
         counters: Arc<GatewayCounters>,
         now: Instant,
+        serve: bool,
     ) -> Gateway {
         let mut device = PipeDevice { end, counters };
         let mut config = Config::new(EthernetAddress(mac.0).into());
@@ -328,9 +350,13 @@ impl Gateway {
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 1024]),
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 64], vec![0; 64 * 1024]),
         );
-        let _ = u.bind(SERVICE_PORT);
+        // Without the service the UDP socket stays unbound (it receives nothing) and no TCP
+        // socket listens.
+        if serve {
+            let _ = u.bind(SERVICE_PORT);
+        }
         let udp = sockets.add(u);
-        let tcp = (0..TCP_SOCKETS)
+        let tcp = (0..if serve { TCP_SOCKETS } else { 0 })
             .map(|_| {
                 let mut t = tcp::Socket::new(
                     tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
@@ -487,8 +513,9 @@ impl GatewayThread {
                         prefix,
                         end,
                         counters,
+                        serve,
                     } => {
-                        let gw = Gateway::new(mac, ip, prefix, end, counters, now);
+                        let gw = Gateway::new(mac, ip, prefix, end, counters, now, serve);
                         tracing::debug!("gateway {ip} up on {network}");
                         self.gateways.insert(network, gw);
                     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{
     self, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView, StatsView, TraceView,
-    XdpModeArg,
+    UplinkView, XdpModeArg,
 };
 
 /// Control the xvs virtual switch daemon (xvsd).
@@ -110,6 +110,28 @@ enum Verb {
     /// Docker-style networks.
     #[command(subcommand)]
     Network(NetworkVerb),
+    /// xvs's own address on an interface shared with the host.
+    #[command(subcommand)]
+    Uplink(UplinkVerb),
+}
+
+#[derive(Subcommand, Debug)]
+enum UplinkVerb {
+    /// Give xvs its own MAC and address on IFACE (the host keeps using it).
+    Set {
+        /// The interface.
+        iface: String,
+        /// xvs's address, A.B.C.D/N.
+        #[arg(long, value_name = "CIDR")]
+        ip: String,
+        /// The next hop beyond the subnet.
+        #[arg(long, value_name = "IP")]
+        gateway: Option<String>,
+    },
+    /// Show the uplink.
+    Show,
+    /// Remove the uplink (the interface is left as it was found).
+    Del,
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +325,11 @@ fn to_request(verb: Verb) -> Request {
         Verb::Stats { .. } => Request::Stats,
         Verb::Trace { bridge, flow } => Request::Trace { bridge, flow },
         Verb::Ping => Request::Ping,
+        Verb::Uplink(u) => match u {
+            UplinkVerb::Set { iface, ip, gateway } => Request::UplinkSet { iface, ip, gateway },
+            UplinkVerb::Show => Request::UplinkShow,
+            UplinkVerb::Del => Request::UplinkDel,
+        },
         Verb::Network(n) => match n {
             NetworkVerb::Create {
                 network,
@@ -373,6 +400,20 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
             println!("xvsd {version}: alive, {workers} workers");
         }
         Request::NetworkCreate { .. } => println!("{}", decode::<NetworkView>(result)?.name),
+        Request::UplinkSet { .. } | Request::UplinkShow => {
+            let u = decode::<UplinkView>(result)?;
+            println!(
+                "{}: {} mac {} gateway {} ({}, {}) rx {} tx {}",
+                u.iface,
+                u.ip,
+                u.mac,
+                u.gateway.as_deref().unwrap_or("none"),
+                u.mode.as_deref().unwrap_or("not attached"),
+                u.state,
+                u.rx_packets,
+                u.tx_packets
+            );
+        }
         Request::NetworkLs => print_networks(&decode::<Vec<NetworkView>>(result)?),
         // As `docker network inspect`: JSON is the human format too.
         Request::NetworkInspect { .. } => println!("{}", pretty(&result)),

@@ -192,6 +192,20 @@ pub enum Request {
         /// Sandbox as given to connect.
         sandbox: String,
     },
+    /// `uplink set IFACE --ip CIDR [--gateway IP]`
+    UplinkSet {
+        /// The interface shared with the host.
+        iface: String,
+        /// xvs's address on it, `A.B.C.D/N`.
+        ip: String,
+        /// The next hop beyond the subnet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<String>,
+    },
+    /// `uplink show`
+    UplinkShow,
+    /// `uplink del`
+    UplinkDel,
     /// Liveness check; replies with the daemon's version.
     Ping,
 }
@@ -413,6 +427,27 @@ pub struct EndpointView {
     pub aliases: Vec<String>,
     /// `veth` (AF_XDP port) or `tap`.
     pub port_type: String,
+}
+
+/// The uplink in `uplink show` (and `uplink set`'s reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkView {
+    /// The interface shared with the host.
+    pub iface: String,
+    /// xvs's address, `A.B.C.D/N`.
+    pub ip: String,
+    /// The next hop beyond the subnet.
+    pub gateway: Option<String>,
+    /// xvs's MAC on the interface.
+    pub mac: String,
+    /// The AF_XDP mode (`native shared`, `generic shared`), when attached.
+    pub mode: Option<String>,
+    /// `up`, `down` or `error: WHY`.
+    pub state: String,
+    /// Frames xvs took from the interface.
+    pub rx_packets: u64,
+    /// Frames xvs sent on it.
+    pub tx_packets: u64,
 }
 
 /// A network in `network ls` / `network inspect`.

@@ -133,6 +133,9 @@ pub struct State {
     /// Networks by name.
     #[serde(default)]
     pub networks: BTreeMap<String, NetworkConf>,
+    /// xvs's own address on an interface shared with the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<crate::uplink::UplinkConf>,
 }
 
 impl Default for State {
@@ -141,6 +144,7 @@ impl Default for State {
             version: STATE_VERSION,
             bridges: BTreeMap::new(),
             networks: BTreeMap::new(),
+            uplink: None,
         }
     }
 }

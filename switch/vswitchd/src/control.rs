@@ -24,6 +24,7 @@ use crate::config::{BridgeConf, PortConf, State, Store, StoreError};
 use crate::error::Error;
 use crate::flow;
 use crate::network::{self, ConnectArgs, CreateArgs, Networks};
+use crate::uplink::{self, UplinkError};
 use crate::validate::{self, Object};
 
 /// The daemon's switch: configuration, store, datapath and the networks' runtime.
@@ -127,10 +128,20 @@ impl Switch {
             }
         }
         let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
+        if let Some(u) = &saved.uplink {
+            match uplink::start(&mut dp, networks.gateway_mut(), u) {
+                Ok(()) => tracing::info!("restored the uplink on {} ({})", u.iface, u.ip),
+                Err(e) => {
+                    tracing::warn!("uplink on {} not attached: {e}", u.iface);
+                    port_errors.insert(u.iface.clone(), e.to_string());
+                }
+            }
+        }
         let sw = Switch {
             state: State {
                 bridges: saved.bridges,
                 networks: restored,
+                uplink: saved.uplink,
                 ..State::default()
             },
             store,
@@ -385,6 +396,14 @@ impl Switch {
                 },
             ),
             Request::NetworkLs => Ok(self.network_ls()),
+            Request::UplinkSet { iface, ip, gateway } => {
+                self.uplink_set(&iface, &ip, gateway.as_deref())
+            }
+            Request::UplinkShow => {
+                let conf = self.state.uplink.as_ref().ok_or(UplinkError::NotSet)?;
+                Ok(Reply::success(&uplink::view(&self.dp, conf)))
+            }
+            Request::UplinkDel => self.uplink_del(),
             Request::NetworkInspect { network } => {
                 let conf = network::lookup(&self.state.networks, &network)?;
                 Ok(Reply::success(&self.networks.view(&network, conf)))
@@ -428,6 +447,32 @@ impl Switch {
                 }))
             }
         }
+    }
+
+    fn uplink_set(&mut self, iface: &str, ip: &str, gateway: Option<&str>) -> Result<Reply, Error> {
+        if let Some(u) = &self.state.uplink {
+            return Err(UplinkError::Exists(u.iface.clone()).into());
+        }
+        let conf = uplink::configure(iface, ip, gateway)?;
+        uplink::start(&mut self.dp, self.networks.gateway_mut(), &conf)?;
+        self.state.uplink = Some(conf.clone());
+        self.save_or_rollback(|s| {
+            s.state.uplink = None;
+            uplink::stop(&mut s.dp, s.networks.gateway_mut());
+        })
+        .map_err(Error::UplinkNotSaved)?;
+        Ok(Reply::success(&uplink::view(&self.dp, &conf)))
+    }
+
+    fn uplink_del(&mut self) -> Result<Reply, Error> {
+        let conf = self.state.uplink.take().ok_or(UplinkError::NotSet)?;
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.uplink = Some(conf);
+            return Err(Error::UplinkNotSaved(e));
+        }
+        uplink::stop(&mut self.dp, self.networks.gateway_mut());
+        self.port_errors.remove(&conf.iface);
+        Ok(Reply::done())
     }
 
     fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, Error> {

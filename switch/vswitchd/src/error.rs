@@ -24,6 +24,12 @@ pub enum Error {
     /// A network request refused or failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// An uplink request refused or failed.
+    #[error(transparent)]
+    Uplink(#[from] crate::uplink::UplinkError),
+    /// `uplink set`/`del` that could not be saved, and was undone.
+    #[error("uplink not changed: cannot save state: {0}")]
+    UplinkNotSaved(#[source] StoreError),
     /// A `trace` flow that cannot be parsed.
     #[error(transparent)]
     Flow(#[from] FlowError),

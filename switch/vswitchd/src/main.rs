@@ -11,6 +11,7 @@ mod ipam;
 mod netns;
 mod network;
 mod server;
+mod uplink;
 mod validate;
 
 use std::path::PathBuf;

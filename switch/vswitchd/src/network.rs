@@ -231,6 +231,11 @@ pub struct Networks {
 }
 
 impl Networks {
+    /// The gateways' thread (the uplink's host stack runs there too).
+    pub fn gateway_mut(&mut self) -> &mut GatewayHandle {
+        &mut self.gateway
+    }
+
     /// Starts the gateways' thread with the embedded DNS, which forwards names no network
     /// knows to `dns_upstream`.
     pub fn start(dns_upstream: Option<SocketAddr>) -> Result<Networks, NetworkError> {
