@@ -1,7 +1,8 @@
 //! The uplink: xvs's own MAC and address on an interface the host keeps using. An `outside`
 //! namespace (198.18.0.0/15) hangs off a veth whose host end also carries the host's own
 //! address; with the uplink set, the outside reaches both the host's address and xvs's
-//! (answered by xvs's own stack through the steering program); the setting survives a restart;
+//! (answered by xvs's own stack through the steering program); the setting survives a restart
+//! (after SIGTERM, and after SIGKILL, whose leftover steering program the next xvsd replaces);
 //! `uplink del` leaves the interface as it was. Bad requests are refused with nothing changed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,6 +105,26 @@ fn uplink_shares_an_interface_with_the_host() {
         outside.reaches("198.18.9.9", Duration::from_secs(10)),
         "xvs's address does not answer after a restart"
     );
+
+    // A crash leaves the program attached; the next xvsd replaces it (it is xvs's own).
+    x.kill_hard();
+    assert!(xdp_attached(&dev));
+    x.start_again();
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &outside.name,
+        "ip",
+        "neigh",
+        "flush",
+        "all",
+    ]);
+    assert!(
+        outside.reaches("198.18.9.9", Duration::from_secs(10)),
+        "xvs's address does not answer after a restart from SIGKILL"
+    );
+    assert_eq!(x.json(&["uplink", "show"])["state"], "up");
 
     // del: the interface as it was found; the host still answers, xvs no longer.
     x.must(&["uplink", "del"]);

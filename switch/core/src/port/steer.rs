@@ -62,7 +62,59 @@ mod libbpf {
             opts: *const c_void,
         ) -> c_int;
         pub fn bpf_xdp_detach(ifindex: c_int, flags: u32, opts: *const c_void) -> c_int;
+        pub fn bpf_xdp_query_id(ifindex: c_int, flags: c_int, prog_id: *mut u32) -> c_int;
+        pub fn bpf_prog_get_fd_by_id(id: u32) -> c_int;
+        pub fn bpf_prog_get_info_by_fd(fd: c_int, info: *mut c_void, len: *mut u32) -> c_int;
     }
+}
+
+/// The head of the kernel's `struct bpf_prog_info`, up to the program's name (the kernel
+/// fills as much as the length given).
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfoHead {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; 16],
+}
+
+/// The XDP flags of a steering program of ours still attached to `ifindex` (a previous xvsd
+/// that was killed), if there is one.
+fn leftover(ifindex: u32) -> Option<u32> {
+    for flags in [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE] {
+        let mut id: u32 = 0;
+        // SAFETY: `id` is a valid, writable u32 for the call.
+        let rc = unsafe { libbpf::bpf_xdp_query_id(ifindex as c_int, flags as c_int, &mut id) };
+        if rc != 0 || id == 0 {
+            continue;
+        }
+        // SAFETY: a lookup by id; the descriptor it returns is closed below.
+        let fd = unsafe { libbpf::bpf_prog_get_fd_by_id(id) };
+        if fd < 0 {
+            continue;
+        }
+        let mut info = ProgInfoHead::default();
+        let mut len = std::mem::size_of::<ProgInfoHead>() as u32;
+        // SAFETY: `info` is `len` writable bytes laid out as the kernel's struct head.
+        let rc = unsafe {
+            libbpf::bpf_prog_get_info_by_fd(fd, (&raw mut info).cast::<c_void>(), &mut len)
+        };
+        // SAFETY: `fd` is ours (from bpf_prog_get_fd_by_id) and closed once.
+        unsafe { libc::close(fd) };
+        if rc == 0 && info.name.starts_with(b"xvs_steer") {
+            return Some(flags);
+        }
+    }
+    None
 }
 
 /// The value of the program's config map (its `struct steer_config`).
@@ -162,6 +214,14 @@ impl Steering {
         };
         if rc != 0 {
             return Err(err(iface, "configure steering program", errno_text(rc)));
+        }
+        if let Some(flags) = leftover(ifindex) {
+            tracing::warn!(
+                iface,
+                "replacing a steering program left by a previous xvsd"
+            );
+            // SAFETY: a netlink request about `ifindex`; null options are allowed.
+            unsafe { libbpf::bpf_xdp_detach(ifindex as c_int, flags, std::ptr::null()) };
         }
         let mut last = String::new();
         for &native in modes {
