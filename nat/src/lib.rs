@@ -17,6 +17,9 @@
 
 pub mod drop;
 mod hash;
+pub mod mapping;
+pub mod ports;
+pub mod published;
 pub mod state;
 pub mod tcp;
 pub mod timeout;
