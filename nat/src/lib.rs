@@ -20,6 +20,7 @@ mod hash;
 pub mod mapping;
 pub mod ports;
 pub mod published;
+pub mod rewrite;
 pub mod state;
 pub mod tcp;
 pub mod timeout;
