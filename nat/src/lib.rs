@@ -17,11 +17,13 @@
 
 pub mod drop;
 mod hash;
+pub mod icmp;
 pub mod mapping;
 pub mod ports;
 pub mod published;
 pub mod rewrite;
 pub mod state;
+pub(crate) mod table;
 pub mod tcp;
 pub mod timeout;
 pub mod tuple;
