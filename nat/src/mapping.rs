@@ -171,7 +171,7 @@ impl Mappings {
     /// table's to give (published ports). With `commit` the connection is attached to the
     /// mapping ([`Mappings::detach`] when it ends); without (a dry run) nothing is taken.
     #[allow(clippy::too_many_arguments)]
-    pub fn allocate(
+    pub(crate) fn allocate(
         &mut self,
         proto: u8,
         addr: u32,
@@ -247,7 +247,7 @@ impl Mappings {
     /// A connection using mapping `id` ended at `now_ms`; with none left the mapping lingers
     /// `linger_ms`.
     #[inline]
-    pub fn detach(&mut self, id: u32, now_ms: u64, linger_ms: u64) {
+    pub(crate) fn detach(&mut self, id: u32, now_ms: u64, linger_ms: u64) {
         if let Some(m) = self.slots.get_mut(id as usize) {
             m.sessions = m.sessions.saturating_sub(1);
             if m.sessions == 0 {

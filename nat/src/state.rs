@@ -1,6 +1,6 @@
 //! Connection states as listings show them: TCP's (netfilter's names: SYN_SENT ... TIME_WAIT,
 //! CLOSE, SYN_SENT2 for simultaneous open) and, for UDP and ICMP echo, whether a reply was
-//! seen (netfilter's [UNREPLIED] and, once replied, the longer "stream" timeout).
+//! seen (netfilter's `[UNREPLIED]` and, once replied, the longer "stream" timeout).
 //! The TCP transitions are in [`tcp`](crate::tcp); UDP's and ICMP's are here.
 //!
 //! Plain values: usable from any thread.

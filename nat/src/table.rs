@@ -44,7 +44,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    const FREE: Session = Session {
+    pub const FREE: Session = Session {
         orig: Tuple {
             src: 0,
             dst: 0,
