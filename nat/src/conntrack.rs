@@ -43,7 +43,8 @@ pub struct Config {
     pub masquerade: Option<Ipv4Addr>,
     /// This worker's outside ports ([`PortPartition::range`]).
     pub ports: PortRange,
-    /// Random ports tried when the preferred one is taken, before a counted drop.
+    /// Random positions tried when the preferred port is taken (each with the
+    /// [`PROBE_WINDOW`](crate::mapping::PROBE_WINDOW) ports after it), before a counted drop.
     pub probes: u32,
     /// Session and mapping slots examined per [`Conntrack::tick`].
     pub sweep_per_tick: u32,

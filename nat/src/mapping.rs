@@ -14,6 +14,9 @@ use crate::drop::NatDrop;
 use crate::hash::{SplitMix, hash2};
 use crate::ports::PortRange;
 
+/// Consecutive slots examined from each random probe position.
+pub const PROBE_WINDOW: u32 = 8;
+
 /// Protocols with their own port space: TCP, UDP, ICMP (echo identifiers).
 const PROTOS: u32 = 3;
 
@@ -167,7 +170,8 @@ impl Mappings {
 
     /// The outside port for a new connection from `addr:port`: its existing mapping (even one
     /// lingering past its last connection), else `port` itself when free and in range, else
-    /// up to `probes` random ports of the range. `reserved` says which ports are not this
+    /// up to `probes` random positions and the [`PROBE_WINDOW`] slots after each (at most
+    /// `probes * PROBE_WINDOW` slots examined). `reserved` says which ports are not this
     /// table's to give (published ports). With `commit` the connection is attached to the
     /// mapping ([`Mappings::detach`] when it ends); without (a dry run) nothing is taken.
     #[allow(clippy::too_many_arguments)]
@@ -199,9 +203,17 @@ impl Mappings {
         let mut found = free(self, port).map(|id| (id, port));
         let len = self.range.len();
         let mut tries = 0;
-        while found.is_none() && tries < probes && len > 0 {
-            let p = (u32::from(self.range.first) + rng.below(len)) as u16;
-            found = free(self, p).map(|id| (id, p));
+        'probe: while found.is_none() && tries < probes && len > 0 {
+            // A random start, then the next few slots (the same cache lines): at 97% full, 32
+            // starts of 8 find a port but for 1 allocation in 2500.
+            let start = rng.below(len);
+            for k in 0..PROBE_WINDOW.min(len) {
+                let p = (u32::from(self.range.first) + (start + k) % len) as u16;
+                if let Some(id) = free(self, p) {
+                    found = Some((id, p));
+                    break 'probe;
+                }
+            }
             tries += 1;
         }
         let (id, port_out) = found.ok_or(NatDrop::PortsExhausted)?;
