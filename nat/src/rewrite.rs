@@ -1,0 +1,312 @@
+//! Rewriting a packet's addresses and ports in place, with RFC 1624 incremental checksum
+//! updates: the IPv4 header checksum, TCP's and UDP's (pseudo-header addresses and ports; a
+//! zero UDP checksum, "none", stays zero), ICMP echo's (the identifier). A frame whose L4
+//! checksum is partial (virtio-net `NEEDS_CSUM` from a TAP: the field holds the pseudo-header
+//! sum) gets only its pseudo-header fields updated; the ports are summed when the checksum is
+//! completed. A GSO super-frame is rewritten once, whole.
+//!
+//! Pure byte logic: callable from any thread.
+
+use xvs_stage::checksum::{udp_field, update, update_partial};
+use xvs_stage::offload::Offload;
+use xvs_stage::wire::ipproto;
+
+use crate::drop::NatDrop;
+use crate::tuple::Tuple;
+
+/// Offset of the IPv4 header checksum, source and destination.
+const IP_CHECK: usize = 10;
+const IP_SRC: usize = 12;
+const IP_DST: usize = 16;
+
+/// Offset of the L4 checksum field in `proto`'s header, and the bytes the rewrite needs.
+#[inline]
+fn l4_layout(proto: u8) -> Option<(usize, usize)> {
+    match proto {
+        ipproto::TCP => Some((16, 4)),
+        ipproto::UDP => Some((6, 4)),
+        // Identifier at 4..6.
+        ipproto::ICMP => Some((2, 6)),
+        _ => None,
+    }
+}
+
+#[inline]
+fn get2(b: &[u8], at: usize) -> Option<[u8; 2]> {
+    b.get(at..at + 2)?.try_into().ok()
+}
+
+#[inline]
+fn put(b: &mut [u8], at: usize, v: &[u8]) {
+    if let Some(d) = b.get_mut(at..at + v.len()) {
+        d.copy_from_slice(v);
+    }
+}
+
+/// How the L4 checksum field is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L4Sum {
+    /// A complete checksum: updated for every covered field that changes.
+    Full,
+    /// A partial sum (pseudo-header only): updated for addresses only.
+    Partial,
+    /// No checksum to keep (a zero UDP checksum, or a quoted header cut before it).
+    Absent,
+}
+
+/// Rewrites the packet at `l3`/`l4` of `frame` whose fields read `from` so they read `to`
+/// (addresses, ports or ICMP echo identifier), updating checksums incrementally. Returns
+/// whether anything changed. `offload` says whether the L4 checksum is partial.
+#[inline]
+pub fn translate(
+    frame: &mut [u8],
+    l3: usize,
+    l4: usize,
+    offload: &Offload,
+    from: &Tuple,
+    to: &Tuple,
+) -> Result<bool, NatDrop> {
+    let partial = offload.needs_csum() && usize::from(offload.csum_start) == l4;
+    translate_fields(frame, l3, l4, from, to, partial, false)
+}
+
+/// [`translate`] for a header quoted in an ICMP error (`quoted`: the L4 header may be cut
+/// after its ports, its checksum then left alone). Shared by both.
+pub(crate) fn translate_fields(
+    frame: &mut [u8],
+    l3: usize,
+    l4: usize,
+    from: &Tuple,
+    to: &Tuple,
+    partial: bool,
+    quoted: bool,
+) -> Result<bool, NatDrop> {
+    if from == to {
+        return Ok(false);
+    }
+    let (ck_off, need) = l4_layout(from.proto).ok_or(NatDrop::UnsupportedProtocol)?;
+    if frame.len() < l3 + 20 || frame.len() < l4 + need.max(if quoted { 0 } else { ck_off + 2 }) {
+        return Err(NatDrop::Malformed);
+    }
+    let ck_at = l4 + ck_off;
+    let mut l4sum = match get2(frame, ck_at) {
+        None => L4Sum::Absent,
+        Some(_) if partial => L4Sum::Partial,
+        Some([0, 0]) if from.proto == ipproto::UDP => L4Sum::Absent,
+        Some(_) => L4Sum::Full,
+    };
+    let mut ip_ck = get2(frame, l3 + IP_CHECK).ok_or(NatDrop::Malformed)?;
+    let mut l4_ck = get2(frame, ck_at).unwrap_or([0, 0]);
+    let pseudo = from.proto != ipproto::ICMP;
+
+    for (at, old, new) in [
+        (l3 + IP_SRC, from.src, to.src),
+        (l3 + IP_DST, from.dst, to.dst),
+    ] {
+        if old == new {
+            continue;
+        }
+        let (o, n) = (old.to_be_bytes(), new.to_be_bytes());
+        ip_ck = update(ip_ck, &o, &n);
+        if pseudo {
+            l4_ck = match l4sum {
+                L4Sum::Full => update(l4_ck, &o, &n),
+                L4Sum::Partial => update_partial(l4_ck, &o, &n),
+                L4Sum::Absent => l4_ck,
+            };
+        }
+        put(frame, at, &n);
+    }
+    put(frame, l3 + IP_CHECK, &ip_ck);
+
+    let ports: &[(usize, u16, u16)] = if from.proto == ipproto::ICMP {
+        &[(4, from.sport, to.sport)]
+    } else {
+        &[(0, from.sport, to.sport), (2, from.dport, to.dport)]
+    };
+    for &(off, old, new) in ports {
+        if old == new {
+            continue;
+        }
+        let (o, n) = (old.to_be_bytes(), new.to_be_bytes());
+        if l4sum == L4Sum::Full {
+            l4_ck = update(l4_ck, &o, &n);
+        }
+        put(frame, l4 + off, &n);
+    }
+    if from.proto == ipproto::UDP && l4sum == L4Sum::Full {
+        l4_ck = udp_field(l4_ck);
+    }
+    if l4sum == L4Sum::Partial && from.proto == ipproto::ICMP {
+        l4sum = L4Sum::Absent;
+    }
+    if l4sum != L4Sum::Absent {
+        put(frame, ck_at, &l4_ck);
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use etherparse::{Icmpv4Slice, PacketBuilder, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+    use xvs_stage::checksum::{complete_checksum, internet_checksum};
+
+    /// An Ethernet + IPv4 + (TCP | UDP | ICMP echo) frame with correct checksums.
+    pub(crate) fn frame(
+        proto: u8,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64);
+        let mut f = Vec::new();
+        let r = match proto {
+            ipproto::TCP => b.tcp(sport, dport, 1, 1000).ack(2).write(&mut f, payload),
+            ipproto::UDP => b.udp(sport, dport).write(&mut f, payload),
+            _ => b.icmpv4_echo_request(sport, 1).write(&mut f, payload),
+        };
+        assert!(r.is_ok());
+        f
+    }
+
+    /// Whether every checksum of `f` is what a full recomputation gives.
+    pub(crate) fn checksums_ok(f: &[u8]) -> bool {
+        let Ok(p) = SlicedPacket::from_ethernet(f) else {
+            return false;
+        };
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            return false;
+        };
+        let h = ip.header().to_header();
+        if h.header_checksum != h.calc_header_checksum() {
+            return false;
+        }
+        match &p.transport {
+            Some(TransportSlice::Udp(u)) => {
+                u.checksum() == 0
+                    || Ok(u.checksum()) == u.to_header().calc_checksum_ipv4(&h, u.payload())
+            }
+            Some(TransportSlice::Tcp(t)) => {
+                Ok(t.checksum()) == t.to_header().calc_checksum_ipv4(&h, t.payload())
+            }
+            Some(TransportSlice::Icmpv4(i)) => icmp_ok(i),
+            _ => false,
+        }
+    }
+
+    fn icmp_ok(i: &Icmpv4Slice<'_>) -> bool {
+        internet_checksum(i.slice()) == [0, 0]
+    }
+
+    pub(crate) fn tuple_of(proto: u8, f: &[u8]) -> Tuple {
+        let ip = |o: usize| u32::from_be_bytes([f[o], f[o + 1], f[o + 2], f[o + 3]]);
+        let p = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+        let (sport, dport) = if proto == ipproto::ICMP {
+            (p(38), p(38))
+        } else {
+            (p(34), p(36))
+        };
+        Tuple {
+            src: ip(26),
+            dst: ip(30),
+            sport,
+            dport,
+            proto,
+        }
+    }
+
+    fn proto() -> impl Strategy<Value = u8> {
+        prop_oneof![Just(ipproto::TCP), Just(ipproto::UDP), Just(ipproto::ICMP)]
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_updates_match_full_recomputation(
+            proto in proto(),
+            src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(),
+            sport in any::<u16>(), dport in any::<u16>(),
+            nsrc in any::<[u8; 4]>(), ndst in any::<[u8; 4]>(),
+            nsport in any::<u16>(), ndport in any::<u16>(),
+            which in 0u8..4,
+            payload in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut f = frame(proto, src, sport, dst, dport, &payload);
+            let from = tuple_of(proto, &f);
+            let mut to = from;
+            if which & 1 == 0 { to.src = u32::from_be_bytes(nsrc); to.sport = nsport; }
+            if which & 2 == 0 { to.dst = u32::from_be_bytes(ndst); to.dport = ndport; }
+            if proto == ipproto::ICMP { to.dport = to.sport; }
+            let changed = translate(&mut f, 14, 34, &Offload::NONE, &from, &to);
+            prop_assert_eq!(changed, Ok(from != to));
+            prop_assert_eq!(tuple_of(proto, &f), to);
+            prop_assert!(checksums_ok(&f), "{:02x?}", f);
+        }
+
+        #[test]
+        fn zero_udp_checksums_stay_zero(
+            src in any::<[u8; 4]>(), nsrc in any::<[u8; 4]>(), nsport in any::<u16>(),
+        ) {
+            let mut f = frame(ipproto::UDP, src, 1000, [1, 1, 1, 1], 53, b"q");
+            f[40..42].fill(0);
+            let from = tuple_of(ipproto::UDP, &f);
+            let to = Tuple { src: u32::from_be_bytes(nsrc), sport: nsport, ..from };
+            prop_assert!(translate(&mut f, 14, 34, &Offload::NONE, &from, &to).is_ok());
+            prop_assert_eq!([f[40], f[41]], [0, 0]);
+            prop_assert!(checksums_ok(&f));
+        }
+
+        #[test]
+        fn partial_checksums_are_right_once_completed(
+            udp in any::<bool>(),
+            src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(),
+            nsrc in any::<[u8; 4]>(), ndst in any::<[u8; 4]>(),
+            nsport in any::<u16>(), ndport in any::<u16>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            // A NEEDS_CSUM frame from a TAP: the L4 field holds the pseudo-header sum.
+            let proto = if udp { ipproto::UDP } else { ipproto::TCP };
+            let mut f = frame(proto, src, 40000, dst, 80, &payload);
+            let ck_at = if udp { 40 } else { 50 };
+            let l4_len = (f.len() - 34) as u16;
+            let mut ph = f[26..34].to_vec();
+            ph.extend_from_slice(&[0, proto]);
+            ph.extend_from_slice(&l4_len.to_be_bytes());
+            let sum = !u16::from_be_bytes(internet_checksum(&ph));
+            f[ck_at..ck_at + 2].copy_from_slice(&sum.to_be_bytes());
+            let off = Offload { flags: Offload::F_NEEDS_CSUM, csum_start: 34, csum_offset: (ck_at - 34) as u16, ..Offload::NONE };
+            let from = tuple_of(proto, &f);
+            let to = Tuple { src: u32::from_be_bytes(nsrc), dst: u32::from_be_bytes(ndst), sport: nsport, dport: ndport, proto };
+            prop_assert!(translate(&mut f, 14, 34, &off, &from, &to).is_ok());
+            prop_assert!(complete_checksum(&mut f, &off).is_ok());
+            prop_assert!(checksums_ok(&f));
+        }
+    }
+
+    #[test]
+    fn short_frames_are_refused_not_panicked_on() {
+        let f = frame(ipproto::TCP, [10, 0, 0, 2], 1, [1, 1, 1, 1], 2, b"");
+        let from = tuple_of(ipproto::TCP, &f);
+        let to = Tuple {
+            src: Ipv4Addr::new(198, 18, 0, 1).into(),
+            ..from
+        };
+        for cut in 0..34 + 18 {
+            let mut g = f[..cut].to_vec();
+            assert_eq!(
+                translate(&mut g, 14, 34, &Offload::NONE, &from, &to),
+                Err(NatDrop::Malformed)
+            );
+        }
+        let mut g = f.clone();
+        assert_eq!(
+            translate(&mut g, 14, 34, &Offload::NONE, &from, &from),
+            Ok(false)
+        );
+        assert_eq!(g, f);
+    }
+}
