@@ -9,11 +9,13 @@
 //! between batches, pick a backend for a new connection, and count it opened and closed.
 //!
 //! - [`spec`]: the CLI forms (`tcp/80:8080`, `IP[:PORT]`, scheduler names), parsed and printed;
+//! - [`maglev`]: the Maglev lookup table build;
 //! - [`hash`]: stable flow and backend hashes;
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod hash;
+pub mod maglev;
 pub mod spec;
 
 pub use spec::{BackendAddr, ParseError, Proto, SchedulerKind, ServicePort};
