@@ -5,6 +5,7 @@
 //! services and the keys of removed ones; the worker applies them between two batches
 //! ([`WorkerServices::install`], [`WorkerServices::remove`]), which alone may allocate.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -18,6 +19,8 @@ use crate::table::{ServiceKey, ServiceTable};
 pub struct WorkerServices {
     worker: u16,
     services: HashMap<ServiceKey, Balancer>,
+    /// How many services each virtual IP has.
+    vips: HashMap<IpAddr, u32>,
 }
 
 impl WorkerServices {
@@ -26,6 +29,7 @@ impl WorkerServices {
         WorkerServices {
             worker,
             services: HashMap::new(),
+            vips: HashMap::new(),
         }
     }
 
@@ -37,6 +41,7 @@ impl WorkerServices {
             Some(b) => Some(b.swap(table)),
             None => {
                 self.services.insert(key, Balancer::new(table, self.worker));
+                *self.vips.entry(key.vip).or_default() += 1;
                 None
             }
         }
@@ -45,7 +50,14 @@ impl WorkerServices {
     /// Removes a service; its balancer is returned so conntrack can still settle its
     /// connections (they are reset: the service is gone).
     pub fn remove(&mut self, key: &ServiceKey) -> Option<Balancer> {
-        self.services.remove(key)
+        let b = self.services.remove(key)?;
+        if let Some(n) = self.vips.get_mut(&key.vip) {
+            *n -= 1;
+            if *n == 0 {
+                self.vips.remove(&key.vip);
+            }
+        }
+        Some(b)
     }
 
     /// The service a classified frame is addressed to, if any.
@@ -65,9 +77,10 @@ impl WorkerServices {
     }
 
     /// Whether `ip` is the virtual IP of any service here (a frame to a VIP on a port no
-    /// service has is [`LbDrop::NoService`](crate::drop::LbDrop)).
-    pub fn is_vip(&self, ip: std::net::IpAddr) -> bool {
-        self.services.keys().any(|k| k.vip == ip)
+    /// service has is [`LbDrop::NoService`](crate::drop::LbDrop)). One hash lookup.
+    #[inline]
+    pub fn is_vip(&self, ip: IpAddr) -> bool {
+        self.vips.contains_key(&ip)
     }
 
     /// How many services.
@@ -129,7 +142,15 @@ mod tests {
             1,
             "counts carried over"
         );
+        let mut other = *s.spec();
+        other.port = "udp/53".parse().unwrap();
+        w.install(Service::new(other, 1).unwrap().snapshot());
         assert!(w.remove(&s.key()).is_some());
-        assert!(w.is_empty());
+        assert!(
+            w.is_vip("10.0.0.100".parse().unwrap()),
+            "its udp/53 service is still there"
+        );
+        assert!(w.remove(&Service::new(other, 1).unwrap().key()).is_some());
+        assert!(w.is_empty() && !w.is_vip("10.0.0.100".parse().unwrap()));
     }
 }
