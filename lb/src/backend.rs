@@ -3,10 +3,12 @@
 //!
 //! The counters have one row per worker: the worker that owns a connection writes its own row
 //! (relaxed atomics, a single writer per row, no read-modify-write), the control plane reads
-//! the sums for `service inspect` and lc reads them to pick. They live behind an `Arc` that
-//! every snapshot of the service carries, so counts survive a snapshot swap.
+//! the sums for `service inspect` and lc reads them to pick. A [`BackendCounters`] is a shared
+//! handle (one `Arc` allocation holding every row) that every snapshot of the service carries,
+//! so counts survive a snapshot swap.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
@@ -91,10 +93,10 @@ struct Row {
 }
 
 /// A backend's connection counts: active (open now) and total (ever opened), one row per
-/// worker.
-#[derive(Debug)]
+/// worker. Cloning shares the counts.
+#[derive(Debug, Clone)]
 pub struct BackendCounters {
-    rows: Box<[Row]>,
+    rows: Arc<[Row]>,
 }
 
 impl BackendCounters {

@@ -111,7 +111,7 @@ pub struct Balancer {
     worker: u16,
     /// rr's next position; lc's first backend to look at (ties go round).
     cursor: usize,
-    /// wrr's current weights, by slot.
+    /// wrr's current weights, by position among the live backends.
     current: Vec<i64>,
 }
 
@@ -130,10 +130,10 @@ impl Balancer {
 
     /// Takes a new snapshot of the service and returns the old one (for the caller to drop
     /// off the hot path). Established connections are unaffected; wrr starts its cycle again.
-    /// Allocates only when the service has grown more backend slots than before.
+    /// Allocates only when the service has more live backends than ever before.
     pub fn swap(&mut self, table: Arc<ServiceTable>) -> Arc<ServiceTable> {
         self.current.clear();
-        self.current.resize(table.backends.len(), 0);
+        self.current.resize(table.live.len(), 0);
         std::mem::replace(&mut self.table, table)
     }
 
@@ -176,8 +176,8 @@ impl Balancer {
         }
     }
 
-    /// The choice, without changing any state.
-    fn choose(&self, flow_hash: u64) -> Option<Pick> {
+    /// The choice and its position among the live backends (0 for Maglev), changing nothing.
+    fn choose(&self, flow_hash: u64) -> Option<(usize, Pick)> {
         let live = &self.table.live;
         if live.is_empty() {
             return None;
@@ -185,45 +185,53 @@ impl Balancer {
         match self.table.scheduler {
             SchedulerKind::Rr => {
                 let i = self.cursor % live.len();
-                self.pick_of(
-                    live[i],
-                    Why::RoundRobin {
-                        position: i as u16,
-                        live: live.len() as u16,
-                    },
-                )
+                let why = Why::RoundRobin {
+                    position: i as u16,
+                    live: live.len() as u16,
+                };
+                Some((i, self.pick_of(live[i], why)?))
             }
             SchedulerKind::Wrr => {
-                let mut best: Option<(u16, i64, u32)> = None;
-                let mut total = 0u64;
-                for &s in live.iter() {
-                    let w = self.slot(s).map_or(0, |b| b.weight);
+                // nginx's choice: the highest current weight once every weight is added.
+                let w = &self.table.live_weights;
+                let (mut best, mut best_current, mut total) = (0, i64::MIN, 0u64);
+                for (i, (&w, &c)) in w.iter().zip(self.current.iter()).enumerate() {
                     total += u64::from(w);
-                    let c = self.current.get(usize::from(s)).copied().unwrap_or(0) + i64::from(w);
-                    if best.is_none_or(|(_, bc, _)| c > bc) {
-                        best = Some((s, c, w));
+                    let c = c + i64::from(w);
+                    if c > best_current {
+                        (best, best_current) = (i, c);
                     }
                 }
-                let (s, _, weight) = best?;
-                self.pick_of(s, Why::Weighted { weight, total })
+                let why = Why::Weighted {
+                    weight: w[best],
+                    total,
+                };
+                Some((best, self.pick_of(live[best], why)?))
             }
             SchedulerKind::Lc => {
+                let (w, counters) = (&self.table.live_weights, &self.table.live_counters);
                 let n = live.len();
                 let start = self.cursor % n;
-                let mut best: Option<(u16, u64, u32)> = None;
+                let (mut best, mut best_active, mut best_weight) = (start, u64::MAX, 1u32);
                 for k in 0..n {
-                    let s = live[(start + k) % n];
-                    let Some(b) = self.slot(s) else { continue };
-                    let a = b.counters.active();
+                    let i = if start + k < n {
+                        start + k
+                    } else {
+                        start + k - n
+                    };
+                    let a = counters[i].active();
                     // a / w < best_a / best_w, without division.
-                    if best.is_none_or(|(_, ba, bw)| {
-                        u128::from(a) * u128::from(bw) < u128::from(ba) * u128::from(b.weight)
-                    }) {
-                        best = Some((s, a, b.weight));
+                    if u128::from(a) * u128::from(best_weight)
+                        < u128::from(best_active) * u128::from(w[i])
+                    {
+                        (best, best_active, best_weight) = (i, a, w[i]);
                     }
                 }
-                let (s, active, weight) = best?;
-                self.pick_of(s, Why::LeastConnections { active, weight })
+                let why = Why::LeastConnections {
+                    active: best_active,
+                    weight: best_weight,
+                };
+                Some((best, self.pick_of(live[best], why)?))
             }
             SchedulerKind::Maglev => {
                 let t = &self.table.maglev;
@@ -231,13 +239,11 @@ impl Balancer {
                     return None;
                 }
                 let e = maglev::entry(flow_hash, t.len());
-                self.pick_of(
-                    t[e],
-                    Why::Maglev {
-                        entry: e as u32,
-                        size: t.len() as u32,
-                    },
-                )
+                let why = Why::Maglev {
+                    entry: e as u32,
+                    size: t.len() as u32,
+                };
+                Some((0, self.pick_of(t[e], why)?))
             }
         }
     }
@@ -247,23 +253,18 @@ impl Balancer {
     /// [`Balancer::opened`] once conntrack has the connection (lc counts it from then on).
     #[inline]
     pub fn pick(&mut self, flow_hash: u64) -> Result<Pick, NoBackend> {
-        let Some(p) = self.choose(flow_hash) else {
+        let Some((chosen, p)) = self.choose(flow_hash) else {
             return Err(self.no_backend());
         };
         match self.table.scheduler {
             SchedulerKind::Rr | SchedulerKind::Lc => self.cursor = self.cursor.wrapping_add(1),
             SchedulerKind::Wrr => {
                 let mut total = 0i64;
-                for &s in self.table.live.iter() {
-                    let w = self.table.backends[usize::from(s)]
-                        .as_ref()
-                        .map_or(0, |b| i64::from(b.weight));
-                    total += w;
-                    if let Some(c) = self.current.get_mut(usize::from(s)) {
-                        *c += w;
-                    }
+                for (c, &w) in self.current.iter_mut().zip(self.table.live_weights.iter()) {
+                    *c += i64::from(w);
+                    total += i64::from(w);
                 }
-                if let Some(c) = self.current.get_mut(usize::from(p.backend.slot)) {
+                if let Some(c) = self.current.get_mut(chosen) {
                     *c -= total;
                 }
             }
@@ -281,7 +282,9 @@ impl Balancer {
 
     /// What [`Balancer::pick`] would choose now, changing nothing (for `trace`, a dry run).
     pub fn preview(&self, flow_hash: u64) -> Result<Pick, NoBackend> {
-        self.choose(flow_hash).ok_or_else(|| self.no_backend())
+        self.choose(flow_hash)
+            .map(|(_, p)| p)
+            .ok_or_else(|| self.no_backend())
     }
 
     /// A connection to `backend` opened (conntrack made its entry). False if the handle is

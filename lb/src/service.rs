@@ -179,7 +179,7 @@ struct Record {
     state: BackendState,
     health: Health,
     removed_at_ms: u64,
-    counters: Arc<BackendCounters>,
+    counters: BackendCounters,
 }
 
 /// A virtual service (see the module header).
@@ -331,7 +331,7 @@ impl Service {
             state: BackendState::Active,
             health: Health::Up,
             removed_at_ms: 0,
-            counters: Arc::new(BackendCounters::new(self.workers)),
+            counters: BackendCounters::new(self.workers),
         });
         self.generation += 1;
         Ok(self.handle(slot))
@@ -452,7 +452,7 @@ impl Service {
                     weight: r.weight,
                     state: r.state,
                     health: r.health,
-                    counters: Arc::clone(&r.counters),
+                    counters: r.counters.clone(),
                 })
             })
             .collect();
@@ -481,6 +481,18 @@ impl Service {
         } else {
             Box::new([])
         };
+        let live_weights = live
+            .iter()
+            .map(|&s| backends[usize::from(s)].as_ref().map_or(0, |b| b.weight))
+            .collect();
+        let live_counters = live
+            .iter()
+            .filter_map(|&s| {
+                backends[usize::from(s)]
+                    .as_ref()
+                    .map(|b| b.counters.clone())
+            })
+            .collect();
         let reset = backends
             .iter()
             .enumerate()
@@ -501,6 +513,8 @@ impl Service {
             generation: self.generation,
             backends,
             live: live.into_boxed_slice(),
+            live_weights,
+            live_counters,
             maglev,
             reset,
         })

@@ -8,7 +8,6 @@
 //! between two batches. Only the counters inside it are written (each worker its own row).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use xvs_stage::classify::FlowKey;
 
@@ -54,7 +53,7 @@ pub struct TableBackend {
     /// Up or down, as the control plane's health check last said.
     pub health: Health,
     /// Its connection counts, shared with every snapshot of the service.
-    pub counters: Arc<BackendCounters>,
+    pub counters: BackendCounters,
 }
 
 impl TableBackend {
@@ -85,6 +84,10 @@ pub struct ServiceTable {
     pub(crate) generation: u64,
     pub(crate) backends: Box<[Option<TableBackend>]>,
     pub(crate) live: Box<[u16]>,
+    /// The live backends' weights and counters, by position in `live` (dense, for wrr and
+    /// lc's scans).
+    pub(crate) live_weights: Box<[u32]>,
+    pub(crate) live_counters: Box<[BackendCounters]>,
     pub(crate) maglev: Box<[u16]>,
     pub(crate) reset: Box<[BackendRef]>,
 }
