@@ -7,6 +7,8 @@
 # Part 1 (Open vSwitch style): bridge demo0 with three namespaces on AF_XDP ports; ping,
 #   iperf3, fdb/show, show, stats, trace.
 # Part 2 (Docker style): network web with two sandboxes named by DNS; ping by name, dig.
+# Part 3 (the way out, first step): an uplink shared with the host: an "outside" namespace
+#   (198.18.0.0/15) reaches both the host's own address and xvs's on the same interface.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -95,6 +97,20 @@ ip netns exec "${P}web2" iperf3 -s -1 >/dev/null 2>&1 &
 sleep 0.5
 run ip netns exec "${P}web1" timeout 20 iperf3 -c db -t 2
 run "$XVSCTL" network inspect web
+
+echo; echo "== part 3: the uplink, an interface xvs shares with the host"
+ip netns add "${P}out"
+ip -n "${P}out" link set lo up
+ip link add "${P}up" type veth peer name eth0 netns "${P}out"
+ip -n "${P}out" addr add 198.18.77.2/24 dev eth0
+ip -n "${P}out" link set eth0 up
+ip addr add 198.18.77.1/24 dev "${P}up"     # the host's own address on it
+ip link set "${P}up" up
+run "$XVSCTL" uplink set "${P}up" --ip 198.18.77.9/24 --gateway 198.18.77.2
+run ip netns exec "${P}out" ping -c 2 -i 0.2 198.18.77.9    # xvs's own address
+run ip netns exec "${P}out" ping -c 2 -i 0.2 198.18.77.1    # the host's, same interface
+run "$XVSCTL" uplink show
+run "$XVSCTL" uplink del
 
 echo; echo "== demo done; cleaning up (xvsd log: last lines)"
 tail -n 5 "$WORK/xvsd.log"
