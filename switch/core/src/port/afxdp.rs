@@ -276,17 +276,7 @@ impl AfxdpPort {
         pool: &mut FramePool,
         shared: super::SharedWith,
     ) -> Result<AfxdpPort, PortError> {
-        let Some(umem) = crate::umem::umem_of(pool).cloned() else {
-            return Err(PortError::AfxdpUnavailable(format!(
-                "cannot attach {iface}: this worker's frame pool is not an AF_XDP UMEM"
-            )));
-        };
-        let ifindex = ifindex_of(iface)?;
-        let ifc: Interface = iface
-            .parse()
-            .map_err(|_| PortError::NoSuchInterface(iface.to_string()))?;
-        raise_memlock();
-        anchor_umem(pool, &umem);
+        let (umem, ifindex, ifc) = prepare(iface, pool)?;
         let modes: &[bool] = match mode {
             XdpMode::Auto => &[true, false],
             XdpMode::Native => &[true],
@@ -299,18 +289,11 @@ impl AfxdpPort {
         } else {
             Attach::Generic
         };
-        let qs = QueueSize::new(RING_SIZE).map_err(|e| PortError::Open {
-            iface: iface.to_string(),
-            what: "ring size",
-            reason: e.to_string(),
-        })?;
-        let cfg = SocketConfig::builder()
-            .rx_queue_size(qs)
-            .tx_queue_size(qs)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .xdp_flags(attach.flags())
-            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-            .build();
+        let cfg = socket_config(
+            iface,
+            attach,
+            LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD,
+        )?;
         let mut queues = Vec::new();
         let mut removed_stale = true; // never remove a program here: ours is the one attached
         for qid in 0..active_rx_queues(iface) {
@@ -332,18 +315,7 @@ impl AfxdpPort {
     /// (`Auto`: native, falling back to generic), sharing the UMEM of `pool`, and puts receive
     /// buffers from `pool` on each fill ring.
     pub fn open(iface: &str, mode: XdpMode, pool: &mut FramePool) -> Result<AfxdpPort, PortError> {
-        let Some(umem) = crate::umem::umem_of(pool).cloned() else {
-            return Err(PortError::AfxdpUnavailable(format!(
-                "cannot attach {iface}: this worker's frame pool is not an AF_XDP UMEM \
-                 (UMEM creation failed at start-up; see xvsd's log, or use a TAP port)"
-            )));
-        };
-        let ifindex = ifindex_of(iface)?;
-        let ifc: Interface = iface
-            .parse()
-            .map_err(|_| PortError::NoSuchInterface(iface.to_string()))?;
-        raise_memlock();
-        anchor_umem(pool, &umem);
+        let (umem, ifindex, ifc) = prepare(iface, pool)?;
         let nqueues = active_rx_queues(iface);
         let attempts: &[Attach] = match mode {
             XdpMode::Auto => &[Attach::Native, Attach::Generic],
@@ -687,6 +659,45 @@ impl PortIo for AfxdpPort {
 /// behind when it was killed (its reference count never drops, so it would stay attached, in
 /// whatever mode it was loaded in, after this port closes): the sockets are closed, the
 /// program removed, and the queues bound again once.
+/// What every port of `pool` needs before binding: the worker's UMEM (anchored), the
+/// interface's index and xsk-rs's name for it; locked memory raised as far as allowed.
+fn prepare(iface: &str, pool: &FramePool) -> Result<(Umem, u32, Interface), PortError> {
+    let Some(umem) = crate::umem::umem_of(pool).cloned() else {
+        return Err(PortError::AfxdpUnavailable(format!(
+            "cannot attach {iface}: this worker's frame pool is not an AF_XDP UMEM \
+             (UMEM creation failed at start-up; see xvsd's log, or use a TAP port)"
+        )));
+    };
+    let ifindex = ifindex_of(iface)?;
+    let ifc: Interface = iface
+        .parse()
+        .map_err(|_| PortError::NoSuchInterface(iface.to_string()))?;
+    raise_memlock();
+    anchor_umem(pool, &umem);
+    Ok((umem, ifindex, ifc))
+}
+
+/// The sockets' configuration: rings of [`RING_SIZE`], copy mode with need-wakeup, in
+/// `attach`'s XDP mode; `libxdp` says whether libxdp loads its own program.
+fn socket_config(
+    iface: &str,
+    attach: Attach,
+    libxdp: LibxdpFlags,
+) -> Result<SocketConfig, PortError> {
+    let qs = QueueSize::new(RING_SIZE).map_err(|e| PortError::Open {
+        iface: iface.to_string(),
+        what: "ring size",
+        reason: e.to_string(),
+    })?;
+    Ok(SocketConfig::builder()
+        .rx_queue_size(qs)
+        .tx_queue_size(qs)
+        .libxdp_flags(libxdp)
+        .xdp_flags(attach.flags())
+        .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+        .build())
+}
+
 fn bind_all(
     iface: &str,
     ifindex: u32,
@@ -695,18 +706,7 @@ fn bind_all(
     attach: Attach,
     umem: &Umem,
 ) -> Result<(Vec<Queue>, Attach), PortError> {
-    let qs = QueueSize::new(RING_SIZE).map_err(|e| PortError::Open {
-        iface: iface.to_string(),
-        what: "ring size",
-        reason: e.to_string(),
-    })?;
-    let cfg = SocketConfig::builder()
-        .rx_queue_size(qs)
-        .tx_queue_size(qs)
-        .libxdp_flags(LibxdpFlags::empty())
-        .xdp_flags(attach.flags())
-        .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-        .build();
+    let cfg = socket_config(iface, attach, LibxdpFlags::empty())?;
     let mut removed_stale = false;
     loop {
         let before = attached_program(ifindex);
