@@ -16,7 +16,9 @@ use crate::classify::{Mac, PortId};
 use crate::clock::{Clock, MonotonicClock};
 use crate::counters::{DropCounters, DropReason, PortCounterSnapshot, PortCounters};
 use crate::fdb::FdbConfig;
+use crate::l2::L2Stage;
 use crate::port::{BackendInfo, BackendStats, PortError, PortIo, PortSpec, PortType};
+use crate::stage::Stage;
 use crate::worker::{self, BridgeId, Command, PoolConfig, TraceAction, TraceResult, WorkerHandle};
 
 /// How long to wait for a worker to acknowledge a command.
@@ -470,10 +472,9 @@ impl Datapath {
     /// The MAC table of a bridge.
     pub fn fdb(&self, bridge: &str) -> Result<Vec<FdbRow>, DatapathError> {
         let b = self.bridge(bridge)?;
-        let records = self.call(b.worker, |reply| Command::FdbDump {
-            bridge: b.id,
-            reply,
-        })?;
+        let records = self
+            .with_stage::<L2Stage, _>(bridge, |l2, now| l2.fdb().records(now))?
+            .unwrap_or_default();
         let names: BTreeMap<PortId, (&str, u32)> = b
             .ports
             .iter()
@@ -496,10 +497,25 @@ impl Datapath {
 
     /// Empties a bridge's MAC table.
     pub fn fdb_flush(&self, bridge: &str) -> Result<(), DatapathError> {
+        self.with_stage::<L2Stage, _>(bridge, |l2, _| l2.fdb_mut().flush())?;
+        Ok(())
+    }
+
+    /// Runs `f` on `bridge`'s first stage of type `T`, on the worker that runs it, between two
+    /// passes, with the time now; `None` when the chain has no such stage. How the control
+    /// plane reads and changes a stage's own state (MAC table, connections, services).
+    pub fn with_stage<T: Stage, R: Send + 'static>(
+        &self,
+        bridge: &str,
+        f: impl FnOnce(&mut T, u64) -> R + Send + 'static,
+    ) -> Result<Option<R>, DatapathError> {
         let b = self.bridge(bridge)?;
-        self.call(b.worker, |reply| Command::FdbFlush {
+        self.call(b.worker, |reply| Command::WithChain {
             bridge: b.id,
-            reply,
+            f: Box::new(move |chain, now| {
+                let r = chain.and_then(|c| c.stage_mut::<T>()).map(|s| f(s, now));
+                let _ = reply.send(r);
+            }),
         })
     }
 
@@ -562,11 +578,8 @@ impl Datapath {
         let mut out = Vec::new();
         for (name, b) in &self.bridges {
             let macs = self
-                .call(b.worker, |reply| Command::FdbDump {
-                    bridge: b.id,
-                    reply,
-                })?
-                .len();
+                .with_stage::<L2Stage, _>(name, |l2, _| l2.fdb().len())?
+                .unwrap_or(0);
             let mut ports: Vec<PortStatus> = b
                 .ports
                 .iter()

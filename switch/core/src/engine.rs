@@ -157,6 +157,11 @@ impl Engine {
         }
     }
 
+    /// A bridge's chain.
+    pub fn chain_mut(&mut self, id: BridgeId) -> Option<&mut Chain> {
+        self.bridges.get_mut(&id).map(|b| &mut b.chain)
+    }
+
     /// The names of a bridge's stages.
     pub fn chain_names(&self, id: BridgeId) -> Option<Vec<&'static str>> {
         self.bridges.get(&id).map(|b| b.chain.names())

@@ -20,7 +20,7 @@ use crate::classify::PortId;
 use crate::clock::Clock;
 use crate::counters::{DropCounters, PortCounters};
 pub use crate::engine::{Engine, TraceAction, TraceResult};
-use crate::fdb::{FdbConfig, FdbRecord};
+use crate::fdb::FdbConfig;
 use crate::frame::FramePool;
 use crate::handoff::Handoff;
 use crate::port::{self, BackendInfo, BackendStats, PortError, PortIo, PortSpec};
@@ -45,6 +45,9 @@ fn spin_for_pause(pause_ms: u64) -> u64 {
 }
 /// Longest sleep, so ageing sweeps still run on an idle switch.
 const MAX_SLEEP_MS: i32 = 1000;
+
+/// Work the control plane runs on a bridge's chain, on the worker that owns it.
+pub type ChainFn = Box<dyn FnOnce(Option<&mut Chain>, u64) + Send>;
 
 /// A request from the control thread to a worker.
 pub enum Command {
@@ -132,19 +135,14 @@ pub enum Command {
         /// Acknowledgement.
         reply: Sender<()>,
     },
-    /// Reads a bridge's MAC table.
-    FdbDump {
+    /// Runs `f` on a bridge's chain (`None` when the bridge is not on this worker) with the
+    /// time now, between two passes: how the control plane reads or changes a stage's own
+    /// state (the MAC table, later the connection table) without a command per stage.
+    WithChain {
         /// Bridge.
         bridge: BridgeId,
-        /// Entries.
-        reply: Sender<Vec<FdbRecord>>,
-    },
-    /// Empties a bridge's MAC table.
-    FdbFlush {
-        /// Bridge.
-        bridge: BridgeId,
-        /// Acknowledgement.
-        reply: Sender<()>,
+        /// The work; it sends its own reply.
+        f: ChainFn,
     },
     /// Runs one frame through a bridge's pipeline without side effects.
     Trace {
@@ -458,20 +456,9 @@ impl Worker {
                 self.engine.remove_port(id);
                 let _ = reply.send(());
             }
-            Command::FdbDump { bridge, reply } => {
+            Command::WithChain { bridge, f } => {
                 let now = self.clock.now_ms();
-                let records = self
-                    .engine
-                    .l2(bridge)
-                    .map(|l2| l2.fdb().records(now))
-                    .unwrap_or_default();
-                let _ = reply.send(records);
-            }
-            Command::FdbFlush { bridge, reply } => {
-                if let Some(l2) = self.engine.l2_mut(bridge) {
-                    l2.fdb_mut().flush();
-                }
-                let _ = reply.send(());
+                f(self.engine.chain_mut(bridge), now);
             }
             Command::Trace {
                 bridge,
