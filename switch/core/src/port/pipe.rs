@@ -165,8 +165,9 @@ impl PortIo for PipePort {
                 break;
             };
             if bytes.len() > FRAME_CAPACITY {
-                // Larger than any frame the gateway may send (its MTU is below this): not
-                // a frame of the switch's; its buffer goes back.
+                // Larger than any frame the gateway may send (its MTU is below this): counted
+                // with the local end's drops; its buffer goes back.
+                self.shared.to_switch_drops.fetch_add(1, Relaxed);
                 let _ = self.shared.switch_free.push(bytes);
                 continue;
             }
