@@ -13,7 +13,8 @@
 //! [`DropCounters`] has one relaxed atomic per possible reason: one writer (the worker that
 //! owns it), any number of readers (the control thread).
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, OnceLock};
 
 /// Most reason sets a process can declare.
@@ -58,10 +59,11 @@ impl ReasonSet {
     }
 
     /// The set's slot in the registry: 0 (counted as `unregistered`) until
-    /// [`ReasonSet::register`]. One relaxed load.
+    /// [`ReasonSet::register`]. One load (acquire: whoever sees the slot sees the registry
+    /// entry written before it; free on x86).
     #[inline]
     pub fn slot(&self) -> usize {
-        usize::from(self.slot.load(Relaxed))
+        usize::from(self.slot.load(Ordering::Acquire))
     }
 
     /// Registers the set (once; later calls return its slot), so its reasons count under its
@@ -80,7 +82,7 @@ impl ReasonSet {
         if SETS[slot].set(self).is_ok() {
             *next = slot + 1;
         }
-        self.slot.store(slot as u16, Relaxed);
+        self.slot.store(slot as u16, Ordering::Release);
         slot
     }
 
