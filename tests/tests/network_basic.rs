@@ -78,6 +78,14 @@ fn two_networks_three_sandboxes_each() {
     assert!(sandboxes[3].0.ping("10.236.2.1", 3));
     assert!(sandboxes[0].0.unreachable("10.236.2.1"));
 
+    // What crossed over was routed to the gateway and dropped there, counted: networks are
+    // isolated from each other.
+    let stats = x.json(&["stats"]);
+    assert!(
+        xvs_tests::drop_count(&stats, "other_network") > 0,
+        "cross-network traffic not counted: {stats}"
+    );
+
     // DNS: names and aliases within the network, over UDP and TCP, and through getent.
     let (red0, blue0) = (&sandboxes[0].0, &sandboxes[3].0);
     assert_eq!(red0.dig("10.236.1.1", "red1", false), sandboxes[1].2);
@@ -192,4 +200,54 @@ fn icc_false_blocks_containers_but_not_the_gateway() {
     assert_eq!(ls[0]["icc"], false);
     x.must(&["network", "disconnect", "quiet", &a.name]);
     x.must(&["network", "disconnect", "quiet", &b.name]);
+}
+
+#[test]
+fn routed_traffic_is_a_counted_drop_until_routing_out_lands() {
+    let p = unique_prefix("nr");
+    let x = Xvsd::start(&[]);
+    x.must(&["network", "create", "open", "--subnet", "10.236.5.0/24"]);
+    x.must(&[
+        "network",
+        "create",
+        "closed",
+        "--subnet",
+        "10.236.6.0/24",
+        "--internal",
+    ]);
+    let (a, b) = (Netns::new(&format!("{p}a")), Netns::new(&format!("{p}b")));
+    x.must(&["network", "connect", "open", &a.name, "--name", "oa"]);
+    x.must(&["network", "connect", "closed", &b.name, "--name", "cb"]);
+    // Both gateways answer ping and DNS (for the gateway itself, not routed).
+    assert!(a.reaches("10.236.5.1", Duration::from_secs(5)));
+    assert!(b.reaches("10.236.6.1", Duration::from_secs(5)));
+    assert_eq!(b.dig("10.236.6.1", "cb", false), "10.236.6.2");
+    // Beyond the networks: nothing routes out yet, and an internal network never will.
+    assert!(a.unreachable("198.18.5.1"));
+    assert!(b.unreachable("198.18.5.1"));
+    let stats = x.json(&["stats"]);
+    assert!(xvs_tests::drop_count(&stats, "no_route") >= 2, "{stats}");
+    assert!(
+        xvs_tests::drop_count(&stats, "internal_network") >= 2,
+        "{stats}"
+    );
+    let drops = stats["drops"].as_array().unwrap();
+    assert!(
+        drops
+            .iter()
+            .any(|d| d["stage"] == "route" && d["reason"] == "no_route"),
+        "reasons carry their stage: {stats}"
+    );
+    // trace shows the route stage's decision.
+    let mac_gw = "02:42:0a:ec:05:01";
+    let t = x.must(&[
+        "trace",
+        "net.open",
+        &format!(
+            "in_port=gw,dl_src=02:00:00:00:00:09,dl_dst={mac_gw},udp,nw_src=10.236.5.9,nw_dst=198.18.5.1,tp_src=1,tp_dst=2"
+        ),
+    ]);
+    assert!(t.contains("route") && t.contains("no route out yet"), "{t}");
+    x.must(&["network", "disconnect", "open", &a.name]);
+    x.must(&["network", "disconnect", "closed", &b.name]);
 }

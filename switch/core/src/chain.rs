@@ -9,6 +9,7 @@ use crate::classify::{ClassifyStage, PortId};
 use crate::drop::ReasonSet;
 use crate::fdb::FdbConfig;
 use crate::l2::L2Stage;
+use crate::route::{RouteConfig, RouteStage};
 use crate::stage::{Batch, Stage, StageContext, Verdict};
 
 xvs_stage::drop_reasons! {
@@ -47,6 +48,16 @@ impl Chain {
         Chain::new(vec![
             Box::new(ClassifyStage),
             Box::new(L2Stage::new(config)),
+        ])
+    }
+
+    /// The chain of a network: classify, L2 (frames to the gateway's MAC marked routed), then
+    /// the route stage (to the gateway's own stack, or a counted drop until routing out lands).
+    pub fn network(config: FdbConfig, gateway_mac: crate::wire::Mac, route: RouteConfig) -> Chain {
+        Chain::new(vec![
+            Box::new(ClassifyStage),
+            Box::new(L2Stage::new(config).with_router(gateway_mac)),
+            Box::new(RouteStage::new(route)),
         ])
     }
 

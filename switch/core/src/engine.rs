@@ -88,6 +88,7 @@ pub fn register_reasons() {
     PipelineDrop::set().register();
     OutputDrop::set().register();
     crate::handoff::HandoffDrop::set().register();
+    crate::route::RouteDrop::set().register();
 }
 
 impl Engine {

@@ -6,7 +6,7 @@
 //! a destination learned on the ingress port is dropped; the icc rule is the domain's. A trace
 //! learns nothing. Owned by the worker thread that runs its bridge.
 
-use crate::classify::{FlowKey, PortId};
+use crate::classify::{FlowKey, Mac, PortId};
 use crate::domain::Domain;
 use crate::drop::ReasonSet;
 use crate::fdb::{Fdb, FdbConfig, Learn};
@@ -26,11 +26,13 @@ xvs_stage::drop_reasons! {
 /// How often aged entries are swept from the table.
 const EXPIRE_INTERVAL_MS: u64 = 1000;
 
-/// The L2 stage of one bridge: its MAC table.
+/// The L2 stage of one bridge: its MAC table, and on a network the gateway's MAC (frames to
+/// it are marked routed and left to the route stage).
 #[derive(Debug)]
 pub struct L2Stage {
     fdb: Fdb,
     last_expire_ms: u64,
+    router: Option<Mac>,
 }
 
 impl L2Stage {
@@ -40,7 +42,15 @@ impl L2Stage {
         L2Stage {
             fdb: Fdb::new(config),
             last_expire_ms: 0,
+            router: None,
         }
+    }
+
+    /// The same stage on a network whose gateway has `mac`: IPv4 frames sent to it are
+    /// marked routed and left undecided for the route stage that follows.
+    pub fn with_router(mut self, mac: Mac) -> L2Stage {
+        self.router = Some(mac);
+        self
     }
 
     /// The MAC table.
@@ -112,6 +122,16 @@ impl Stage for L2Stage {
                 ctx.record("l2", || "drop: source MAC is multicast or broadcast".into());
                 continue;
             }
+            if self.router == Some(key.dl_dst) && key.dl_type == crate::classify::ethertype::IPV4 {
+                if !dry_run {
+                    self.fdb.learn(key.vlan, key.dl_src, key.in_port, now);
+                }
+                batch.meta[i].routed = true;
+                ctx.record("l2", || {
+                    format!("destination {} is the gateway: routed", key.dl_dst)
+                });
+                continue;
+            }
             if dry_run {
                 let v = self.decide(ctx.domain, key, now);
                 ctx.record("l2", || self.explain(key, v, now));
@@ -143,6 +163,7 @@ impl Stage for L2Stage {
     fn adopt(&mut self, previous: &mut dyn Stage) {
         let previous: &mut dyn std::any::Any = previous;
         if let Some(old) = previous.downcast_mut::<L2Stage>() {
+            // The table and its ageing move over; configuration (limits, router) is the new one's.
             let config = self.fdb.config();
             std::mem::swap(&mut self.fdb, &mut old.fdb);
             self.fdb.set_config(config);

@@ -24,5 +24,6 @@ pub mod handoff;
 pub mod l2;
 pub mod output;
 pub mod port;
+pub mod route;
 pub mod umem;
 pub mod worker;

@@ -13,8 +13,8 @@
 //! [`DropCounters`] has one relaxed atomic per possible reason: one writer (the worker that
 //! owns it), any number of readers (the control thread).
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Most reason sets a process can declare.

@@ -137,6 +137,7 @@ impl Switch {
                 }
             }
         }
+        network::refresh_routes(&dp, &restored);
         let sw = Switch {
             state: State {
                 bridges: saved.bridges,
@@ -485,6 +486,7 @@ impl Switch {
             s.networks.stop(&mut s.dp, name);
         })
         .map_err(Error::NetworkNotSaved)?;
+        network::refresh_routes(&self.dp, &self.state.networks);
         let conf = network::lookup(&self.state.networks, name)?;
         Ok(Reply::success(&self.networks.view(name, conf)))
     }
@@ -493,6 +495,7 @@ impl Switch {
         let conf = network::lookup(&self.state.networks, name)?;
         self.networks.remove(&mut self.dp, name, conf)?;
         self.state.networks.remove(name);
+        network::refresh_routes(&self.dp, &self.state.networks);
         self.store
             .save(&self.state)
             .map_err(|source| Error::NetworkRemovedNotSaved {

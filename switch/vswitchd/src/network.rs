@@ -19,12 +19,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use xvs_ctl::protocol::{EndpointView, NetworkView};
+use xvs_switch::chain::Chain;
 use xvs_switch::classify::Mac;
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::gateway::GatewayHandle;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
+use xvs_switch::route::{self, RouteConfig, RouteStage};
 
 use crate::config::{EndpointConf, EndpointPortType, NetworkConf, UnknownPortType};
 use crate::dns::{NameTable, Resolver};
@@ -301,6 +303,12 @@ impl Networks {
             dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
             dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
             let gw = conf.pool.gateway;
+            let chain = Chain::network(
+                Default::default(),
+                mac_for(gw),
+                route_config(name, conf, &BTreeMap::new()),
+            );
+            dp.set_chain(&bridge, chain)?;
             self.gateway
                 .add(name, mac_for(gw), gw, conf.pool.subnet.prefix, end);
             Ok::<(), NetworkError>(())
@@ -767,3 +775,39 @@ pub fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> En
 #[cfg(test)]
 #[path = "tests/network.rs"]
 mod tests;
+
+/// The route stage's view of network `name`: its gateway and subnet, `--internal`, and every
+/// other network's subnet (isolated from it).
+fn route_config(
+    name: &str,
+    conf: &NetworkConf,
+    all: &BTreeMap<String, NetworkConf>,
+) -> RouteConfig {
+    let subnet = |s: Subnet| route::Subnet {
+        addr: s.addr,
+        prefix: s.prefix,
+    };
+    RouteConfig {
+        gateway: conf.pool.gateway,
+        subnet: subnet(conf.pool.subnet),
+        internal: conf.internal,
+        others: all
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(_, c)| subnet(c.pool.subnet))
+            .collect(),
+    }
+}
+
+/// Gives every network's route stage the current list of the others (after a network came or
+/// went).
+pub fn refresh_routes(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) {
+    for (name, conf) in all {
+        let config = route_config(name, conf, all);
+        if let Err(e) =
+            dp.with_stage::<RouteStage, _>(&bridge_of(name), move |r, _| r.set_config(config))
+        {
+            tracing::warn!("cannot update the routes of network {name}: {e}");
+        }
+    }
+}
