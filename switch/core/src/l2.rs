@@ -63,6 +63,13 @@ impl L2Stage {
         &mut self.fdb
     }
 
+    /// Whether `key` is an IPv4 frame to the network's gateway (left to the route stage).
+    #[inline(always)]
+    fn routes(&self, key: &FlowKey) -> bool {
+        matches!(self.router, Some(r) if r == key.dl_dst)
+            && key.dl_type == crate::classify::ethertype::IPV4
+    }
+
     /// The forwarding decision for `key` (no learning). Inlined into the stage's loop: as a
     /// call it cost a dozen instructions a frame in register saves (callgrind).
     #[inline(always)]
@@ -122,18 +129,15 @@ impl Stage for L2Stage {
                 ctx.record("l2", || "drop: source MAC is multicast or broadcast".into());
                 continue;
             }
-            if self.router == Some(key.dl_dst) && key.dl_type == crate::classify::ethertype::IPV4 {
-                if !dry_run {
-                    self.fdb.learn(key.vlan, key.dl_src, key.in_port, now);
-                }
-                batch.meta[i].routed = true;
-                ctx.record("l2", || {
-                    format!("destination {} is the gateway: routed", key.dl_dst)
-                });
-                continue;
-            }
             if dry_run {
                 let v = self.decide(ctx.domain, key, now);
+                if self.routes(key) {
+                    batch.meta[i].routed = true;
+                    ctx.record("l2", || {
+                        format!("destination {} is the gateway: routed", key.dl_dst)
+                    });
+                    continue;
+                }
                 ctx.record("l2", || self.explain(key, v, now));
                 batch.verdicts[i] = v;
                 continue;
@@ -142,6 +146,10 @@ impl Stage for L2Stage {
                 Learn::TableFull => table_full += 1,
                 Learn::PortLimit => port_limit += 1,
                 _ => {}
+            }
+            if self.routes(key) {
+                batch.meta[i].routed = true;
+                continue;
             }
             batch.verdicts[i] = self.decide(ctx.domain, key, now);
         }
