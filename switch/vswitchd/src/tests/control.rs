@@ -173,27 +173,43 @@ fn a_port_is_on_one_bridge_only() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A named network namespace for a test, deleted (with what xvsd wrote for it) on drop.
+/// A named network namespace for a test (as `ip netns add` makes one: a new namespace
+/// bind-mounted on /run/netns/NAME), deleted (with what xvsd wrote for it) on drop.
 struct TestNetns(String);
 
 impl TestNetns {
     fn new(tag: &str) -> TestNetns {
+        use nix::mount::{MsFlags, mount};
+        use nix::sched::{CloneFlags, unshare};
         let name = format!("xtc{:x}{tag}", std::process::id() & 0xfffff);
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
+        let path = std::path::Path::new("/run/netns").join(&name);
+        std::fs::create_dir_all("/run/netns").unwrap();
+        std::fs::File::create(&path).unwrap();
+        let target = path.clone();
+        // A thread of its own enters the new namespace, so the test's threads stay where
+        // they are; the bind mount keeps the namespace once the thread is gone.
+        std::thread::spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNET)?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        })
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot make namespace {name}: {e}"));
         TestNetns(name)
     }
 }
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
+        let path = std::path::Path::new("/run/netns").join(&self.0);
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.0));
     }
 }
