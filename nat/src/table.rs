@@ -15,6 +15,8 @@ pub(crate) const NO_ZONE: u16 = u16::MAX;
 pub(crate) const NO_MAPPING: u32 = u32::MAX;
 /// The index entry names the reply direction.
 const REPLY_BIT: u32 = 1 << 31;
+/// Lookups [`Table::warm`] overlaps at a time.
+const WARM_BURST: usize = 32;
 
 /// A slot's session and direction.
 #[inline]
@@ -143,6 +145,12 @@ impl Index {
         &self.words[at..at + WORDS]
     }
 
+    /// The first word of `h`'s home bucket (reading it brings the line in).
+    #[inline]
+    fn touch(&self, h: u64) -> u64 {
+        self.words[self.base + self.place(h).0 * WORDS]
+    }
+
     /// The first slot whose entry has `h`'s tag and satisfies `hit`.
     #[inline]
     fn find(&self, h: u64, mut hit: impl FnMut(u32) -> bool) -> Option<u32> {
@@ -269,6 +277,26 @@ impl Table {
                 .is_some_and(|s| s.tuple(dir) == t)
         })?;
         Some(split(slot))
+    }
+
+    /// Brings into cache what looking up `tuples` will read, overlapping the misses of a
+    /// burst (first every index bucket, then every session found): reads only. Returns a
+    /// value made of what it read, for the caller to consume.
+    pub fn warm(&self, tuples: &[Tuple]) -> u64 {
+        let mut hashes = [0u64; WARM_BURST];
+        let mut acc = 0;
+        for chunk in tuples.chunks(WARM_BURST) {
+            for (h, t) in hashes.iter_mut().zip(chunk) {
+                *h = t.hash(self.seed);
+                acc ^= self.index.touch(*h);
+            }
+            for (h, t) in hashes.iter().zip(chunk) {
+                if let Some((id, _)) = self.lookup_hashed(t, *h) {
+                    acc ^= u64::from(id);
+                }
+            }
+        }
+        acc
     }
 
     /// Session `id`.
@@ -466,6 +494,8 @@ mod tests {
             let s = session(n, 10);
             assert_eq!(t.lookup(&s.orig).map(|(id, _)| id), model.get(&n).copied());
         }
+        let tuples: Vec<Tuple> = (0..200).map(|n| session(n, 10).orig).collect();
+        let _ = t.warm(&tuples);
     }
 
     #[test]
