@@ -29,8 +29,9 @@ fn split(slot: u32) -> (u32, Dir) {
     (slot & !REPLY_BIT, dir)
 }
 
-/// One connection.
+/// One connection: one cache line (aligned, so a lookup's read of it is one miss, not two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
 pub(crate) struct Session {
     /// The first packet's tuple, as it arrived.
     pub orig: Tuple,
@@ -280,19 +281,24 @@ impl Table {
     }
 
     /// Brings into cache what looking up `tuples` will read, overlapping the misses of a
-    /// burst (first every index bucket, then every session found): reads only. Returns a
-    /// value made of what it read, for the caller to consume.
+    /// burst (every index bucket, then every session a tag names, each pass's loads
+    /// independent of each other): reads only. Returns a value made of what it read, for
+    /// the caller to consume.
     pub fn warm(&self, tuples: &[Tuple]) -> u64 {
         let mut hashes = [0u64; WARM_BURST];
+        let mut slots = [u32::MAX; WARM_BURST];
         let mut acc = 0;
         for chunk in tuples.chunks(WARM_BURST) {
             for (h, t) in hashes.iter_mut().zip(chunk) {
                 *h = t.hash(self.seed);
                 acc ^= self.index.touch(*h);
             }
-            for (h, t) in hashes.iter().zip(chunk) {
-                if let Some((id, _)) = self.lookup_hashed(t, *h) {
-                    acc ^= u64::from(id);
+            for (slot, h) in slots.iter_mut().zip(&hashes[..chunk.len()]) {
+                *slot = self.index.find(*h, |_| true).unwrap_or(u32::MAX);
+            }
+            for slot in &slots[..chunk.len()] {
+                if let Some(s) = self.sessions.get(split(*slot).0 as usize) {
+                    acc ^= s.expires_ms;
                 }
             }
         }
@@ -447,6 +453,7 @@ mod tests {
         let mut ix = Index::new(20);
         assert_eq!(ix.mask, 3);
         assert_eq!(ix.bucket(0).as_ptr() as usize % 64, 0, "cache-line aligned");
+        assert_eq!(size_of::<Session>(), 64, "a session is one cache line");
         let h = |k: u32| u64::from(k) << 32;
         for k in 0..20 {
             ix.insert(h(k), k);
