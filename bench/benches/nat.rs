@@ -1,7 +1,7 @@
 //! Criterion benches of xvs-nat, per packet at bursts of 32: conntrack lookup + NAT rewrite of
 //! established UDP flows in a table of 1M sessions (flows drawn at random over the whole table,
-//! and one hot burst of 32 flows; each with the burst warmed first, as a stage does, and
-//! without), the cost of setting up a new connection, and the memory a
+//! and one hot burst of 32 flows; each through `process_burst`, as a stage does, and frame by
+//! frame through `process`: `_unwarmed`), the cost of setting up a new connection, and the memory a
 //! session takes (printed: reserved bytes per session, and the RSS growth of filling 1M).
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use xvs_nat::{Config, Conntrack, PortRange, Side};
+use xvs_nat::{Config, Conntrack, Outcome, PortRange, Side};
 use xvs_switch::classify::{FlowKey, classify};
 use xvs_switch::offload::Offload;
 
@@ -97,9 +97,9 @@ fn sample(n: usize, seed: u64) -> (Vec<[u8; 60]>, Vec<FlowKey>) {
         .unzip()
 }
 
-/// One burst: the frames copied into the burst's buffers (the rewrite is in place), then,
-/// with `warm`, the burst's connections brought into cache ([`Conntrack::warm`]), then each
-/// frame processed.
+/// One burst: the frames copied into the burst's buffers (the rewrite is in place), then
+/// processed: with `burst`, together ([`Conntrack::process_burst`]: the lookups first, their
+/// misses overlapping), else one by one ([`Conntrack::process`]).
 #[inline]
 fn burst(
     ct: &mut Conntrack,
@@ -107,18 +107,21 @@ fn burst(
     keys: &[FlowKey],
     bufs: &mut [[u8; 60]; BURST],
     now: u64,
-    warm: bool,
+    burst: bool,
 ) {
     let inside = Side::Inside { zone: 1 };
     for (f, buf) in frames.iter().zip(bufs.iter_mut()) {
         buf.copy_from_slice(f);
     }
-    if warm {
-        ct.warm(keys);
-    }
-    for (k, buf) in keys.iter().zip(bufs.iter_mut()) {
-        let r = ct.process(buf, k, &Offload::NONE, inside, now, false);
-        black_box(r.is_ok());
+    if burst {
+        let mut out = [Ok(Outcome::Untracked); BURST];
+        ct.process_burst(bufs, keys, &Offload::NONE, inside, now, false, &mut out);
+        black_box(&out);
+    } else {
+        for (k, buf) in keys.iter().zip(bufs.iter_mut()) {
+            let r = ct.process(buf, k, &Offload::NONE, inside, now, false);
+            black_box(r.is_ok());
+        }
     }
 }
 

@@ -227,6 +227,9 @@ pub(crate) struct Table {
     seed: u64,
     capacity: u32,
     live: u32,
+    /// Bumped by every insertion and removal: a lookup made at one generation holds while
+    /// the generation does.
+    generation: u64,
     cursor: u32,
 }
 
@@ -246,6 +249,7 @@ impl Table {
             seed,
             capacity,
             live: 0,
+            generation: 0,
             cursor: 0,
         }
     }
@@ -280,29 +284,42 @@ impl Table {
         Some(split(slot))
     }
 
-    /// Brings into cache what looking up `tuples` will read, overlapping the misses of a
-    /// burst (every index bucket, then every session a tag names, each pass's loads
-    /// independent of each other): reads only. Returns a value made of what it read, for
-    /// the caller to consume.
-    pub fn warm(&self, tuples: &[Tuple]) -> u64 {
+    /// The generation: what [`lookup`](Self::lookup) answers cannot change while it holds.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// [`lookup`](Self::lookup) of each of `tuples` into `found`, in passes whose loads do
+    /// not depend on each other (every index bucket, then every slot a tag names, then
+    /// every session), so a burst's cache misses overlap instead of coming one after
+    /// another. The answers are `lookup`'s, valid while the [`generation`](Self::generation)
+    /// holds.
+    pub fn lookup_burst(&self, tuples: &[Tuple], found: &mut [Option<(u32, Dir)>]) {
         let mut hashes = [0u64; WARM_BURST];
-        let mut slots = [u32::MAX; WARM_BURST];
+        let mut slots = [None; WARM_BURST];
         let mut acc = 0;
-        for chunk in tuples.chunks(WARM_BURST) {
+        for (chunk, found) in tuples.chunks(WARM_BURST).zip(found.chunks_mut(WARM_BURST)) {
             for (h, t) in hashes.iter_mut().zip(chunk) {
                 *h = t.hash(self.seed);
                 acc ^= self.index.touch(*h);
             }
-            for (slot, h) in slots.iter_mut().zip(&hashes[..chunk.len()]) {
-                *slot = self.index.find(*h, |_| true).unwrap_or(u32::MAX);
+            for (slot, h) in slots.iter_mut().zip(&hashes) {
+                *slot = self.index.find(*h, |_| true);
             }
-            for slot in &slots[..chunk.len()] {
-                if let Some(s) = self.sessions.get(split(*slot).0 as usize) {
-                    acc ^= s.expires_ms;
-                }
+            for (((f, t), h), slot) in found.iter_mut().zip(chunk).zip(&hashes).zip(&slots) {
+                *f = slot.and_then(|slot| {
+                    let (id, dir) = split(slot);
+                    match self.sessions.get(id as usize) {
+                        // The first tag match is the tuple's: what a lookup finds first.
+                        Some(s) if s.tuple(dir) == t => Some((id, dir)),
+                        // Another tuple with the tag: the lookup goes on past it.
+                        _ => self.lookup_hashed(t, *h),
+                    }
+                });
             }
         }
-        acc
+        std::hint::black_box(acc);
     }
 
     /// Session `id`.
@@ -335,6 +352,7 @@ impl Table {
         self.index.insert(s.orig.hash(self.seed), id);
         self.index.insert(s.reply.hash(self.seed), id | REPLY_BIT);
         self.live += 1;
+        self.generation += 1;
         Some(id)
     }
 
@@ -349,6 +367,7 @@ impl Table {
         self.sessions[id as usize] = Session::FREE;
         self.free.push(id);
         self.live -= 1;
+        self.generation += 1;
         s
     }
 
@@ -389,6 +408,7 @@ impl Table {
         self.free.clear();
         self.index.clear();
         self.live = 0;
+        self.generation += 1;
         self.cursor = 0;
     }
 
@@ -501,8 +521,14 @@ mod tests {
             let s = session(n, 10);
             assert_eq!(t.lookup(&s.orig).map(|(id, _)| id), model.get(&n).copied());
         }
-        let tuples: Vec<Tuple> = (0..200).map(|n| session(n, 10).orig).collect();
-        let _ = t.warm(&tuples);
+        let tuples: Vec<Tuple> = (0..200)
+            .map(|n| session(n, 10))
+            .flat_map(|s| [s.orig, s.reply, s.orig.inverse()])
+            .collect();
+        let mut found = vec![None; tuples.len()];
+        t.lookup_burst(&tuples, &mut found);
+        let want: Vec<_> = tuples.iter().map(|x| t.lookup(x)).collect();
+        assert_eq!(found, want);
     }
 
     #[test]
