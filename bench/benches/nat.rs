@@ -1,6 +1,7 @@
 //! Criterion benches of xvs-nat, per packet at bursts of 32: conntrack lookup + NAT rewrite of
 //! established UDP flows in a table of 1M sessions (flows drawn at random over the whole table,
-//! and one hot burst of 32 flows), the cost of setting up a new connection, and the memory a
+//! and one hot burst of 32 flows; each through `process_burst`, as a stage does, and frame by
+//! frame through `process`: `_unwarmed`), the cost of setting up a new connection, and the memory a
 //! session takes (printed: reserved bytes per session, and the RSS growth of filling 1M).
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -9,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use xvs_nat::{Config, Conntrack, PortRange, Side};
+use xvs_nat::{Config, Conntrack, Outcome, PortRange, Side};
 use xvs_switch::classify::{FlowKey, classify};
 use xvs_switch::offload::Offload;
 
@@ -82,7 +83,7 @@ fn full_table() -> Conntrack {
 }
 
 /// Frames and keys of `n` established sessions, drawn by a seeded generator.
-fn sample(n: usize, seed: u64) -> Vec<(Vec<u8>, FlowKey)> {
+fn sample(n: usize, seed: u64) -> (Vec<[u8; 60]>, Vec<FlowKey>) {
     let mut x = seed;
     (0..n)
         .map(|_| {
@@ -91,43 +92,76 @@ fn sample(n: usize, seed: u64) -> Vec<(Vec<u8>, FlowKey)> {
             x ^= x << 17;
             let f = session_frame((x % u64::from(SESSIONS)) as u32);
             let k = classify(&f, 1, 0).unwrap();
-            (f, k)
+            (<[u8; 60]>::try_from(f.as_slice()).unwrap(), k)
         })
-        .collect()
+        .unzip()
 }
 
-/// One burst: each frame copied into its buffer (the rewrite is in place) and processed.
+/// One burst: the frames copied into the burst's buffers (the rewrite is in place), then
+/// processed: with `burst`, together ([`Conntrack::process_burst`]: the lookups first, their
+/// misses overlapping), else one by one ([`Conntrack::process`]).
 #[inline]
 fn burst(
     ct: &mut Conntrack,
-    frames: &[(Vec<u8>, FlowKey)],
+    frames: &[[u8; 60]],
+    keys: &[FlowKey],
     bufs: &mut [[u8; 60]; BURST],
     now: u64,
+    burst: bool,
 ) {
     let inside = Side::Inside { zone: 1 };
-    for ((f, k), buf) in frames.iter().zip(bufs.iter_mut()) {
+    for (f, buf) in frames.iter().zip(bufs.iter_mut()) {
         buf.copy_from_slice(f);
-        let r = ct.process(buf, k, &Offload::NONE, inside, now, false);
-        black_box(r.is_ok());
+    }
+    if burst {
+        let mut out = [Ok(Outcome::Untracked); BURST];
+        ct.process_burst(bufs, keys, &Offload::NONE, inside, now, false, &mut out);
+        black_box(&out);
+    } else {
+        for (k, buf) in keys.iter().zip(bufs.iter_mut()) {
+            let r = ct.process(buf, k, &Offload::NONE, inside, now, false);
+            black_box(r.is_ok());
+        }
     }
 }
 
 fn bench_established(c: &mut Criterion) {
     let mut ct = full_table();
-    let random = sample(1 << 16, 0x9e37_79b9);
-    let hot = sample(BURST, 7);
+    let (random, random_keys) = sample(1 << 16, 0x9e37_79b9);
+    let (hot, hot_keys) = sample(BURST, 7);
     let mut bufs = [[0u8; 60]; BURST];
     let mut g = c.benchmark_group("nat");
     g.throughput(Throughput::Elements(BURST as u64));
+    for (name, warm) in [("", true), ("_unwarmed", false)] {
+        let mut at = 0;
+        g.bench_function(format!("established_1M_random_flows_burst32{name}"), |b| {
+            b.iter(|| {
+                at = (at + BURST) % random.len();
+                let r = at..at + BURST;
+                burst(
+                    &mut ct,
+                    &random[r.clone()],
+                    &random_keys[r],
+                    &mut bufs,
+                    1,
+                    warm,
+                );
+            })
+        });
+        g.bench_function(format!("established_1M_hot_burst32{name}"), |b| {
+            b.iter(|| burst(&mut ct, &hot, &hot_keys, &mut bufs, 1, warm))
+        });
+    }
+    // What the bench itself spends per burst: copying the frames into the buffers.
     let mut at = 0;
-    g.bench_function("established_1M_random_flows_burst32", |b| {
+    g.bench_function("bench_overhead_copy_random_burst32", |b| {
         b.iter(|| {
             at = (at + BURST) % random.len();
-            burst(&mut ct, &random[at..at + BURST], &mut bufs, 1);
+            for (f, buf) in random[at..at + BURST].iter().zip(bufs.iter_mut()) {
+                buf.copy_from_slice(f);
+            }
+            black_box(&mut bufs);
         })
-    });
-    g.bench_function("established_1M_hot_burst32", |b| {
-        b.iter(|| burst(&mut ct, &hot, &mut bufs, 1))
     });
     g.finish();
 }

@@ -274,6 +274,59 @@ impl Conntrack {
             .unwrap_or(0)
     }
 
+    /// Brings into cache the connections of a burst's TCP and UDP frames (their index
+    /// buckets first, then their sessions), so calling [`process`](Self::process) on each
+    /// next finds them there: the burst's cache misses overlap instead of coming one after
+    /// another. Reads only; what `process` decides is unchanged.
+    pub fn warm(&self, keys: &[FlowKey]) {
+        let mut found = [None; WARM_BURST];
+        for chunk in keys.chunks(WARM_BURST) {
+            let (tuples, n) = burst_tuples(chunk);
+            self.table.lookup_burst(&tuples[..n], &mut found[..n]);
+        }
+    }
+
+    /// [`process`](Self::process) for each frame of a burst, with the same `offload`,
+    /// `side`, time and dry run, each result in `out` (as many as fit): the burst's lookups
+    /// are made together first (as [`warm`](Self::warm) makes them), and a frame uses its
+    /// lookup while no frame before it in the burst has added or removed a connection
+    /// (else it looks up again), so each decides exactly as `process` would.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_burst<F: AsMut<[u8]>>(
+        &mut self,
+        frames: &mut [F],
+        keys: &[FlowKey],
+        offload: &Offload,
+        side: Side,
+        now_ms: u64,
+        dry_run: bool,
+        out: &mut [Result<Outcome, NatDrop>],
+    ) {
+        let mut found = [None; WARM_BURST];
+        let n = frames.len().min(keys.len()).min(out.len());
+        let (frames, keys, out) = (&mut frames[..n], &keys[..n], &mut out[..n]);
+        for ((frames, keys), out) in frames
+            .chunks_mut(WARM_BURST)
+            .zip(keys.chunks(WARM_BURST))
+            .zip(out.chunks_mut(WARM_BURST))
+        {
+            let (tuples, m) = burst_tuples(keys);
+            self.table.lookup_burst(&tuples[..m], &mut found[..m]);
+            let generation = self.table.generation();
+            let mut j = 0;
+            for ((frame, key), r) in frames.iter_mut().zip(keys).zip(out.iter_mut()) {
+                let mut hint = None;
+                if fast_tuple(key).is_some() {
+                    if self.table.generation() == generation {
+                        hint = Some(found[j]);
+                    }
+                    j += 1;
+                }
+                *r = self.process_with(frame.as_mut(), key, offload, side, now_ms, dry_run, hint);
+            }
+        }
+    }
+
     /// Tracks and translates one frame. `key` is its classification (offsets into `frame`),
     /// `offload` its virtio-net state (a partial checksum is kept partial), `side` where it
     /// came from. With `dry_run` nothing is created, refreshed or counted.
@@ -286,6 +339,23 @@ impl Conntrack {
         side: Side,
         now_ms: u64,
         dry_run: bool,
+    ) -> Result<Outcome, NatDrop> {
+        self.process_with(frame, key, offload, side, now_ms, dry_run, None)
+    }
+
+    /// [`process`](Self::process), with the frame's lookup already made when `found` is
+    /// `Some` (what `Table::lookup` answers for its tuple, at the table's generation now).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn process_with(
+        &mut self,
+        frame: &mut [u8],
+        key: &FlowKey,
+        offload: &Offload,
+        side: Side,
+        now_ms: u64,
+        dry_run: bool,
+        found: Option<Option<(u32, Dir)>>,
     ) -> Result<Outcome, NatDrop> {
         if key.dl_type != ethertype::IPV4 || key.l3_offset == 0 {
             return Ok(Outcome::Untracked);
@@ -326,7 +396,11 @@ impl Conntrack {
             }
             _ => return Err(NatDrop::UnsupportedProtocol),
         }
-        if let Some((id, dir)) = self.table.lookup(&t) {
+        let found = match found {
+            Some(f) if matches!(t.proto, ipproto::TCP | ipproto::UDP) => f,
+            _ => self.table.lookup(&t),
+        };
+        if let Some((id, dir)) = found {
             if self.table.get(id).expires_ms > now_ms {
                 return self.established(
                     frame, l3, l4, offload, id, dir, t, tcp_flags, icmp_ty, now_ms, dry_run,
@@ -722,6 +796,39 @@ fn forget(
             endpoints.remove(&ep);
         }
     }
+}
+
+/// Frames [`Conntrack::warm`] handles at a time.
+const WARM_BURST: usize = 32;
+
+/// The tuples of `keys`' TCP and UDP frames ([`fast_tuple`]), in order, and how many.
+#[inline]
+fn burst_tuples(keys: &[FlowKey]) -> ([Tuple; WARM_BURST], usize) {
+    let mut tuples = [Tuple::default(); WARM_BURST];
+    let mut n = 0;
+    for t in keys.iter().take(WARM_BURST).filter_map(fast_tuple) {
+        tuples[n] = t;
+        n += 1;
+    }
+    (tuples, n)
+}
+
+/// The tuple of a TCP or UDP frame that is not a fragment, from its key alone (what
+/// [`Conntrack::process`] looks up for it).
+#[inline]
+fn fast_tuple(key: &FlowKey) -> Option<Tuple> {
+    let addr = |a: &[u8; 16]| u32::from_be_bytes([a[12], a[13], a[14], a[15]]);
+    (key.dl_type == ethertype::IPV4
+        && key.l3_offset != 0
+        && key.l4_offset != 0
+        && matches!(key.nw_proto, ipproto::TCP | ipproto::UDP))
+    .then(|| Tuple {
+        src: addr(&key.nw_src),
+        dst: addr(&key.nw_dst),
+        sport: key.tp_src,
+        dport: key.tp_dst,
+        proto: key.nw_proto,
+    })
 }
 
 #[inline]

@@ -670,3 +670,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_warmed_burst_decides_as_frame_by_frame() {
+    // A burst whose frames depend on each other: a connection opened, then its reply and
+    // more of it, a TCP handshake, a ping, an unsolicited reply.
+    let frames = vec![
+        udp(A, 40000, R1, 53),
+        udp(A, 40000, R1, 53),
+        udp(B, 40001, R2, 53),
+        tcp(A, 41000, R1, 80, SYN),
+        ping(A, R1, 7, false),
+        udp(R1, 53, OUT, 40000),
+        tcp(A, 41000, R1, 80, ACK),
+        udp(R2, 99, OUT, 12345),
+        udp(A, 40000, R1, 53),
+    ];
+    let keys: Vec<_> = frames.iter().map(|f| classify(f, 1, 0).unwrap()).collect();
+    let (mut one, mut burst) = (ct(base()), ct(base()));
+    let mut by_one = frames.clone();
+    let want: Vec<_> = by_one
+        .iter_mut()
+        .zip(&keys)
+        .map(|(f, k)| one.process(f, k, &Offload::NONE, IN1, 5, false))
+        .collect();
+    let mut by_burst = frames.clone();
+    let mut got = vec![Ok(Outcome::Untracked); frames.len()];
+    burst.process_burst(
+        &mut by_burst,
+        &keys,
+        &Offload::NONE,
+        IN1,
+        5,
+        false,
+        &mut got,
+    );
+    assert_eq!(got, want);
+    assert_eq!(by_burst, by_one);
+    assert_eq!(burst.len(), one.len());
+    assert!(want.iter().filter(|r| r.is_ok()).count() >= 6);
+}

@@ -6,8 +6,6 @@
 //!
 //! Owned by one worker's [`Conntrack`](crate::conntrack::Conntrack); not `Sync`.
 
-use hashbrown::HashTable;
-
 use crate::state::ConnState;
 use crate::tuple::{Dir, Tuple};
 
@@ -17,9 +15,23 @@ pub(crate) const NO_ZONE: u16 = u16::MAX;
 pub(crate) const NO_MAPPING: u32 = u32::MAX;
 /// The index entry names the reply direction.
 const REPLY_BIT: u32 = 1 << 31;
+/// Lookups [`Table::warm`] overlaps at a time.
+const WARM_BURST: usize = 32;
 
-/// One connection.
+/// A slot's session and direction.
+#[inline]
+fn split(slot: u32) -> (u32, Dir) {
+    let dir = if slot & REPLY_BIT != 0 {
+        Dir::Reply
+    } else {
+        Dir::Original
+    };
+    (slot & !REPLY_BIT, dir)
+}
+
+/// One connection: one cache line (aligned, so a lookup's read of it is one miss, not two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
 pub(crate) struct Session {
     /// The first packet's tuple, as it arrived.
     pub orig: Tuple,
@@ -89,11 +101,121 @@ impl Session {
     }
 }
 
-/// An index entry: a tuple and the session (and direction) it belongs to.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    tuple: Tuple,
-    slot: u32,
+/// Index entries per bucket; the bucket's eighth word counts entries that probed past it.
+const WAYS: usize = 7;
+/// Words per bucket: one 64-byte cache line.
+const WORDS: usize = 8;
+
+/// The index: buckets of one cache line, each `WAYS` entries of `tag << 32 | slot + 1` (`slot`
+/// with [`REPLY_BIT`] for the reply tuple; `0` is empty) and an overflow count. Entries name a
+/// session, not a tuple: a tag match is confirmed against the session's tuple, so a packet
+/// costs one miss in the index and one in the slab. Linear probing over buckets; a lookup
+/// stops at the first bucket that nothing probed past (no tombstones: a removal decrements
+/// the counts on its path).
+#[derive(Debug)]
+struct Index {
+    /// Zeroed (pages are touched as entries arrive); `base` words in, the first bucket
+    /// starts on a cache line.
+    words: Vec<u64>,
+    base: usize,
+    mask: usize,
+}
+
+impl Index {
+    fn new(entries: usize) -> Index {
+        // At most 3/4 of the ways used, in a power of two of buckets.
+        let buckets = (entries * 4 / 3 / WAYS + 1).next_power_of_two().max(2);
+        let words = vec![0u64; buckets * WORDS + WORDS];
+        let base = (words.as_ptr() as usize).wrapping_neg() % 64 / size_of::<u64>();
+        Index {
+            words,
+            base,
+            mask: buckets - 1,
+        }
+    }
+
+    /// The home bucket and tag of hash `h` (tags are odd: never an empty entry's).
+    #[inline]
+    fn place(&self, h: u64) -> (usize, u64) {
+        ((h as usize) & self.mask, (h >> 32) | 1)
+    }
+
+    #[inline]
+    fn bucket(&self, b: usize) -> &[u64] {
+        let at = self.base + b * WORDS;
+        &self.words[at..at + WORDS]
+    }
+
+    /// The first word of `h`'s home bucket (reading it brings the line in).
+    #[inline]
+    fn touch(&self, h: u64) -> u64 {
+        self.words[self.base + self.place(h).0 * WORDS]
+    }
+
+    /// The first slot whose entry has `h`'s tag and satisfies `hit`.
+    #[inline]
+    fn find(&self, h: u64, mut hit: impl FnMut(u32) -> bool) -> Option<u32> {
+        let (mut b, tag) = self.place(h);
+        loop {
+            let bucket = self.bucket(b);
+            for &e in &bucket[..WAYS] {
+                if e >> 32 == tag && hit((e as u32).wrapping_sub(1)) {
+                    return Some((e as u32).wrapping_sub(1));
+                }
+            }
+            if bucket[WAYS] == 0 {
+                return None;
+            }
+            b = (b + 1) & self.mask;
+        }
+    }
+
+    /// Adds `slot` under `h` (there is room: the table's capacity bounds the entries).
+    fn insert(&mut self, h: u64, slot: u32) {
+        let (mut b, tag) = self.place(h);
+        let e = tag << 32 | u64::from(slot + 1);
+        loop {
+            let at = self.base + b * WORDS;
+            if let Some(w) = self.words[at..at + WAYS].iter_mut().find(|w| **w == 0) {
+                *w = e;
+                return;
+            }
+            self.words[at + WAYS] += 1;
+            b = (b + 1) & self.mask;
+        }
+    }
+
+    /// Removes `slot`'s entry under `h`, if there is one.
+    fn remove(&mut self, h: u64, slot: u32) {
+        let (home, tag) = self.place(h);
+        let e = tag << 32 | u64::from(slot + 1);
+        let mut b = home;
+        loop {
+            let at = self.base + b * WORDS;
+            if let Some(i) = self.words[at..at + WAYS].iter().position(|w| *w == e) {
+                self.words[at + i] = 0;
+                // Those we probed past no longer hold this entry beyond them.
+                let mut p = home;
+                while p != b {
+                    self.words[self.base + p * WORDS + WAYS] -= 1;
+                    p = (p + 1) & self.mask;
+                }
+                return;
+            }
+            if self.words[at + WAYS] == 0 {
+                return;
+            }
+            b = (b + 1) & self.mask;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.words.fill(0);
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.capacity() * size_of::<u64>()
+    }
 }
 
 /// Sessions and their index.
@@ -101,10 +223,13 @@ struct Entry {
 pub(crate) struct Table {
     sessions: Vec<Session>,
     free: Vec<u32>,
-    index: HashTable<Entry>,
+    index: Index,
     seed: u64,
     capacity: u32,
     live: u32,
+    /// Bumped by every insertion and removal: a lookup made at one generation holds while
+    /// the generation does.
+    generation: u64,
     cursor: u32,
 }
 
@@ -112,14 +237,19 @@ impl Table {
     /// A table for `capacity` sessions; the index and the slab are reserved now (pages are
     /// touched as sessions arrive), so the fast path never grows them.
     pub fn new(capacity: u32, seed: u64) -> Table {
+        assert!(
+            capacity < REPLY_BIT - 1,
+            "slot ids leave the reply bit free"
+        );
         let cap = capacity as usize;
         Table {
             sessions: Vec::with_capacity(cap),
             free: Vec::with_capacity(cap),
-            index: HashTable::with_capacity(cap * 2),
+            index: Index::new(cap * 2),
             seed,
             capacity,
             live: 0,
+            generation: 0,
             cursor: 0,
         }
     }
@@ -139,13 +269,57 @@ impl Table {
     /// The session and direction `t` belongs to.
     #[inline]
     pub fn lookup(&self, t: &Tuple) -> Option<(u32, Dir)> {
-        let e = self.index.find(t.hash(self.seed), |e| e.tuple == *t)?;
-        let dir = if e.slot & REPLY_BIT != 0 {
-            Dir::Reply
-        } else {
-            Dir::Original
-        };
-        Some((e.slot & !REPLY_BIT, dir))
+        self.lookup_hashed(t, t.hash(self.seed))
+    }
+
+    /// [`lookup`](Self::lookup) of `t` whose hash is `h`.
+    #[inline]
+    fn lookup_hashed(&self, t: &Tuple, h: u64) -> Option<(u32, Dir)> {
+        let slot = self.index.find(h, |slot| {
+            let (id, dir) = split(slot);
+            self.sessions
+                .get(id as usize)
+                .is_some_and(|s| s.tuple(dir) == t)
+        })?;
+        Some(split(slot))
+    }
+
+    /// The generation: what [`lookup`](Self::lookup) answers cannot change while it holds.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// [`lookup`](Self::lookup) of each of `tuples` into `found`, in passes whose loads do
+    /// not depend on each other (every index bucket, then every slot a tag names, then
+    /// every session), so a burst's cache misses overlap instead of coming one after
+    /// another. The answers are `lookup`'s, valid while the [`generation`](Self::generation)
+    /// holds.
+    pub fn lookup_burst(&self, tuples: &[Tuple], found: &mut [Option<(u32, Dir)>]) {
+        let mut hashes = [0u64; WARM_BURST];
+        let mut slots = [None; WARM_BURST];
+        let mut acc = 0;
+        for (chunk, found) in tuples.chunks(WARM_BURST).zip(found.chunks_mut(WARM_BURST)) {
+            for (h, t) in hashes.iter_mut().zip(chunk) {
+                *h = t.hash(self.seed);
+                acc ^= self.index.touch(*h);
+            }
+            for (slot, h) in slots.iter_mut().zip(&hashes) {
+                *slot = self.index.find(*h, |_| true);
+            }
+            for (((f, t), h), slot) in found.iter_mut().zip(chunk).zip(&hashes).zip(&slots) {
+                *f = slot.and_then(|slot| {
+                    let (id, dir) = split(slot);
+                    match self.sessions.get(id as usize) {
+                        // The first tag match is the tuple's: what a lookup finds first.
+                        Some(s) if s.tuple(dir) == t => Some((id, dir)),
+                        // Another tuple with the tag: the lookup goes on past it.
+                        _ => self.lookup_hashed(t, *h),
+                    }
+                });
+            }
+        }
+        std::hint::black_box(acc);
     }
 
     /// Session `id`.
@@ -175,25 +349,10 @@ impl Table {
                 (self.sessions.len() - 1) as u32
             }
         };
-        let seed = self.seed;
-        let rehash = move |e: &Entry| e.tuple.hash(seed);
-        self.index.insert_unique(
-            s.orig.hash(seed),
-            Entry {
-                tuple: s.orig,
-                slot: id,
-            },
-            rehash,
-        );
-        self.index.insert_unique(
-            s.reply.hash(seed),
-            Entry {
-                tuple: s.reply,
-                slot: id | REPLY_BIT,
-            },
-            rehash,
-        );
+        self.index.insert(s.orig.hash(self.seed), id);
+        self.index.insert(s.reply.hash(self.seed), id | REPLY_BIT);
         self.live += 1;
+        self.generation += 1;
         Some(id)
     }
 
@@ -203,14 +362,12 @@ impl Table {
         if !s.live {
             return s;
         }
-        for (t, slot) in [(s.orig, id), (s.reply, id | REPLY_BIT)] {
-            if let Ok(e) = self.index.find_entry(t.hash(self.seed), |e| e.slot == slot) {
-                e.remove();
-            }
-        }
+        self.index.remove(s.orig.hash(self.seed), id);
+        self.index.remove(s.reply.hash(self.seed), id | REPLY_BIT);
         self.sessions[id as usize] = Session::FREE;
         self.free.push(id);
         self.live -= 1;
+        self.generation += 1;
         s
     }
 
@@ -251,16 +408,15 @@ impl Table {
         self.free.clear();
         self.index.clear();
         self.live = 0;
+        self.generation += 1;
         self.cursor = 0;
     }
 
-    /// Bytes reserved: the slab, the free list, and the index (buckets of 20 bytes and a
-    /// control byte, at hashbrown's 7/8 load, in powers of two).
+    /// Bytes reserved: the slab, the free list, and the index.
     pub fn memory_bytes(&self) -> usize {
-        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
         self.sessions.capacity() * size_of::<Session>()
             + self.free.capacity() * size_of::<u32>()
-            + buckets * (size_of::<Entry>() + 1)
+            + self.index.bytes()
     }
 
     /// Bytes per session at full capacity.
@@ -309,6 +465,70 @@ mod tests {
             (t.lookup(&s.orig), t.lookup(&s.reply), t.len()),
             (None, None, 0)
         );
+    }
+
+    #[test]
+    fn the_index_keeps_overflow_chains_through_removals() {
+        // 4 buckets of 7: every entry homes in bucket 0, so most probe past it.
+        let mut ix = Index::new(20);
+        assert_eq!(ix.mask, 3);
+        assert_eq!(ix.bucket(0).as_ptr() as usize % 64, 0, "cache-line aligned");
+        assert_eq!(size_of::<Session>(), 64, "a session is one cache line");
+        let h = |k: u32| u64::from(k) << 32;
+        for k in 0..20 {
+            ix.insert(h(k), k);
+        }
+        let has = |ix: &Index, k: u32| ix.find(h(k), |s| s == k) == Some(k);
+        assert!((0..20).all(|k| has(&ix, k)));
+        for k in (0..20).step_by(2) {
+            ix.remove(h(k), k);
+        }
+        assert!((0..20).all(|k| has(&ix, k) == (k % 2 == 1)));
+        for k in (1..20).step_by(2) {
+            ix.remove(h(k), k);
+        }
+        assert!(
+            (0..4).all(|b| ix.bucket(b).iter().all(|w| *w == 0)),
+            "counts back to 0"
+        );
+        // Removing what is not there changes nothing.
+        ix.insert(h(3), 3);
+        ix.remove(h(4), 4);
+        assert!(has(&ix, 3));
+    }
+
+    #[test]
+    fn churn_agrees_with_a_map() {
+        let mut t = Table::new(64, 9);
+        let mut model = std::collections::HashMap::new();
+        let mut rng = crate::hash::SplitMix::new(5);
+        for _ in 0..5000 {
+            let n = rng.below(200);
+            let s = session(n, 10);
+            if let Some(&id) = model.get(&n) {
+                assert_eq!(t.lookup(&s.orig), Some((id, Dir::Original)));
+                assert_eq!(t.lookup(&s.reply), Some((id, Dir::Reply)));
+                t.remove(id);
+                model.remove(&n);
+            } else if let Some(id) = t.insert(s) {
+                model.insert(n, id);
+            } else {
+                assert_eq!(model.len(), 64);
+            }
+            assert_eq!(t.len() as usize, model.len());
+        }
+        for n in 0..200 {
+            let s = session(n, 10);
+            assert_eq!(t.lookup(&s.orig).map(|(id, _)| id), model.get(&n).copied());
+        }
+        let tuples: Vec<Tuple> = (0..200)
+            .map(|n| session(n, 10))
+            .flat_map(|s| [s.orig, s.reply, s.orig.inverse()])
+            .collect();
+        let mut found = vec![None; tuples.len()];
+        t.lookup_burst(&tuples, &mut found);
+        let want: Vec<_> = tuples.iter().map(|x| t.lookup(x)).collect();
+        assert_eq!(found, want);
     }
 
     #[test]
