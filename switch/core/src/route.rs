@@ -23,30 +23,8 @@ xvs_stage::drop_reasons! {
     }
 }
 
-/// An IPv4 subnet: address and prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subnet {
-    /// Network address.
-    pub addr: Ipv4Addr,
-    /// Prefix length (0..=32).
-    pub prefix: u8,
-}
-
-impl Subnet {
-    #[inline]
-    fn mask(self) -> u32 {
-        match self.prefix {
-            0 => 0,
-            p => u32::MAX << (32 - u32::from(p.min(32))),
-        }
-    }
-
-    /// Whether `ip` lies inside.
-    #[inline]
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
-    }
-}
+/// An IPv4 subnet (the wire type).
+pub use crate::wire::Ipv4Net as Subnet;
 
 /// What a network's route stage knows.
 #[derive(Debug, Clone, PartialEq, Eq)]

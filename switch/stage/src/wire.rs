@@ -4,6 +4,7 @@
 //! Plain values; safe to use from any thread.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// A port's number inside the datapath.
 pub type PortId = u32;
@@ -42,6 +43,39 @@ pub mod ipproto {
 /// Length of an Ethernet II header.
 pub const ETH_HEADER_LEN: usize = 14;
 
+/// An IPv4 network: an address and a prefix length. The one mask and membership test, for
+/// the daemon's IPAM and the datapath's route stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Net {
+    /// Network address (host bits are ignored by [`Ipv4Net::contains`]).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32 (larger values count as 32).
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    /// The netmask as a u32.
+    #[inline]
+    pub fn mask(self) -> u32 {
+        match self.prefix.min(32) {
+            0 => 0,
+            p => u32::MAX << (32 - u32::from(p)),
+        }
+    }
+
+    /// Whether `ip` lies inside.
+    #[inline]
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// A MAC address. `Display` is the one formatter (`aa:bb:cc:dd:ee:ff`), `FromStr` the one
 /// parser, for the datapath, the daemon and the CLI.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -62,6 +96,15 @@ impl Mac {
     pub fn to_u64(self) -> u64 {
         let m = self.0;
         u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+    }
+
+    /// A locally administered unicast MAC made from an IPv4 address: `02:TAG:a:b:c:d`. Stable,
+    /// so a gateway or an uplink re-made at the same address keeps its neighbours' ARP entries
+    /// valid; `tag` keeps uses apart (Docker's gateways use 0x42).
+    #[inline]
+    pub fn local_for_ipv4(tag: u8, ip: Ipv4Addr) -> Mac {
+        let [a, b, c, d] = ip.octets();
+        Mac([0x02, tag, a, b, c, d])
     }
 
     /// The address from the low 48 bits of a u64.
@@ -136,5 +179,24 @@ mod tests {
         assert!("02:00:0a:ff:00:01:07".parse::<Mac>().is_err());
         assert!("zz:00:0a:ff:00:01".parse::<Mac>().is_err());
         assert!(Mac::BROADCAST.is_multicast() && !m.is_multicast());
+        let g = Mac::local_for_ipv4(0x42, Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(g.to_string(), "02:42:0a:01:00:01");
+        assert!(!g.is_multicast());
+    }
+
+    #[test]
+    fn ipv4_net_membership() {
+        let n = Ipv4Net {
+            addr: Ipv4Addr::new(10, 1, 0, 0),
+            prefix: 24,
+        };
+        assert!(n.contains(Ipv4Addr::new(10, 1, 0, 255)));
+        assert!(!n.contains(Ipv4Addr::new(10, 1, 1, 0)));
+        assert_eq!(n.mask(), 0xffff_ff00);
+        assert_eq!(n.to_string(), "10.1.0.0/24");
+        let all = Ipv4Net { prefix: 0, ..n };
+        assert!(all.contains(Ipv4Addr::new(198, 18, 0, 1)));
+        let host = Ipv4Net { prefix: 40, ..n };
+        assert!(host.contains(n.addr) && !host.contains(Ipv4Addr::new(10, 1, 0, 1)));
     }
 }

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use xvs_switch::wire::Ipv4Net;
 
 /// A subnet, gateway or address the pool refuses; the message names the value and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,18 +83,22 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// The same network as the datapath's type (the one mask and membership test).
+    pub fn net(self) -> Ipv4Net {
+        Ipv4Net {
+            addr: self.addr,
+            prefix: self.prefix,
+        }
+    }
+
     /// The netmask as a u32.
     pub fn mask(self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix))
-        }
+        self.net().mask()
     }
 
     /// Whether `ip` is inside.
     pub fn contains(self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr)
+        self.net().contains(ip)
     }
 
     /// Whether the two subnets share any address.
@@ -119,7 +124,7 @@ impl Subnet {
 
 impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.net().fmt(f)
     }
 }
 

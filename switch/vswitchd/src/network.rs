@@ -26,7 +26,7 @@ use xvs_switch::gateway::GatewayHandle;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
-use xvs_switch::route::{self, RouteConfig, RouteStage};
+use xvs_switch::route::{RouteConfig, RouteStage};
 
 use crate::config::{EndpointConf, EndpointPortType, NetworkConf, UnknownPortType};
 use crate::dns::{NameTable, Resolver};
@@ -163,8 +163,7 @@ pub fn bridge_of(name: &str) -> String {
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address.
 fn mac_for(ip: Ipv4Addr) -> Mac {
-    let o = ip.octets();
-    Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    Mac::local_for_ipv4(0x42, ip)
 }
 
 /// The switch-side name of an endpoint: stable for (network, sandbox, ifname), ≤ 15 chars.
@@ -783,18 +782,14 @@ fn route_config(
     conf: &NetworkConf,
     all: &BTreeMap<String, NetworkConf>,
 ) -> RouteConfig {
-    let subnet = |s: Subnet| route::Subnet {
-        addr: s.addr,
-        prefix: s.prefix,
-    };
     RouteConfig {
         gateway: conf.pool.gateway,
-        subnet: subnet(conf.pool.subnet),
+        subnet: conf.pool.subnet.net(),
         internal: conf.internal,
         others: all
             .iter()
             .filter(|(n, _)| n.as_str() != name)
-            .map(|(_, c)| subnet(c.pool.subnet))
+            .map(|(_, c)| c.pool.subnet.net())
             .collect(),
     }
 }

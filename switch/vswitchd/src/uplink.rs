@@ -126,16 +126,12 @@ pub fn configure(
         ip,
         subnet,
         gateway,
-        mac: mac_for(ip),
+        mac: Mac::local_for_ipv4(UPLINK_MAC_TAG, ip),
     })
 }
 
-/// A locally administered MAC of xvs's own, from its address (stable, so a re-made uplink
-/// keeps its neighbours' ARP entries valid).
-fn mac_for(ip: Ipv4Addr) -> Mac {
-    let o = ip.octets();
-    Mac([0x02, 0x58, o[0], o[1], o[2], o[3]])
-}
+/// The tag of uplink MACs (`02:58:a.b.c.d`; gateways' are `02:42:...`).
+const UPLINK_MAC_TAG: u8 = 0x58;
 
 /// Brings the uplink up: its bridge, the shared port, the host stack.
 pub fn start(
