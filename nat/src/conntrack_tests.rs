@@ -315,9 +315,8 @@ fn a_crowded_port_range_is_a_counted_drop_after_bounded_probes() {
     assert_eq!(exhausted, 24);
 }
 
-#[test]
-fn published_ports_keep_the_client_address_and_replies_leave_from_the_host_port() {
-    let mut c = ct(base());
+/// Publishes TCP host port 8080 to WEB:80 (zone 2).
+fn publish_web(c: &mut Conntrack) {
     let mut p = Published::new();
     p.publish(DnatRule {
         proto: ipproto::TCP,
@@ -329,6 +328,12 @@ fn published_ports_keep_the_client_address_and_replies_leave_from_the_host_port(
     })
     .unwrap();
     c.set_published(p);
+}
+
+#[test]
+fn published_ports_keep_the_client_address_and_replies_leave_from_the_host_port() {
+    let mut c = ct(base());
+    publish_web(&mut c);
     let (d, f) = ok(&mut c, tcp(R1, 5555, OUT, 8080, SYN), Side::Outside, 0);
     assert_eq!(
         (src_of(&f), dst_of(&f)),
@@ -353,17 +358,7 @@ fn published_ports_keep_the_client_address_and_replies_leave_from_the_host_port(
 #[test]
 fn hairpin_to_a_published_port_and_to_another_endpoints_mapping() {
     let mut c = ct(base());
-    let mut p = Published::new();
-    p.publish(DnatRule {
-        proto: ipproto::TCP,
-        host_ip: None,
-        host_port: 8080,
-        inside_ip: WEB.into(),
-        inside_port: 80,
-        zone: 2,
-    })
-    .unwrap();
-    c.set_published(p);
+    publish_web(&mut c);
     let (d, f) = ok(&mut c, tcp(A, 21000, OUT, 8080, SYN), IN1, 0);
     assert_eq!(
         (src_of(&f), dst_of(&f), d.egress),
@@ -596,17 +591,7 @@ fn untracked_fragments_and_unsupported_protocols() {
 #[test]
 fn flush_forgets_connections_and_mappings_but_not_published_ports() {
     let mut c = ct(base());
-    let mut p = Published::new();
-    p.publish(DnatRule {
-        proto: ipproto::TCP,
-        host_ip: None,
-        host_port: 8080,
-        inside_ip: WEB.into(),
-        inside_port: 80,
-        zone: 2,
-    })
-    .unwrap();
-    c.set_published(p);
+    publish_web(&mut c);
     ok(&mut c, udp(A, 21000, R1, 53), IN1, 0);
     ok(&mut c, tcp(R1, 1, OUT, 8080, SYN), Side::Outside, 0);
     assert_eq!(c.len(), 2);

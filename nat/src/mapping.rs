@@ -383,11 +383,9 @@ mod tests {
         assert_eq!(b.port, 1005);
     }
 
-    #[test]
-    fn a_crowded_range_is_probed_a_bounded_number_of_times() {
-        let mut m = Mappings::new(PortRange::new(2000, 2063), 9);
-        let mut rng = SplitMix::new(4);
-        for i in 0..64u32 {
+    /// Gives inside hosts 100.. their own port 2000.. (each kept), `n` of them.
+    fn fill(m: &mut Mappings, n: u32, rng: &mut SplitMix) {
+        for i in 0..n {
             let a = m.allocate(
                 TCP,
                 100 + i,
@@ -395,12 +393,19 @@ mod tests {
                 1,
                 0,
                 16,
-                &mut rng,
+                rng,
                 |_| false,
                 true,
             );
-            assert!(a.is_ok());
+            assert!(a.is_ok(), "port {} of {n}", 2000 + i);
         }
+    }
+
+    #[test]
+    fn a_crowded_range_is_probed_a_bounded_number_of_times() {
+        let mut m = Mappings::new(PortRange::new(2000, 2063), 9);
+        let mut rng = SplitMix::new(4);
+        fill(&mut m, 64, &mut rng);
         let probes = std::cell::Cell::new(0u32);
         let r = m.allocate(
             TCP,
@@ -424,19 +429,7 @@ mod tests {
         );
         // Nearly full: 1 free port of 64; a bounded number of probes, success or a counted drop.
         let mut m = Mappings::new(PortRange::new(2000, 2063), 9);
-        for i in 0..63u32 {
-            let _ = m.allocate(
-                TCP,
-                100 + i,
-                2000 + i as u16,
-                1,
-                0,
-                16,
-                &mut rng,
-                |_| false,
-                true,
-            );
-        }
+        fill(&mut m, 63, &mut rng);
         let asked = std::cell::Cell::new(0u32);
         let r = m.allocate(
             TCP,
