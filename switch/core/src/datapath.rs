@@ -286,9 +286,7 @@ impl Datapath {
 
     /// Changes a bridge's MAC table limits.
     pub fn set_bridge(&mut self, name: &str, config: FdbConfig) -> Result<(), DatapathError> {
-        let b = self.bridge(name)?;
-        let (id, worker) = (b.id, b.worker);
-        self.call(worker, |reply| Command::SetBridge { id, config, reply })?;
+        self.with_stage::<L2Stage, _>(name, move |l2, _| l2.fdb_mut().set_config(config))?;
         if let Some(b) = self.bridges.get_mut(name) {
             b.config = config;
         }

@@ -62,15 +62,6 @@ pub enum Command {
         /// Acknowledgement.
         reply: Sender<()>,
     },
-    /// Changes a bridge's MAC table limits.
-    SetBridge {
-        /// Bridge id.
-        id: BridgeId,
-        /// New limits.
-        config: FdbConfig,
-        /// Acknowledgement.
-        reply: Sender<()>,
-    },
     /// Sets a bridge's icc rule and local (gateway) port.
     SetPolicy {
         /// Bridge id.
@@ -399,12 +390,6 @@ impl Worker {
                 reply,
             } => {
                 self.engine.add_bridge(id, name, config);
-                let _ = reply.send(());
-            }
-            Command::SetBridge { id, config, reply } => {
-                if let Some(l2) = self.engine.l2_mut(id) {
-                    l2.fdb_mut().set_config(config);
-                }
                 let _ = reply.send(());
             }
             Command::SetPolicy {
