@@ -98,7 +98,7 @@ impl ClassifyBench {
     #[inline]
     pub fn run(&mut self) {
         self.batch.reset_verdicts();
-        let mut ctx = StageContext::new(&self.pool, &self.domain, &self.counters, 1);
+        let mut ctx = StageContext::new(&mut self.pool, &self.domain, &self.counters, 1);
         ClassifyStage.process(&mut ctx, std::hint::black_box(&mut self.batch));
     }
 }
@@ -172,7 +172,7 @@ impl L2Bench {
     #[inline]
     pub fn run(&mut self) {
         self.batch.reset_verdicts();
-        let mut ctx = StageContext::new(&self.pool, &self.domain, &self.counters, 1);
+        let mut ctx = StageContext::new(&mut self.pool, &self.domain, &self.counters, 1);
         self.l2
             .process(&mut ctx, std::hint::black_box(&mut self.batch));
     }

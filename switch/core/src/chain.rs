@@ -6,6 +6,8 @@
 //! Owned by the worker that runs the bridge.
 
 use crate::classify::{ClassifyStage, PortId};
+use crate::counters::DropCounters;
+use crate::frame::FramePool;
 use crate::drop::ReasonSet;
 use crate::fdb::FdbConfig;
 use crate::l2::L2Stage;
@@ -17,6 +19,7 @@ xvs_stage::drop_reasons! {
     pub enum PipelineDrop in "pipeline" {
         NoVerdict => "no_verdict", "frame left the chain without any stage deciding";
         NoBridge => "no_bridge", "frame received on a port whose bridge is gone";
+        PatchLoop => "patch_loop", "frame patched over between bridges more times than a route needs";
     }
 }
 
@@ -100,6 +103,20 @@ impl Chain {
         }
     }
 
+    /// Whether a stage may have frames to let go ([`Stage::release`]).
+    pub fn has_release(&self) -> bool {
+        self.stages.iter().any(|s| s.has_release())
+    }
+
+    /// Collects into `out` the frames stages let go this pass, verdicts set.
+    pub fn release(&mut self, ctx: &mut StageContext<'_>, out: &mut Batch) {
+        for s in &mut self.stages {
+            if s.has_release() && !out.frames.is_full() {
+                s.release(ctx, out);
+            }
+        }
+    }
+
     /// Tells every stage that `port` left the bridge.
     pub fn port_removed(&mut self, port: PortId) {
         for s in &mut self.stages {
@@ -108,14 +125,25 @@ impl Chain {
     }
 
     /// Replaces the chain's stages with `next`'s; each new stage adopts what it keeps from the
-    /// old stage of the same name.
-    pub fn replace(&mut self, mut next: Chain) {
+    /// old stage of the same name. Frames an old stage still holds afterwards are given back
+    /// (counted); returns how many.
+    pub fn replace(&mut self, mut next: Chain, pool: &mut FramePool, drops: &DropCounters) -> u64 {
         for new in &mut next.stages {
             if let Some(old) = self.stages.iter_mut().find(|s| s.name() == new.name()) {
                 new.adopt(old.as_mut());
             }
         }
-        self.stages = next.stages;
+        let old = std::mem::replace(&mut self.stages, next.stages);
+        let mut n = 0;
+        for mut s in old {
+            n += s.discard(pool, drops);
+        }
+        n
+    }
+
+    /// Gives back every frame the stages hold (the bridge is going); returns how many.
+    pub fn discard(&mut self, pool: &mut FramePool, drops: &DropCounters) -> u64 {
+        self.stages.iter_mut().map(|s| s.discard(pool, drops)).sum()
     }
 
     /// The first stage of type `T`.

@@ -149,7 +149,11 @@ struct PortRec {
 
 struct BridgeRec {
     id: BridgeId,
+    /// The worker that polls its ports (and runs its chain, unless replicated).
     worker: usize,
+    /// Every worker runs a chain of its own for it (the uplink: each worker's connections
+    /// are tracked on that worker); its ports are polled by `worker` alone.
+    replicated: bool,
     config: FdbConfig,
     ports: BTreeMap<String, PortRec>,
     next_ofport: u32,
@@ -276,12 +280,97 @@ impl Datapath {
             BridgeRec {
                 id,
                 worker,
+                replicated: false,
                 config,
                 ports: BTreeMap::new(),
                 next_ofport: 1,
             },
         );
         Ok(())
+    }
+
+    /// Creates a bridge that every worker runs, each with its own chain (`chain(worker)`), its
+    /// ports polled by one worker (the least loaded now): frames other workers send out of
+    /// them are handed over. How every worker reaches the uplink with connection state of its
+    /// own.
+    pub fn add_replicated_bridge(
+        &mut self,
+        name: &str,
+        config: FdbConfig,
+        chain: impl Fn(u16) -> Chain,
+    ) -> Result<(), DatapathError> {
+        if self.bridges.contains_key(name) {
+            return Err(DatapathError::BridgeExists(name.to_string()));
+        }
+        let worker = self.least_loaded_worker();
+        let id = self.next_bridge;
+        self.next_bridge += 1;
+        let made = (0..self.workers.len()).try_for_each(|w| {
+            self.call(w, |reply| Command::AddBridge {
+                id,
+                name: name.to_string(),
+                config,
+                reply,
+            })?;
+            let c = chain(w as u16);
+            self.call(w, |reply| Command::SetChain { id, chain: c, reply })
+                .map(|_| ())
+        });
+        if let Err(e) = made {
+            for w in 0..self.workers.len() {
+                let _ = self.call(w, |reply| Command::DelBridge { id, reply });
+            }
+            return Err(e);
+        }
+        self.bridges.insert(
+            name.to_string(),
+            BridgeRec {
+                id,
+                worker,
+                replicated: true,
+                config,
+                ports: BTreeMap::new(),
+                next_ofport: 1,
+            },
+        );
+        Ok(())
+    }
+
+    /// The id of a bridge (what [`Verdict::Patch`](crate::stage::Verdict::Patch) names).
+    pub fn bridge_id(&self, name: &str) -> Option<BridgeId> {
+        self.bridges.get(name).map(|b| b.id)
+    }
+
+    /// The worker that polls a bridge's ports.
+    pub fn bridge_worker(&self, name: &str) -> Option<u16> {
+        self.bridges.get(name).map(|b| b.worker as u16)
+    }
+
+    /// The id of a port of a bridge.
+    pub fn port_id(&self, bridge: &str, port: &str) -> Option<PortId> {
+        self.bridges.get(bridge)?.ports.get(port).map(|p| p.id)
+    }
+
+    /// The workers that run `b`'s chain.
+    fn chain_workers(&self, b: &BridgeRec) -> std::ops::Range<usize> {
+        if b.replicated {
+            0..self.workers.len()
+        } else {
+            b.worker..b.worker + 1
+        }
+    }
+
+    /// Tells the workers that do not poll a replicated bridge's port which one does.
+    fn announce_port(&self, b: &BridgeRec, id: PortId, present: bool) {
+        if !b.replicated {
+            return;
+        }
+        for w in 0..self.workers.len() {
+            if w != b.worker {
+                let worker = present.then_some(b.worker as u16);
+                let _ = self.call(w, |reply| Command::RemotePort { id, worker, reply });
+            }
+        }
     }
 
     /// Changes a bridge's MAC table limits.
@@ -326,8 +415,13 @@ impl Datapath {
     /// Removes a bridge and all its ports.
     pub fn del_bridge(&mut self, name: &str) -> Result<(), DatapathError> {
         let b = self.bridge(name)?;
-        let (id, worker) = (b.id, b.worker);
-        self.call(worker, |reply| Command::DelBridge { id, reply })?;
+        let id = b.id;
+        for p in b.ports.values() {
+            self.announce_port(b, p.id, false);
+        }
+        for w in self.chain_workers(b) {
+            self.call(w, |reply| Command::DelBridge { id, reply })?;
+        }
         self.bridges.remove(name);
         Ok(())
     }
@@ -421,6 +515,7 @@ impl Datapath {
         })??;
         self.next_port += 1;
         self.record_port(bridge, &iface, id, vlan, info.clone(), counters);
+        self.announce_port(self.bridge(bridge)?, id, true);
         Ok(info)
     }
 
@@ -446,6 +541,7 @@ impl Datapath {
         })?;
         self.next_port += 1;
         self.record_port(bridge, name, id, vlan, info.clone(), counters);
+        self.announce_port(self.bridge(bridge)?, id, true);
         Ok(info)
     }
 
@@ -460,6 +556,7 @@ impl Datapath {
                 port: iface.to_string(),
             })?;
         let (id, worker) = (p.id, b.worker);
+        self.announce_port(b, id, false);
         self.call(worker, |reply| Command::DelPort { id, reply })?;
         if let Some(b) = self.bridges.get_mut(bridge) {
             b.ports.remove(iface);
@@ -517,6 +614,45 @@ impl Datapath {
         })
     }
 
+    /// [`with_stage`](Self::with_stage) on every worker that runs `bridge`'s chain (all of
+    /// them for a replicated bridge), in worker order; workers whose chain has no such stage
+    /// are left out.
+    pub fn with_stage_each<T: Stage, R: Send + 'static>(
+        &self,
+        bridge: &str,
+        f: impl Fn(&mut T, u64) -> R + Send + Clone + 'static,
+    ) -> Result<Vec<R>, DatapathError> {
+        let b = self.bridge(bridge)?;
+        let mut out = Vec::new();
+        for w in self.chain_workers(b) {
+            let f = f.clone();
+            let r: Option<R> = self.call(w, |reply| Command::WithChain {
+                bridge: b.id,
+                f: Box::new(move |chain, now| {
+                    let r = chain.and_then(|c| c.stage_mut::<T>()).map(|s| f(s, now));
+                    let _ = reply.send(r);
+                }),
+            })?;
+            out.extend(r);
+        }
+        Ok(out)
+    }
+
+    /// Swaps a replicated bridge's chain on every worker (`chain(worker)`).
+    pub fn set_chain_each(
+        &mut self,
+        bridge: &str,
+        chain: impl Fn(u16) -> Chain,
+    ) -> Result<(), DatapathError> {
+        let b = self.bridge(bridge)?;
+        let id = b.id;
+        for w in self.chain_workers(b) {
+            let c = chain(w as u16);
+            self.call(w, |reply| Command::SetChain { id, chain: c, reply })?;
+        }
+        Ok(())
+    }
+
     /// Runs `frame` through `bridge` as if received on `in_port`, without side effects.
     pub fn trace(
         &self,
@@ -553,6 +689,7 @@ impl Datapath {
             ),
             TraceAction::Local(p) => format!("local:{}", name_of(*p)),
             TraceAction::Handoff(w) => format!("handoff:worker{w}"),
+            TraceAction::Held => "held:waiting for a neighbour".to_string(),
             TraceAction::Drop(r) => format!("drop:{}", r.name()),
         };
         Ok(TraceReport {

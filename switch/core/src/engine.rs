@@ -5,6 +5,7 @@
 //! The worker thread drives it with [`Engine::poll`]; benches and tests drive it directly.
 //! Nothing here is shared: other threads see only the atomic counters.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -42,6 +43,8 @@ pub enum TraceAction {
     Local(PortId),
     /// Handed to another worker.
     Handoff(u16),
+    /// Kept by a stage (waiting for a neighbour resolution).
+    Held,
     /// Dropped.
     Drop(DropReason),
 }
@@ -66,6 +69,10 @@ pub struct Engine {
     counters: Arc<OutputCounters>,
     handoff: Handoff,
     batch: Batch,
+    /// Frames patched over to another bridge of this worker, waiting for its chain.
+    patched: VecDeque<(crate::frame::Frame, FrameMeta)>,
+    /// Ports of replicated bridges that another worker polls: output to one is a hand-off.
+    remote_ports: HashMap<PortId, u16>,
     worker: u16,
     workers: u16,
 }
@@ -89,6 +96,7 @@ pub fn register_reasons() {
     OutputDrop::set().register();
     crate::handoff::HandoffDrop::set().register();
     crate::route::RouteDrop::set().register();
+    crate::router::RouterDrop::set().register();
 }
 
 impl Engine {
@@ -115,8 +123,28 @@ impl Engine {
             counters: Arc::default(),
             handoff,
             batch: Batch::default(),
+            patched: VecDeque::with_capacity(4 * crate::batch::BURST),
+            remote_ports: HashMap::new(),
             worker,
             workers,
+        }
+    }
+
+    /// This worker's number.
+    pub fn worker(&self) -> u16 {
+        self.worker
+    }
+
+    /// Records that `port` (of a replicated bridge) is polled by worker `worker`, or forgets it
+    /// (`None`): output to it from here is handed over.
+    pub fn set_remote_port(&mut self, port: PortId, worker: Option<u16>) {
+        match worker {
+            Some(w) if w != self.worker => {
+                self.remote_ports.insert(port, w);
+            }
+            _ => {
+                self.remote_ports.remove(&port);
+            }
         }
     }
 
@@ -151,7 +179,8 @@ impl Engine {
     pub fn set_chain(&mut self, id: BridgeId, chain: Chain) -> bool {
         match self.bridges.get_mut(&id) {
             Some(b) => {
-                b.chain.replace(chain);
+                let n = b.chain.replace(chain, &mut self.pool, &self.drops);
+                self.counters.released.fetch_add(n, Relaxed);
                 true
             }
             None => false,
@@ -194,7 +223,10 @@ impl Engine {
         for p in ports {
             self.remove_port(p);
         }
-        self.bridges.remove(&id);
+        if let Some(mut b) = self.bridges.remove(&id) {
+            let n = b.chain.discard(&mut self.pool, &self.drops);
+            self.counters.released.fetch_add(n, Relaxed);
+        }
     }
 
     /// One pass: a burst from every port and from other workers, housekeeping, ageing.
@@ -215,7 +247,53 @@ impl Engine {
         for br in self.bridges.values_mut() {
             br.chain.tick(now);
         }
+        work += self.release(now);
         (work, busy)
+    }
+
+    /// Sends what stages kept or made and now let go (frames that waited for a neighbour, ARP
+    /// requests): a batch per bridge whose chain has any. Returns how many.
+    fn release(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        let ids: arrayvec::ArrayVec<BridgeId, 16> = self
+            .bridges
+            .iter()
+            .filter(|(_, b)| b.chain.has_release())
+            .map(|(id, _)| *id)
+            .take(16)
+            .collect();
+        for id in ids {
+            let Engine {
+                pool,
+                bridges,
+                batch,
+                drops,
+                counters,
+                worker,
+                workers,
+                ..
+            } = self;
+            let Some(bridge) = bridges.get_mut(&id) else {
+                continue;
+            };
+            batch.frames.clear();
+            let mut ctx =
+                StageContext::new(pool, &bridge.domain, drops, now).on_worker(*worker, *workers);
+            bridge.chain.release(&mut ctx, batch);
+            let made = ctx.generated;
+            let out = batch.len();
+            if out == 0 {
+                continue;
+            }
+            counters.generated.fetch_add(made, Relaxed);
+            counters
+                .released
+                .fetch_add((out as u64).saturating_sub(made), Relaxed);
+            n += out;
+            self.finish_batch(id);
+            self.run_patched(now);
+        }
+        n
     }
 
     /// Receives one burst from `pid` and forwards it; returns frames received.
@@ -256,11 +334,25 @@ impl Engine {
             else {
                 break;
             };
+            if let Some(port) = first.out_port {
+                // Switched already by the sender: straight out of this worker's port.
+                self.counters.handed_in.fetch_add(1, Relaxed);
+                n += 1;
+                crate::output::enqueue(
+                    &mut self.pool,
+                    &mut self.ports,
+                    &self.drops,
+                    &self.counters,
+                    port,
+                    first.frame,
+                );
+                continue;
+            }
             let bridge = first.bridge;
             let mut next = Some(first);
             while let Some(a) = next.take() {
-                if a.bridge != bridge {
-                    // Another bridge's frame starts the next batch.
+                if a.bridge != bridge || a.out_port.is_some() {
+                    // Another bridge's frame (or one to send as it is) starts the next batch.
                     carry = Some(a);
                     break;
                 }
@@ -287,20 +379,27 @@ impl Engine {
                 .fetch_add(self.batch.len() as u64, Relaxed);
             self.run_batch(bridge, now);
         }
+        self.flush_pending();
         n
     }
 
     /// Runs the batch (frames, seeded keys and metadata set) through `bridge_id`'s chain,
-    /// counts its drops, and sends what is left. Returns the frames the chain dropped.
+    /// counts its drops, and sends what is left; then runs the frames it patched over to
+    /// other bridges. Returns the frames the first chain dropped.
     fn run_batch(&mut self, bridge_id: BridgeId, now: u64) -> u64 {
+        let dropped = self.run_chain(bridge_id, now);
+        self.run_patched(now);
+        dropped
+    }
+
+    /// [`run_batch`](Self::run_batch) without the patched frames.
+    fn run_chain(&mut self, bridge_id: BridgeId, now: u64) -> u64 {
         let Engine {
             pool,
-            ports,
             bridges,
             batch,
             drops,
             counters,
-            handoff,
             worker,
             workers,
             ..
@@ -314,17 +413,73 @@ impl Engine {
         let mut ctx =
             StageContext::new(pool, &bridge.domain, drops, now).on_worker(*worker, *workers);
         bridge.chain.run(&mut ctx, batch);
+        counters.generated.fetch_add(ctx.generated, Relaxed);
+        self.finish_batch(bridge_id)
+    }
+
+    /// Counts the batch's drops and sends it (its verdicts decided); returns the drops.
+    fn finish_batch(&mut self, bridge_id: BridgeId) -> u64 {
+        let Engine {
+            pool,
+            ports,
+            bridges,
+            batch,
+            drops,
+            counters,
+            handoff,
+            patched,
+            remote_ports,
+            ..
+        } = self;
         let dropped = count_drops(batch, drops);
+        let Some(bridge) = bridges.get(&bridge_id) else {
+            batch.free_all(pool);
+            return dropped;
+        };
         let mut out = Output {
             pool,
             ports,
             drops,
             counters,
             handoff,
+            patched,
+            remote_ports,
         };
         out.dispatch(batch, &bridge.domain);
         self.flush_pending();
         dropped
+    }
+
+    /// Runs the frames patched over to other bridges, a bridge's at a time (each entering on
+    /// that bridge's local port), until none is left (a frame crosses at most
+    /// [`MAX_PATCHES`](crate::batch::MAX_PATCHES) bridges, so this ends).
+    fn run_patched(&mut self, now: u64) {
+        while let Some((_, first)) = self.patched.front() {
+            let target = first.bridge;
+            let in_port = self
+                .bridges
+                .get(&target)
+                .and_then(|b| b.domain.local_port())
+                .unwrap_or(0);
+            let mut i = 0;
+            while i < self.patched.len() && !self.batch.frames.is_full() {
+                if self.patched[i].1.bridge != target {
+                    i += 1;
+                    continue;
+                }
+                let Some((frame, meta)) = self.patched.remove(i) else {
+                    break;
+                };
+                let j = self.batch.len();
+                if let Err(f) = self.batch.push(frame, meta) {
+                    self.pool.free(f);
+                    break;
+                }
+                self.batch.keys[j].in_port = in_port;
+                self.batch.keys[j].vlan = 0;
+            }
+            self.run_chain(target, now);
+        }
     }
 
     fn flush_pending(&mut self) {
@@ -400,13 +555,13 @@ impl Engine {
     ) -> TraceResult {
         let mut log = TraceLog::default();
         let vlan = self.ports.get(&in_port).map(|s| s.vlan).unwrap_or(0);
-        let Some(bridge) = self.bridges.get_mut(&bridge_id) else {
+        if !self.bridges.contains_key(&bridge_id) {
             log.record("bridge", "no such bridge on this worker");
             return TraceResult {
                 log,
                 action: TraceAction::Drop(PipelineDrop::NoBridge.into()),
             };
-        };
+        }
         let Some(frame) = self.pool.alloc_copy(bytes) else {
             log.record("input", "no free frame (or frame too large)");
             return TraceResult {
@@ -419,27 +574,56 @@ impl Engine {
             self.pool.free(f);
         }
         batch.begin(bridge_id, in_port, vlan);
-        let mut ctx = StageContext::new(&self.pool, &bridge.domain, &self.drops, now)
-            .traced(&mut log)
-            .on_worker(self.worker, self.workers);
-        bridge.chain.run(&mut ctx, &mut batch);
-        let action = match batch.verdicts[0] {
-            Verdict::Output(p) => TraceAction::Output(p),
-            Verdict::Flood => {
-                let targets: Vec<PortId> = bridge.domain.flood_targets(&batch.keys[0]).collect();
-                if targets.is_empty() {
-                    TraceAction::Drop(OutputDrop::NoFloodTarget.into())
-                } else {
-                    TraceAction::Flood(targets)
+        let mut current = bridge_id;
+        let action = loop {
+            let Some(bridge) = self.bridges.get_mut(&current) else {
+                log.record("bridge", "no such bridge on this worker");
+                break TraceAction::Drop(PipelineDrop::NoBridge.into());
+            };
+            let mut ctx = StageContext::new(&mut self.pool, &bridge.domain, &self.drops, now)
+                .traced(&mut log)
+                .on_worker(self.worker, self.workers);
+            bridge.chain.run(&mut ctx, &mut batch);
+            break match batch.verdicts[0] {
+                Verdict::Output(p) if self.remote_ports.contains_key(&p) => {
+                    TraceAction::Handoff(self.remote_ports[&p])
                 }
-            }
-            Verdict::Local => match bridge.domain.local_port() {
-                Some(p) => TraceAction::Local(p),
-                None => TraceAction::Drop(OutputDrop::NoLocalStack.into()),
-            },
-            Verdict::Handoff(w) => TraceAction::Handoff(w),
-            Verdict::Drop(r) => TraceAction::Drop(r),
-            Verdict::Next => TraceAction::Drop(PipelineDrop::NoVerdict.into()),
+                Verdict::Output(p) => TraceAction::Output(p),
+                Verdict::Flood => {
+                    let targets: Vec<PortId> =
+                        bridge.domain.flood_targets(&batch.keys[0]).collect();
+                    if targets.is_empty() {
+                        TraceAction::Drop(OutputDrop::NoFloodTarget.into())
+                    } else {
+                        TraceAction::Flood(targets)
+                    }
+                }
+                Verdict::Local => match bridge.domain.local_port() {
+                    Some(p) => TraceAction::Local(p),
+                    None => TraceAction::Drop(OutputDrop::NoLocalStack.into()),
+                },
+                Verdict::Patch(to) => {
+                    let m = batch.meta[0];
+                    if m.patches >= crate::batch::MAX_PATCHES {
+                        break TraceAction::Drop(PipelineDrop::PatchLoop.into());
+                    }
+                    log.record("patch", format!("to bridge {to}"));
+                    let in_port = self
+                        .bridges
+                        .get(&to)
+                        .and_then(|b| b.domain.local_port())
+                        .unwrap_or(0);
+                    batch.begin(to, in_port, 0);
+                    batch.meta[0].patched_from = Some(current);
+                    batch.meta[0].patches = m.patches + 1;
+                    current = to;
+                    continue;
+                }
+                Verdict::Handoff(w) => TraceAction::Handoff(w),
+                Verdict::Held => TraceAction::Held,
+                Verdict::Drop(r) => TraceAction::Drop(r),
+                Verdict::Next => TraceAction::Drop(PipelineDrop::NoVerdict.into()),
+            };
         };
         batch.free_all(&mut self.pool);
         TraceResult { log, action }

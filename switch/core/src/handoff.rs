@@ -40,6 +40,7 @@ struct Slot {
     bridge: BridgeId,
     in_port: PortId,
     vlan: u16,
+    out_port: Option<PortId>,
 }
 
 /// How a sender wakes a sleeping worker.
@@ -81,6 +82,9 @@ pub struct Arrival {
     pub in_port: PortId,
     /// That port's access VLAN.
     pub vlan: u16,
+    /// Already switched: send it out of this port of the receiver (a port of a replicated
+    /// bridge that the receiver polls), without running a chain.
+    pub out_port: Option<PortId>,
 }
 
 /// One worker's ends of the rings: to every other worker, and from every other worker.
@@ -128,6 +132,7 @@ pub fn mesh(wakers: Vec<Waker>) -> Vec<Handoff> {
                     bridge: 0,
                     in_port: 0,
                     vlan: 0,
+                    out_port: None,
                 });
             }
             ends[from].out[to] = Some(ring.clone());
@@ -138,7 +143,8 @@ pub fn mesh(wakers: Vec<Waker>) -> Vec<Handoff> {
 }
 
 impl Handoff {
-    /// Copies `frame` (which stays the caller's to free) onto the ring to worker `to`.
+    /// Copies `frame` (which stays the caller's to free) onto the ring to worker `to`, which
+    /// runs `bridge`'s chain on it.
     #[inline]
     pub fn send(
         &mut self,
@@ -148,6 +154,31 @@ impl Handoff {
         bridge: BridgeId,
         in_port: PortId,
         vlan: u16,
+    ) -> Result<(), HandoffDrop> {
+        self.send_to(to, pool, frame, (bridge, in_port, vlan), None)
+    }
+
+    /// Copies `frame` onto the ring to worker `to`, which sends it out of its port `port`.
+    #[inline]
+    pub fn send_out(
+        &mut self,
+        to: u16,
+        pool: &FramePool,
+        frame: &Frame,
+        bridge: BridgeId,
+        port: PortId,
+    ) -> Result<(), HandoffDrop> {
+        self.send_to(to, pool, frame, (bridge, 0, 0), Some(port))
+    }
+
+    #[inline]
+    fn send_to(
+        &mut self,
+        to: u16,
+        pool: &FramePool,
+        frame: &Frame,
+        (bridge, in_port, vlan): (BridgeId, PortId, u16),
+        out_port: Option<PortId>,
     ) -> Result<(), HandoffDrop> {
         let ring = self
             .out
@@ -163,6 +194,7 @@ impl Handoff {
         slot.bytes.extend_from_slice(data);
         slot.offload = frame.offload();
         (slot.bridge, slot.in_port, slot.vlan) = (bridge, in_port, vlan);
+        slot.out_port = out_port;
         if let Err(slot) = ring.full.push(slot) {
             let _ = ring.free.push(slot);
             return Err(HandoffDrop::Congested);
@@ -209,6 +241,7 @@ impl Handoff {
             bridge: slot.bridge,
             in_port: slot.in_port,
             vlan: slot.vlan,
+            out_port: slot.out_port,
         };
         let _ = self.inbound[ring].free.push(slot);
         Some(arrival)

@@ -100,7 +100,11 @@ impl L2Stage {
             }
             Verdict::Flood => format!("destination {} unknown: flood", key.dl_dst),
             Verdict::Drop(r) => format!("drop: {}", r.describe()),
-            Verdict::Next | Verdict::Local | Verdict::Handoff(_) => "no decision".to_string(),
+            Verdict::Next
+            | Verdict::Local
+            | Verdict::Handoff(_)
+            | Verdict::Patch(_)
+            | Verdict::Held => "no decision".to_string(),
         };
         format!("vlan {}: {learn}; {fwd}", key.vlan)
     }
@@ -223,7 +227,7 @@ mod tests {
         }
 
         fn run(&mut self, keys: &[FlowKey], now_ms: u64) -> Vec<Verdict> {
-            let pool = FramePool::new_heap(keys.len().max(1) as u32).unwrap();
+            let mut pool = FramePool::new_heap(keys.len().max(1) as u32).unwrap();
             let mut scratch = FramePool::new_heap(keys.len().max(1) as u32).unwrap();
             let mut batch = Batch::default();
             for (i, k) in keys.iter().enumerate() {
@@ -232,7 +236,7 @@ mod tests {
                     .unwrap();
                 batch.keys[i] = *k;
             }
-            let mut ctx = StageContext::new(&pool, &self.domain, &self.counters, now_ms);
+            let mut ctx = StageContext::new(&mut pool, &self.domain, &self.counters, now_ms);
             self.l2.process(&mut ctx, &mut batch);
             let v = batch.verdicts[..keys.len()].to_vec();
             batch.free_all(&mut scratch);
@@ -354,14 +358,14 @@ mod tests {
         let mut br = bridge();
         br.run(&[key(1, 0, 1, Mac::BROADCAST)], 0);
         let mut log = crate::trace::TraceLog::default();
-        let pool = FramePool::new_heap(1).unwrap();
+        let mut pool = FramePool::new_heap(1).unwrap();
         let mut scratch = FramePool::new_heap(1).unwrap();
         let mut batch = Batch::default();
         batch
             .push(scratch.alloc().unwrap(), FrameMeta::default())
             .unwrap();
         batch.keys[0] = key(2, 0, 9, host(1));
-        let mut ctx = StageContext::new(&pool, &br.domain, &br.counters, 0).traced(&mut log);
+        let mut ctx = StageContext::new(&mut pool, &br.domain, &br.counters, 0).traced(&mut log);
         br.l2.process(&mut ctx, &mut batch);
         batch.free_all(&mut scratch);
         assert_eq!(batch.verdicts[0], Verdict::Output(1));

@@ -50,6 +50,12 @@ pub struct OutputCounters {
     pub handed_off: AtomicU64,
     /// Frames received from another worker.
     pub handed_in: AtomicU64,
+    /// Frames stages made of their own (ICMP errors, ARP requests).
+    pub generated: AtomicU64,
+    /// Frames a stage kept for later (waiting for a neighbour).
+    pub held: AtomicU64,
+    /// Kept frames given back (sent, or dropped under a reason).
+    pub released: AtomicU64,
 }
 
 /// A port as its worker's engine holds it.
@@ -70,6 +76,10 @@ pub(crate) struct Output<'a> {
     pub(crate) drops: &'a DropCounters,
     pub(crate) counters: &'a OutputCounters,
     pub(crate) handoff: &'a mut Handoff,
+    /// Frames patched over to another bridge of this worker (run after this batch).
+    pub(crate) patched: &'a mut std::collections::VecDeque<(Frame, crate::stage::FrameMeta)>,
+    /// Ports of replicated bridges polled by another worker.
+    pub(crate) remote_ports: &'a HashMap<PortId, u16>,
 }
 
 impl Output<'_> {
@@ -78,7 +88,30 @@ impl Output<'_> {
     pub(crate) fn dispatch(&mut self, batch: &mut Batch, domain: &Domain) {
         for (i, frame) in batch.frames.drain(..).enumerate() {
             match batch.verdicts[i] {
+                Verdict::Output(p) if !self.ports.contains_key(&p) => {
+                    self.output_remote(p, batch.meta[i].bridge, frame);
+                }
                 Verdict::Output(p) => self.enqueue(p, frame),
+                Verdict::Patch(to) => {
+                    let m = batch.meta[i];
+                    if m.patches >= crate::batch::MAX_PATCHES {
+                        self.drop(crate::chain::PipelineDrop::PatchLoop, frame);
+                        continue;
+                    }
+                    let meta = crate::stage::FrameMeta {
+                        bridge: to,
+                        patched_from: Some(m.bridge),
+                        patches: m.patches + 1,
+                        handed_off: m.handed_off,
+                        ..Default::default()
+                    };
+                    self.patched.push_back((frame, meta));
+                }
+                Verdict::Held => {
+                    // The stage took the frame; its slot holds a hole.
+                    self.counters.held.fetch_add(1, Relaxed);
+                    self.pool.free(frame);
+                }
                 Verdict::Flood => self.flood(domain, &batch.keys[i], frame),
                 Verdict::Local => match domain.local_port() {
                     Some(p) => self.enqueue(p, frame),
@@ -111,6 +144,22 @@ impl Output<'_> {
             }
         }
         self.handoff.wake_receivers();
+    }
+
+    /// Sends `frame` to port `p` that another worker polls (a port of a replicated bridge), or
+    /// counts it gone. A super-frame is cut here first: hand-off buffers hold ordinary frames.
+    fn output_remote(&mut self, p: PortId, bridge: BridgeId, frame: Frame) {
+        let Some(&to) = self.remote_ports.get(&p) else {
+            self.drop(OutputDrop::PortGone, frame);
+            return;
+        };
+        match self.handoff.send_out(to, self.pool, &frame, bridge, p) {
+            Ok(()) => {
+                self.counters.handed_off.fetch_add(1, Relaxed);
+                self.pool.free(frame);
+            }
+            Err(reason) => self.drop(reason, frame),
+        }
     }
 
     #[inline]
@@ -168,7 +217,7 @@ impl Output<'_> {
 /// offloads still to do, bound for a port that cannot take them, is finished in software
 /// first ([`finish_offloads`]).
 #[inline]
-fn enqueue(
+pub(crate) fn enqueue(
     pool: &mut FramePool,
     ports: &mut HashMap<PortId, PortSlot>,
     drops: &DropCounters,

@@ -135,6 +135,15 @@ pub enum Command {
         /// The work; it sends its own reply.
         f: ChainFn,
     },
+    /// Records which worker polls a port of a replicated bridge (`None`: forget it).
+    RemotePort {
+        /// Port id.
+        id: PortId,
+        /// The worker that polls it.
+        worker: Option<u16>,
+        /// Acknowledgement.
+        reply: Sender<()>,
+    },
     /// Runs one frame through a bridge's pipeline without side effects.
     Trace {
         /// Bridge.
@@ -444,6 +453,10 @@ impl Worker {
             Command::WithChain { bridge, f } => {
                 let now = self.clock.now_ms();
                 f(self.engine.chain_mut(bridge), now);
+            }
+            Command::RemotePort { id, worker, reply } => {
+                self.engine.set_remote_port(id, worker);
+                let _ = reply.send(());
             }
             Command::Trace {
                 bridge,

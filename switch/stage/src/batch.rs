@@ -11,6 +11,23 @@ use crate::wire::{BridgeId, PortId};
 /// Frames per burst, as OVS's `NETDEV_MAX_BURST` and VPP's vectors.
 pub const BURST: usize = 32;
 
+/// Bridges a frame may cross in a row through [`Verdict::Patch`] (network → uplink → network
+/// is a hairpin's two).
+pub const MAX_PATCHES: u8 = 3;
+
+/// Where a routed frame leaves, once connection tracking decided it (read by the router
+/// stage that rewrites its MACs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Egress {
+    /// Not decided (not routed, or not tracked).
+    #[default]
+    Undecided,
+    /// Out of the uplink, to its next hop.
+    Uplink,
+    /// Into a network (a reply, a published port, a hairpin), by its zone (bridge id).
+    Zone(u16),
+}
+
 /// A burst of frames.
 pub type Burst = ArrayVec<Frame, BURST>;
 
@@ -25,6 +42,13 @@ pub struct FrameMeta {
     pub handed_off: bool,
     /// A stage's flow-state slot for the frame (an index into that stage's own table).
     pub flow: Option<u32>,
+    /// The bridge it was patched over from ([`Verdict::Patch`]); `None` when it was received
+    /// on a port of this bridge.
+    pub patched_from: Option<BridgeId>,
+    /// Patches crossed so far.
+    pub patches: u8,
+    /// Where connection tracking sends it.
+    pub egress: Egress,
 }
 
 /// A burst of frames from one port with their keys, verdicts and metadata (index-aligned).
@@ -98,6 +122,14 @@ impl Batch {
         for f in self.frames.drain(..) {
             pool.free(f);
         }
+    }
+
+    /// Takes frame `i` out of the batch for a stage to keep: its slot becomes a hole with the
+    /// verdict [`Verdict::Held`] (output passes over it).
+    #[inline]
+    pub fn hold(&mut self, i: usize) -> Frame {
+        self.verdicts[i] = Verdict::Held;
+        std::mem::replace(&mut self.frames[i], Frame::hole())
     }
 
     /// Adds a frame with a fresh verdict and metadata; gives it back if the batch is full.

@@ -37,6 +37,8 @@ pub const JUMBO_CAPACITY: usize = JUMBO_SIZE - DATA_OFFSET as usize;
 /// Jumbo chunks in every pool: enough for a full receive burst from a TAP and the frames still
 /// waiting to be sent; their pages are only touched when used.
 pub const JUMBO_FRAMES: u32 = 96;
+/// The chunk index of a [`Frame::hole`] (no pool has that many chunks).
+const HOLE: u32 = u32::MAX;
 
 /// A move-only handle to one chunk of a [`FramePool`] holding `len` bytes of packet data,
 /// starting `head` bytes into the chunk.
@@ -117,6 +119,24 @@ impl Frame {
             head: DATA_OFFSET as u16,
             offload: Offload::NONE,
         }
+    }
+
+    /// A handle owning nothing: what a batch slot holds once a stage took its frame
+    /// ([`Batch::hold`](crate::batch::Batch::hold)). Freeing it does nothing.
+    #[inline]
+    pub fn hole() -> Frame {
+        Frame {
+            chunk: HOLE,
+            len: 0,
+            head: DATA_OFFSET as u16,
+            offload: Offload::NONE,
+        }
+    }
+
+    /// Whether this is a [`hole`](Frame::hole).
+    #[inline]
+    pub fn is_hole(&self) -> bool {
+        self.chunk == HOLE
     }
 
     /// Gives up the handle, returning `(chunk, len)`; the caller now owns the chunk. Its
@@ -272,7 +292,7 @@ impl FramePool {
                 self.jumbo_free.push(chunk);
             }
         } else {
-            debug_assert!(false, "frame from another pool");
+            debug_assert!(chunk == HOLE, "frame from another pool");
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::any::Any;
 
-pub use crate::batch::{BURST, Batch, Burst, FrameMeta};
+pub use crate::batch::{BURST, Batch, Burst, Egress, FrameMeta};
 use crate::domain::Domain;
 use crate::drop::{DropCounters, DropReason, ReasonSet};
 use crate::frame::FramePool;
@@ -18,8 +18,9 @@ use crate::wire::PortId;
 #[derive(Debug)]
 pub struct StageContext<'a> {
     /// The worker's frame pool (read frame bytes; rewrite them in place; push and pull headers
-    /// with the frame's own handle).
-    pub pool: &'a FramePool,
+    /// with the frame's own handle; allocate a frame a stage sends of its own, as an ARP
+    /// request).
+    pub pool: &'a mut FramePool,
     /// Now, in ms, read once per pass. Stages take time from here only.
     pub now_ms: u64,
     /// Set when tracing: a dry run. Each stage records its decision here and must create no
@@ -35,13 +36,16 @@ pub struct StageContext<'a> {
     pub worker: u16,
     /// Number of workers.
     pub workers: u16,
+    /// Frames the stages made of their own during this pass (an ICMP error, an ARP request),
+    /// for the engine's accounting: every frame is received, made, sent or dropped.
+    pub generated: u64,
 }
 
 impl<'a> StageContext<'a> {
     /// A context at `now_ms` over `pool`, for a batch on a bridge with `domain`, counting
     /// events into `counters`: not tracing, worker 0 of 1.
     pub fn new(
-        pool: &'a FramePool,
+        pool: &'a mut FramePool,
         domain: &'a Domain,
         counters: &'a DropCounters,
         now_ms: u64,
@@ -54,6 +58,7 @@ impl<'a> StageContext<'a> {
             counters,
             worker: 0,
             workers: 1,
+            generated: 0,
         }
     }
 
@@ -85,6 +90,14 @@ impl<'a> StageContext<'a> {
     pub fn record(&mut self, stage: &'static str, decision: impl FnOnce() -> String) {
         if let Some(t) = self.trace.as_deref_mut() {
             t.record(stage, decision());
+        }
+    }
+
+    /// Notes that a stage made a frame of its own (not on a dry run).
+    #[inline]
+    pub fn made_frame(&mut self) {
+        if !self.dry_run() {
+            self.generated += 1;
         }
     }
 
@@ -120,6 +133,25 @@ pub trait Stage: Any + Send {
     /// A member port of the bridge went away: forget what was learned about it. Default:
     /// nothing.
     fn port_removed(&mut self, _port: PortId) {}
+
+    /// Once per worker pass: frames the stage kept ([`Verdict::Held`]) or makes of its own
+    /// that are ready to go, pushed into the empty `out` with their verdicts set (they are
+    /// sent as they are, not run through the chain). Default: nothing.
+    ///
+    /// [`Verdict::Held`]: crate::verdict::Verdict::Held
+    fn release(&mut self, _ctx: &mut StageContext<'_>, _out: &mut Batch) {}
+
+    /// Whether [`release`](Stage::release) may have something (checked once per pass).
+    fn has_release(&self) -> bool {
+        false
+    }
+
+    /// The stage is going away (its bridge removed, or replaced by a stage that did not adopt
+    /// everything): give back every frame it still holds, counting each under a reason in
+    /// `drops`. Returns how many. Default: nothing held.
+    fn discard(&mut self, _pool: &mut FramePool, _drops: &DropCounters) -> u64 {
+        0
+    }
 
     /// When the control plane swaps a bridge's chain, a new stage takes what it keeps from the
     /// old stage of the same name (the L2 stage keeps its learned MACs). Default: nothing.

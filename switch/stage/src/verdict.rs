@@ -3,7 +3,7 @@
 //! Plain values, 8 bytes; a batch carries one per frame.
 
 use crate::drop::DropReason;
-use crate::wire::PortId;
+use crate::wire::{BridgeId, PortId};
 
 /// What happens to a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,6 +22,17 @@ pub enum Verdict {
     /// worker's pool and runs its bridge's chain there. A full ring is a counted drop
     /// (`handoff/handoff_congested`).
     Handoff(u16),
+    /// Continue on another bridge of the same worker, as through an OVS patch port: the frame
+    /// runs that bridge's chain (entering on its local port) after this batch is sent. How a
+    /// routed frame goes from a network to the uplink and back. At most
+    /// [`MAX_PATCHES`](crate::batch::MAX_PATCHES) in a row (`pipeline/patch_loop` beyond).
+    Patch(BridgeId),
+    /// The stage kept the frame (its slot in the batch is a hole now): a frame waiting for a
+    /// neighbour resolution. The stage gives it back later through [`Stage::release`], sent
+    /// or as a counted drop.
+    ///
+    /// [`Stage::release`]: crate::stage::Stage::release
+    Held,
     /// Drop, counted under the reason.
     Drop(DropReason),
 }
