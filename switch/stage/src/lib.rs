@@ -11,6 +11,8 @@
 //! - [`drop`]: drop reasons declared by the stage that owns them, and their counters;
 //! - [`checksum`], [`offload`], [`segment`]: Internet checksums (full, RFC 1624 incremental,
 //!   partial), the virtio-net header, software TCP segmentation;
+//! - [`icmp_error`]: a frame turned in place into the ICMPv4 error a router sends its sender
+//!   (time exceeded, fragmentation needed);
 //! - [`trace`]: what each stage decided for a traced frame.
 #![deny(unsafe_code)]
 
@@ -20,6 +22,7 @@ pub mod classify;
 pub mod domain;
 pub mod drop;
 pub mod frame;
+pub mod icmp_error;
 pub mod offload;
 pub mod segment;
 pub mod stage;
