@@ -360,6 +360,7 @@ impl Engine {
                 let meta = FrameMeta {
                     bridge,
                     handed_off: true,
+                    patched_from: a.patched_from,
                     ..FrameMeta::default()
                 };
                 if let Err(f) = self.batch.push(a.frame, meta) {

@@ -40,6 +40,7 @@ struct Slot {
     bridge: BridgeId,
     in_port: PortId,
     vlan: u16,
+    patched_from: Option<BridgeId>,
     out_port: Option<PortId>,
 }
 
@@ -82,6 +83,8 @@ pub struct Arrival {
     pub in_port: PortId,
     /// That port's access VLAN.
     pub vlan: u16,
+    /// The bridge it was patched over from on the sender, if it was.
+    pub patched_from: Option<BridgeId>,
     /// Already switched: send it out of this port of the receiver (a port of a replicated
     /// bridge that the receiver polls), without running a chain.
     pub out_port: Option<PortId>,
@@ -132,6 +135,7 @@ pub fn mesh(wakers: Vec<Waker>) -> Vec<Handoff> {
                     bridge: 0,
                     in_port: 0,
                     vlan: 0,
+                    patched_from: None,
                     out_port: None,
                 });
             }
@@ -155,7 +159,20 @@ impl Handoff {
         in_port: PortId,
         vlan: u16,
     ) -> Result<(), HandoffDrop> {
-        self.send_to(to, pool, frame, (bridge, in_port, vlan), None)
+        self.send_to(to, pool, frame, (bridge, in_port, vlan), None, None)
+    }
+
+    /// [`send`](Self::send) for a frame that was patched over from bridge `from`.
+    #[inline]
+    pub fn send_patched(
+        &mut self,
+        to: u16,
+        pool: &FramePool,
+        frame: &Frame,
+        (bridge, in_port, vlan): (BridgeId, PortId, u16),
+        from: Option<BridgeId>,
+    ) -> Result<(), HandoffDrop> {
+        self.send_to(to, pool, frame, (bridge, in_port, vlan), from, None)
     }
 
     /// Copies `frame` onto the ring to worker `to`, which sends it out of its port `port`.
@@ -168,7 +185,7 @@ impl Handoff {
         bridge: BridgeId,
         port: PortId,
     ) -> Result<(), HandoffDrop> {
-        self.send_to(to, pool, frame, (bridge, 0, 0), Some(port))
+        self.send_to(to, pool, frame, (bridge, 0, 0), None, Some(port))
     }
 
     #[inline]
@@ -178,6 +195,7 @@ impl Handoff {
         pool: &FramePool,
         frame: &Frame,
         (bridge, in_port, vlan): (BridgeId, PortId, u16),
+        patched_from: Option<BridgeId>,
         out_port: Option<PortId>,
     ) -> Result<(), HandoffDrop> {
         let ring = self
@@ -195,6 +213,7 @@ impl Handoff {
         slot.offload = frame.offload();
         (slot.bridge, slot.in_port, slot.vlan) = (bridge, in_port, vlan);
         slot.out_port = out_port;
+        slot.patched_from = patched_from;
         if let Err(slot) = ring.full.push(slot) {
             let _ = ring.free.push(slot);
             return Err(HandoffDrop::Congested);
@@ -241,6 +260,7 @@ impl Handoff {
             bridge: slot.bridge,
             in_port: slot.in_port,
             vlan: slot.vlan,
+            patched_from: slot.patched_from,
             out_port: slot.out_port,
         };
         let _ = self.inbound[ring].free.push(slot);

@@ -122,13 +122,12 @@ impl Output<'_> {
                     let sent = if batch.meta[i].handed_off {
                         Err(HandoffDrop::Loop)
                     } else {
-                        self.handoff.send(
+                        self.handoff.send_patched(
                             to,
                             self.pool,
                             &frame,
-                            batch.meta[i].bridge,
-                            key.in_port,
-                            key.vlan,
+                            (batch.meta[i].bridge, key.in_port, key.vlan),
+                            batch.meta[i].patched_from,
                         )
                     };
                     match sent {

@@ -60,6 +60,10 @@ pub struct Zone {
     pub gateway_mac: Mac,
     /// Its endpoints' MACs by address.
     pub endpoints: HashMap<Ipv4Addr, Mac>,
+    /// The worker that runs its bridge (frames for it from another worker are handed over).
+    pub worker: u16,
+    /// Its gateway's port (where routed frames enter it).
+    pub local_port: PortId,
 }
 
 /// What the router knows: the uplink and the networks.
@@ -232,6 +236,12 @@ impl RouterStage {
         ctx.record("router", || {
             format!("into network (bridge {}) to {dst} ({mac})", z.bridge)
         });
+        if z.worker != ctx.worker {
+            // A hairpin between networks of two workers: the network's own worker runs it.
+            batch.meta[i].bridge = z.bridge;
+            batch.keys[i].in_port = z.local_port;
+            return Verdict::Handoff(z.worker);
+        }
         Verdict::Patch(z.bridge)
     }
 }

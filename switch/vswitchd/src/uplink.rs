@@ -1,20 +1,31 @@
 //! The uplink: xvs's own MAC and IPv4 address on an interface the host keeps using. Its
 //! datapath side is a bridge of its own ([`UPLINK_BRIDGE`]) holding the interface as a shared
 //! AF_XDP port (only frames for xvs's MAC and ARP about its address are taken; the host keeps
-//! the rest) and a host stack on a pipe port that answers ARP and ping for the address. Routing
-//! and NAT through it come next.
+//! the rest) and a host stack on a pipe port that answers ARP and ping for the address.
+//!
+//! The bridge is replicated: every worker runs its chain, classify → conntrack (its own
+//! table: masquerade, published ports, hairpin) → router (next hop, neighbours) → l2 (the host
+//! stack's traffic), so a connection is tracked on the worker of its network; the interface
+//! itself is polled by one worker, the others hand it their frames.
 //!
 //! Used by the control thread only.
 
 use std::net::Ipv4Addr;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use xvs_ctl::protocol::UplinkView;
-use xvs_switch::classify::Mac;
+use xvs_nat::{Conntrack, NatConfig, NatStage, PortPartition};
+use xvs_switch::chain::Chain;
+use xvs_switch::classify::{ClassifyStage, Mac, PortId};
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::gateway::GatewayHandle;
+use xvs_switch::l2::L2Stage;
+use xvs_switch::neigh::Neighbours;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::{PortSpec, PortType, SharedWith, XdpMode};
+use xvs_switch::router::{RouterConfig, RouterStage};
 
 use crate::ipam::{IpamError, Subnet};
 use crate::netns;
@@ -133,16 +144,97 @@ pub fn configure(
 /// The tag of uplink MACs (`02:58:a.b.c.d`; gateways' are `02:42:...`).
 const UPLINK_MAC_TAG: u8 = 0x58;
 
-/// Brings the uplink up: its bridge, the shared port, the host stack.
+/// Connection tracking limits (daemon flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackLimits {
+    /// Connections tracked at most, over all workers.
+    pub max: u32,
+    /// Connections one endpoint may hold at most (OVS zone limits).
+    pub per_endpoint: u32,
+}
+
+impl Default for ConntrackLimits {
+    fn default() -> Self {
+        ConntrackLimits {
+            max: 1 << 20,
+            per_endpoint: 1 << 16,
+        }
+    }
+}
+
+/// The running uplink: what the control plane keeps of it.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    /// Its neighbours (shared with every worker's router stage).
+    pub neighbours: Arc<Neighbours>,
+    /// Its bridge's id (what networks patch routed frames over to).
+    pub bridge: u32,
+    /// Its MTU.
+    pub mtu: u16,
+}
+
+/// The MTU of interface `iface` (1500 when it cannot be read).
+fn mtu_of(iface: &str) -> u16 {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1500)
+}
+
+/// Worker `worker`'s chain of the uplink bridge.
+fn chain(
+    conf: &UplinkConf,
+    port: PortId,
+    worker: u16,
+    workers: u16,
+    limits: ConntrackLimits,
+    neighbours: &Arc<Neighbours>,
+) -> Chain {
+    let partition = PortPartition::default_for(workers);
+    let ct = Conntrack::new(xvs_nat::Config {
+        capacity: (limits.max / u32::from(workers)).max(1024),
+        per_endpoint: limits.per_endpoint,
+        masquerade: Some(conf.ip),
+        ports: partition.range(worker),
+        seed: 0x6e61_745f_7365_6564 ^ (u64::from(worker) << 32) ^ std::process::id() as u64,
+        ..xvs_nat::Config::default()
+    });
+    let nat = NatConfig {
+        uplink_port: port,
+        uplink_ip: conf.ip,
+        partition,
+        zone_workers: Arc::default(),
+    };
+    let router = RouterConfig {
+        uplink_port: port,
+        mac: conf.mac,
+        ip: conf.ip,
+        subnet: conf.subnet.net(),
+        gateway: conf.gateway,
+        zones: Arc::default(),
+    };
+    Chain::new(vec![
+        Box::new(ClassifyStage),
+        Box::new(NatStage::new(ct, nat)),
+        Box::new(RouterStage::new(router, neighbours.clone())),
+        Box::new(L2Stage::new(Default::default())),
+    ])
+}
+
+/// Brings the uplink up: its bridge on every worker, the shared port, the host stack.
 pub fn start(
     dp: &mut Datapath,
     gateway: &mut GatewayHandle,
     conf: &UplinkConf,
-) -> Result<(), UplinkError> {
-    dp.add_bridge(UPLINK_BRIDGE, Default::default())?;
+    limits: ConntrackLimits,
+) -> Result<Uplink, UplinkError> {
+    dp.add_replicated_bridge(UPLINK_BRIDGE, Default::default(), |_| {
+        Chain::bridge(Default::default())
+    })?;
     let started = (|| {
         let (port, end) = pipe().map_err(UplinkError::HostPort)?;
         dp.add_port_io(UPLINK_BRIDGE, HOST_PORT, Box::new(port), 0)?;
+        dp.set_policy(UPLINK_BRIDGE, true, Some(HOST_PORT))?;
         let spec = PortSpec {
             iface: conf.iface.clone(),
             port_type: PortType::Afxdp,
@@ -153,8 +245,18 @@ pub fn start(
             }),
         };
         dp.add_port(UPLINK_BRIDGE, spec, 0)?;
+        let port = dp.port_id(UPLINK_BRIDGE, &conf.iface).unwrap_or(0);
+        let neighbours = Neighbours::new();
+        let workers = dp.worker_count() as u16;
+        dp.set_chain_each(UPLINK_BRIDGE, |w| {
+            chain(conf, port, w, workers, limits, &neighbours)
+        })?;
         gateway.add_host(HOST, conf.mac, conf.ip, conf.subnet.prefix, end);
-        Ok::<(), UplinkError>(())
+        Ok::<Uplink, UplinkError>(Uplink {
+            neighbours,
+            bridge: dp.bridge_id(UPLINK_BRIDGE).unwrap_or(0),
+            mtu: mtu_of(&conf.iface),
+        })
     })();
     if started.is_err() {
         let _ = dp.del_bridge(UPLINK_BRIDGE);

@@ -1,0 +1,218 @@
+//! The conntrack stage of the uplink's chain: wraps one worker's [`Conntrack`]. Frames patched
+//! over from a network (routed toward the uplink, or hairpinned to the uplink's address) are
+//! tracked from the inside of their network's zone; frames received on the uplink port for
+//! xvs's address are tracked from outside, on the worker that owns their connection: a
+//! published port's on the worker of its endpoint's network, a masquerade port's on the
+//! worker whose port range holds it (found from the header alone, [`PortPartition::owner`]),
+//! so the frame is handed over there first if it arrived elsewhere. Each tracked frame is
+//! translated in place and leaves with its egress ([`Egress`]) for the router stage.
+//!
+//! ICMP echo requests for xvs's address, ARP and the host stack's own frames are not tracked:
+//! they go on to the uplink's L2 stage and the host stack.
+//!
+//! One instance per worker, owning its table (no lock); the control plane reads and changes it
+//! with `Datapath::with_stage_each`.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use xvs_stage::batch::Egress as FrameEgress;
+use xvs_stage::classify::FlowKey;
+use xvs_stage::drop::ReasonSet;
+use xvs_stage::stage::{Batch, Stage, StageContext, Verdict};
+use xvs_stage::wire::{PortId, ethertype, ipproto};
+
+use crate::conntrack::{Conntrack, Egress, Outcome, Side};
+use crate::drop::NatDrop;
+use crate::icmp::{self, icmp_type};
+use crate::ports::PortPartition;
+
+/// What the stage knows besides its table.
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    /// The uplink's port: frames received on it are from outside.
+    pub uplink_port: PortId,
+    /// xvs's address on the uplink.
+    pub uplink_ip: Ipv4Addr,
+    /// How masquerade ports are split between workers.
+    pub partition: PortPartition,
+    /// The worker of each network (zone): published ports are tracked there.
+    pub zone_workers: Arc<HashMap<u16, u16>>,
+}
+
+/// The conntrack stage of one worker.
+#[derive(Debug)]
+pub struct NatStage {
+    ct: Conntrack,
+    config: NatConfig,
+}
+
+impl NatStage {
+    /// A stage over `ct` (this worker's table).
+    pub fn new(ct: Conntrack, config: NatConfig) -> NatStage {
+        NatDrop::set().register();
+        NatStage { ct, config }
+    }
+
+    /// The table.
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// The table, writable (flush, timeouts, published ports).
+    pub fn conntrack_mut(&mut self) -> &mut Conntrack {
+        &mut self.ct
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (between two passes).
+    pub fn set_config(&mut self, config: NatConfig) {
+        self.config = config;
+    }
+
+    /// The worker owning the connection of a frame from outside for xvs's address, from its
+    /// header alone; `None` when it is nobody's (the frame is tracked here and refused).
+    fn owner(&self, frame: &[u8], key: &FlowKey, dst: Ipv4Addr) -> Option<u16> {
+        let by_port = |proto: u8, addr: Ipv4Addr, port: u16| {
+            match self.ct.published().lookup(proto, addr, port, true) {
+                Some(rule) => self.config.zone_workers.get(&rule.zone).copied(),
+                None => self.config.partition.owner(port),
+            }
+        };
+        let l4 = usize::from(key.l4_offset);
+        match key.nw_proto {
+            ipproto::TCP | ipproto::UDP => by_port(key.nw_proto, dst, key.tp_dst),
+            ipproto::ICMP if l4 != 0 => match key.tp_src as u8 {
+                icmp_type::ECHO_REPLY => {
+                    let id = frame.get(l4 + 4..l4 + 6)?;
+                    self.config.partition.owner(u16::from_be_bytes([id[0], id[1]]))
+                }
+                ty if icmp::is_error(ty) => {
+                    let q = icmp::quoted(frame, l4).ok()?.tuple;
+                    match q.proto {
+                        ipproto::ICMP => self.config.partition.owner(q.sport),
+                        p => by_port(p, Ipv4Addr::from(q.src), q.sport),
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Where frame `i` comes from, or the verdict it gets without being tracked here.
+    #[inline]
+    fn side(&self, ctx: &StageContext<'_>, batch: &Batch, i: usize) -> Result<Side, Verdict> {
+        let key = &batch.keys[i];
+        let meta = &batch.meta[i];
+        if let Some(bridge) = meta.patched_from {
+            let zone = u16::try_from(bridge).map_err(|_| Verdict::Drop(NatDrop::Malformed.into()))?;
+            // A hairpin to a published port is tracked on its endpoint's worker.
+            if key.dl_type == ethertype::IPV4
+                && dst_v4(key) == Some(self.config.uplink_ip)
+                && matches!(key.nw_proto, ipproto::TCP | ipproto::UDP)
+                && let Some(rule) =
+                    self.ct
+                        .published()
+                        .lookup(key.nw_proto, self.config.uplink_ip, key.tp_dst, true)
+                && let Some(&w) = self.config.zone_workers.get(&rule.zone)
+                && w != ctx.worker
+                && !meta.handed_off
+            {
+                return Err(Verdict::Handoff(w));
+            }
+            return Ok(Side::Inside { zone });
+        }
+        if key.in_port != self.config.uplink_port
+            || key.dl_type != ethertype::IPV4
+            || dst_v4(key) != Some(self.config.uplink_ip)
+        {
+            return Err(Verdict::Next);
+        }
+        if key.nw_proto == ipproto::ICMP && key.tp_src as u8 == icmp_type::ECHO_REQUEST {
+            // Ping of xvs's address: the host stack answers.
+            return Err(Verdict::Next);
+        }
+        let frame = ctx.pool.data(&batch.frames[i]);
+        match self.owner(frame, key, self.config.uplink_ip) {
+            Some(w) if w != ctx.worker && !meta.handed_off => Err(Verdict::Handoff(w)),
+            _ => Ok(Side::Outside),
+        }
+    }
+}
+
+/// The IPv4 destination of a classified frame.
+#[inline]
+fn dst_v4(key: &FlowKey) -> Option<Ipv4Addr> {
+    let a = &key.nw_dst;
+    Some(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+}
+
+impl Stage for NatStage {
+    fn name(&self) -> &'static str {
+        "conntrack"
+    }
+
+    fn reasons(&self) -> Option<&'static ReasonSet> {
+        Some(NatDrop::set())
+    }
+
+    fn process(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
+        self.ct.warm(&batch.keys[..batch.len()]);
+        let dry_run = ctx.dry_run();
+        for i in 0..batch.len() {
+            if !batch.verdicts[i].is_next() {
+                continue;
+            }
+            let side = match self.side(ctx, batch, i) {
+                Ok(s) => s,
+                Err(Verdict::Next) => continue,
+                Err(v) => {
+                    ctx.record("conntrack", || match v {
+                        Verdict::Handoff(w) => format!("owned by worker {w}: handed over"),
+                        _ => format!("{v:?}"),
+                    });
+                    batch.verdicts[i] = v;
+                    continue;
+                }
+            };
+            let key = batch.keys[i];
+            let offload = batch.frames[i].offload();
+            let frame = ctx.pool.data_mut(&mut batch.frames[i]);
+            match self.ct.process(frame, &key, &offload, side, ctx.now_ms, dry_run) {
+                Ok(Outcome::Tracked(d)) => {
+                    batch.meta[i].egress = match d.egress {
+                        Egress::Outside => FrameEgress::Uplink,
+                        Egress::Inside(z) => FrameEgress::Zone(z),
+                    };
+                    batch.meta[i].flow = d.session;
+                    ctx.record("conntrack", || d.to_string());
+                }
+                Ok(Outcome::Untracked) => {
+                    ctx.record("conntrack", || "not tracked (not IPv4)".to_string());
+                }
+                Err(e) => {
+                    ctx.record("conntrack", || format!("drop: {e}"));
+                    batch.verdicts[i] = Verdict::Drop(e.into());
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        self.ct.tick(now_ms);
+    }
+
+    fn adopt(&mut self, previous: &mut dyn Stage) {
+        let previous: &mut dyn std::any::Any = previous;
+        if let Some(old) = previous.downcast_mut::<NatStage>() {
+            // The connections stay; the new stage's table replaces nothing but config.
+            std::mem::swap(&mut self.ct, &mut old.ct);
+        }
+    }
+}
