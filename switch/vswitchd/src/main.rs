@@ -10,6 +10,7 @@ mod flow;
 mod ipam;
 mod netns;
 mod network;
+mod publish;
 mod server;
 mod uplink;
 mod validate;
