@@ -78,11 +78,13 @@ impl NatStage {
     /// The worker owning the connection of a frame from outside for xvs's address, from its
     /// header alone; `None` when it is nobody's (the frame is tracked here and refused).
     fn owner(&self, frame: &[u8], key: &FlowKey, dst: Ipv4Addr) -> Option<u16> {
-        let by_port = |proto: u8, addr: Ipv4Addr, port: u16| {
-            match self.ct.published().lookup(proto, addr, port, true) {
-                Some(rule) => self.config.zone_workers.get(&rule.zone).copied(),
-                None => self.config.partition.owner(port),
-            }
+        let by_port = |proto: u8, addr: Ipv4Addr, port: u16| match self
+            .ct
+            .published()
+            .lookup(proto, addr, port, true)
+        {
+            Some(rule) => self.config.zone_workers.get(&rule.zone).copied(),
+            None => self.config.partition.owner(port),
         };
         let l4 = usize::from(key.l4_offset);
         match key.nw_proto {
@@ -90,7 +92,9 @@ impl NatStage {
             ipproto::ICMP if l4 != 0 => match key.tp_src as u8 {
                 icmp_type::ECHO_REPLY => {
                     let id = frame.get(l4 + 4..l4 + 6)?;
-                    self.config.partition.owner(u16::from_be_bytes([id[0], id[1]]))
+                    self.config
+                        .partition
+                        .owner(u16::from_be_bytes([id[0], id[1]]))
                 }
                 ty if icmp::is_error(ty) => {
                     let q = icmp::quoted(frame, l4).ok()?.tuple;
@@ -111,15 +115,18 @@ impl NatStage {
         let key = &batch.keys[i];
         let meta = &batch.meta[i];
         if let Some(bridge) = meta.patched_from {
-            let zone = u16::try_from(bridge).map_err(|_| Verdict::Drop(NatDrop::Malformed.into()))?;
+            let zone =
+                u16::try_from(bridge).map_err(|_| Verdict::Drop(NatDrop::Malformed.into()))?;
             // A hairpin to a published port is tracked on its endpoint's worker.
             if key.dl_type == ethertype::IPV4
                 && dst_v4(key) == Some(self.config.uplink_ip)
                 && matches!(key.nw_proto, ipproto::TCP | ipproto::UDP)
-                && let Some(rule) =
-                    self.ct
-                        .published()
-                        .lookup(key.nw_proto, self.config.uplink_ip, key.tp_dst, true)
+                && let Some(rule) = self.ct.published().lookup(
+                    key.nw_proto,
+                    self.config.uplink_ip,
+                    key.tp_dst,
+                    true,
+                )
                 && let Some(&w) = self.config.zone_workers.get(&rule.zone)
                 && w != ctx.worker
                 && !meta.handed_off
@@ -184,7 +191,10 @@ impl Stage for NatStage {
             let key = batch.keys[i];
             let offload = batch.frames[i].offload();
             let frame = ctx.pool.data_mut(&mut batch.frames[i]);
-            match self.ct.process(frame, &key, &offload, side, ctx.now_ms, dry_run) {
+            match self
+                .ct
+                .process(frame, &key, &offload, side, ctx.now_ms, dry_run)
+            {
                 Ok(Outcome::Tracked(d)) => {
                     batch.meta[i].egress = match d.egress {
                         Egress::Outside => FrameEgress::Uplink,

@@ -7,9 +7,9 @@
 
 use crate::classify::{ClassifyStage, PortId};
 use crate::counters::DropCounters;
-use crate::frame::FramePool;
 use crate::drop::ReasonSet;
 use crate::fdb::FdbConfig;
+use crate::frame::FramePool;
 use crate::l2::L2Stage;
 use crate::route::{RouteConfig, RouteStage};
 use crate::stage::{Batch, Stage, StageContext, Verdict};

@@ -162,6 +162,7 @@ struct BridgeRec {
 /// The datapath: workers and what runs on them.
 pub struct Datapath {
     workers: Vec<WorkerHandle>,
+    clock: Arc<dyn Clock>,
     drops: Vec<Arc<DropCounters>>,
     bridges: BTreeMap<String, BridgeRec>,
     next_bridge: BridgeId,
@@ -212,12 +213,18 @@ impl Datapath {
             drops.push(d);
         }
         Ok(Datapath {
+            clock,
             workers,
             drops,
             bridges: BTreeMap::new(),
             next_bridge: 1,
             next_port: 1,
         })
+    }
+
+    /// The workers' clock now, in ms (the time stages see).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Worker threads.
@@ -313,8 +320,12 @@ impl Datapath {
                 reply,
             })?;
             let c = chain(w as u16);
-            self.call(w, |reply| Command::SetChain { id, chain: c, reply })
-                .map(|_| ())
+            self.call(w, |reply| Command::SetChain {
+                id,
+                chain: c,
+                reply,
+            })
+            .map(|_| ())
         });
         if let Err(e) = made {
             for w in 0..self.workers.len() {
@@ -648,7 +659,11 @@ impl Datapath {
         let id = b.id;
         for w in self.chain_workers(b) {
             let c = chain(w as u16);
-            self.call(w, |reply| Command::SetChain { id, chain: c, reply })?;
+            self.call(w, |reply| Command::SetChain {
+                id,
+                chain: c,
+                reply,
+            })?;
         }
         Ok(())
     }

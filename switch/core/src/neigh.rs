@@ -179,7 +179,10 @@ mod tests {
         assert_eq!(v.lookup(A, 10 + REFRESH_MS).map(|x| x.1), Some(true));
         assert_eq!(v.lookup(A, 10 + REACHABLE_MS), None, "aged out");
         assert_eq!(t.learn(A, Mac([2, 0, 0, 0, 0, 1]), 500), Learned::Unchanged);
-        assert_eq!(t.learn(A, Mac([2, 0, 0, 0, 0, 1]), 5000), Learned::Refreshed);
+        assert_eq!(
+            t.learn(A, Mac([2, 0, 0, 0, 0, 1]), 5000),
+            Learned::Refreshed
+        );
         assert_eq!(t.learn(A, Mac([2, 0, 0, 0, 0, 2]), 5001), Learned::Changed);
         assert!(v.refresh());
         assert_eq!(v.lookup(A, 5002), Some((Mac([2, 0, 0, 0, 0, 2]), false)));
@@ -189,7 +192,10 @@ mod tests {
     fn the_table_is_bounded() {
         let t = Neighbours::new();
         for i in 0..MAX_NEIGHBOURS as u32 {
-            assert_eq!(t.learn(Ipv4Addr::from(i), Mac([2, 0, 0, 0, 0, 1]), 0), Learned::Changed);
+            assert_eq!(
+                t.learn(Ipv4Addr::from(i), Mac([2, 0, 0, 0, 0, 1]), 0),
+                Learned::Changed
+            );
         }
         assert_eq!(
             t.learn(Ipv4Addr::new(203, 0, 113, 1), Mac([2, 0, 0, 0, 0, 1]), 0),

@@ -180,18 +180,31 @@ impl RouteStage {
                     return Verdict::Drop(RouteDrop::Malformed.into());
                 }
                 ctx.record("route", || {
-                    format!("{dst} is beyond the network: TTL decremented, to the uplink (bridge {})", up.bridge)
+                    format!(
+                        "{dst} is beyond the network: TTL decremented, to the uplink (bridge {})",
+                        up.bridge
+                    )
                 });
                 Verdict::Patch(up.bridge)
             }
             Route::Answer(kind, reason) => {
-                ctx.record("route", || format!("drop: {}; answered with ICMP", reason.reason().describe()));
+                ctx.record("route", || {
+                    format!("drop: {}; answered with ICMP", reason.reason().describe())
+                });
                 if ctx.dry_run() || !self.icmp_token(ctx.now_ms) {
                     return Verdict::Drop(reason.into());
                 }
                 self.ip_id = self.ip_id.wrapping_add(1);
                 let (mac, ip) = (self.config.gateway_mac, self.config.gateway);
-                match answer_in_place(ctx.pool, &mut batch.frames[i], &key, kind, mac, ip, self.ip_id) {
+                match answer_in_place(
+                    ctx.pool,
+                    &mut batch.frames[i],
+                    &key,
+                    kind,
+                    mac,
+                    ip,
+                    self.ip_id,
+                ) {
                     Ok(_) => {
                         // The frame is dropped; the answer is a frame of the stage's own.
                         ctx.count(reason, 1);
@@ -277,7 +290,10 @@ mod tests {
             Route::Verdict(Verdict::Drop(RouteDrop::Internal.into()))
         );
         assert_eq!(d(&stage(true), [10, 1, 0, 1]), local);
-        let up = UplinkRoute { bridge: 9, mtu: 1500 };
+        let up = UplinkRoute {
+            bridge: 9,
+            mtu: 1500,
+        };
         s.config.uplink = Some(up);
         assert_eq!(d(&s, [198, 18, 0, 1]), Route::Out(up));
         let far = Ipv4Addr::new(198, 18, 0, 1);
@@ -287,10 +303,21 @@ mod tests {
         );
         assert_eq!(
             s.decide(far, 64, 1501, true, false),
-            Route::Answer(IcmpError::FragmentationNeeded { mtu: 1500 }, RouteDrop::FragNeeded)
+            Route::Answer(
+                IcmpError::FragmentationNeeded { mtu: 1500 },
+                RouteDrop::FragNeeded
+            )
         );
-        assert_eq!(s.decide(far, 64, 1501, false, false), Route::Out(up), "no DF: fragmented later");
-        assert_eq!(s.decide(far, 64, 9000, true, true), Route::Out(up), "a super-frame is cut later");
+        assert_eq!(
+            s.decide(far, 64, 1501, false, false),
+            Route::Out(up),
+            "no DF: fragmented later"
+        );
+        assert_eq!(
+            s.decide(far, 64, 9000, true, true),
+            Route::Out(up),
+            "a super-frame is cut later"
+        );
     }
 
     #[test]

@@ -158,8 +158,7 @@ impl RouterStage {
 
     /// Learns the sender of an ARP frame received on the uplink port, if it talks to xvs.
     fn snoop_arp(&mut self, ctx: &StageContext<'_>, frame: &[u8], l3: usize) {
-        let Ok(arp) = etherparse::ArpPacketSlice::from_slice(frame.get(l3..).unwrap_or(&[]))
-        else {
+        let Ok(arp) = etherparse::ArpPacketSlice::from_slice(frame.get(l3..).unwrap_or(&[])) else {
             return;
         };
         let (Ok(sha), Ok(spa), Ok(tpa)) = (
@@ -179,7 +178,7 @@ impl RouterStage {
     }
 
     /// Addresses frame `i` (out of the uplink) to its next hop, or holds it.
-    fn to_uplink(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) -> Verdict {
+    fn route_uplink(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) -> Verdict {
         let Some(std::net::IpAddr::V4(dst)) = batch.keys[i].ip_dst() else {
             return Verdict::Drop(RouterDrop::NoGateway.into());
         };
@@ -215,7 +214,13 @@ impl RouterStage {
     }
 
     /// Addresses frame `i` to an endpoint of `zone` and patches it over to its network.
-    fn to_zone(&self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize, zone: u16) -> Verdict {
+    fn route_zone(
+        &self,
+        ctx: &mut StageContext<'_>,
+        batch: &mut Batch,
+        i: usize,
+        zone: u16,
+    ) -> Verdict {
         let Some(z) = self.config.zones.get(&zone) else {
             return Verdict::Drop(RouterDrop::NoZone.into());
         };
@@ -314,8 +319,8 @@ impl Stage for RouterStage {
                 continue;
             }
             let v = match batch.meta[i].egress {
-                Egress::Uplink => self.to_uplink(ctx, batch, i),
-                Egress::Zone(z) => self.to_zone(ctx, batch, i, z),
+                Egress::Uplink => self.route_uplink(ctx, batch, i),
+                Egress::Zone(z) => self.route_zone(ctx, batch, i, z),
                 Egress::Undecided => {
                     let k = &batch.keys[i];
                     if k.dl_type == ethertype::ARP
@@ -341,7 +346,12 @@ impl Stage for RouterStage {
         let now = ctx.now_ms;
         self.changed |= self.neighbours.refresh();
         // Frames whose next hop is known now go; those waiting too long are dropped.
-        if self.changed || self.waiting.front().is_some_and(|w| now >= w.since_ms + RESOLVE_TIMEOUT_MS) {
+        if self.changed
+            || self
+                .waiting
+                .front()
+                .is_some_and(|w| now >= w.since_ms + RESOLVE_TIMEOUT_MS)
+        {
             self.changed = false;
             let mut kept = 0;
             let n = self.waiting.len();
@@ -391,8 +401,11 @@ impl Stage for RouterStage {
                 continue;
             }
             let due = sent.is_none_or(|t| now >= t + REQUEST_INTERVAL_MS);
-            if due && !out.frames.is_full() {
-                if let Some(mut f) = ctx.pool.alloc() {
+            if due
+                && !out.frames.is_full()
+                && let Some(mut f) = ctx.pool.alloc()
+            {
+                {
                     let buf = ctx.pool.buffer_mut(&mut f);
                     match write_arp_request(buf, self.config.mac, self.config.ip, ip) {
                         Some(n) => {

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{
-    self, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView, StatsView, TraceView,
-    UplinkView, XdpModeArg,
+    self, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView,
+    StatsView, TraceView, UplinkView, XdpModeArg,
 };
 
 /// Control the xvs virtual switch daemon (xvsd).
@@ -113,6 +113,20 @@ enum Verb {
     /// xvs's own address on an interface shared with the host.
     #[command(subcommand)]
     Uplink(UplinkVerb),
+    /// Tracked connections (as ovs-appctl dpctl/dump-conntrack).
+    #[command(name = "conntrack/show")]
+    ConntrackShow,
+    /// Forget every tracked connection.
+    #[command(name = "conntrack/flush")]
+    ConntrackFlush,
+    /// Set a connection state's timeout.
+    #[command(name = "conntrack/set-timeout")]
+    ConntrackSetTimeout {
+        /// tcp_syn_sent, tcp_established, tcp_fin_wait, tcp_time_wait, tcp_close, udp_first, udp, icmp, ...
+        state: String,
+        /// Seconds.
+        seconds: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -330,6 +344,11 @@ fn to_request(verb: Verb) -> Request {
             UplinkVerb::Show => Request::UplinkShow,
             UplinkVerb::Del => Request::UplinkDel,
         },
+        Verb::ConntrackShow => Request::ConntrackShow,
+        Verb::ConntrackFlush => Request::ConntrackFlush,
+        Verb::ConntrackSetTimeout { state, seconds } => {
+            Request::ConntrackSetTimeout { state, seconds }
+        }
         Verb::Network(n) => match n {
             NetworkVerb::Create {
                 network,
@@ -413,6 +432,21 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
                 u.rx_packets,
                 u.tx_packets
             );
+            println!("    mtu {}, {} connections tracked", u.mtu, u.connections);
+            for p in &u.published {
+                println!(
+                    "    published {} ({} on {})",
+                    p.mapping, p.sandbox, p.network
+                );
+            }
+            for n in &u.neighbours {
+                println!("    neighbour {} at {} ({}s ago)", n.ip, n.mac, n.age_s);
+            }
+        }
+        Request::ConntrackShow => {
+            for c in decode::<ConntrackView>(result)?.connections {
+                println!("{}", c.line);
+            }
         }
         Request::NetworkLs => print_networks(&decode::<Vec<NetworkView>>(result)?),
         // As `docker network inspect`: JSON is the human format too.

@@ -206,6 +206,17 @@ pub enum Request {
     UplinkShow,
     /// `uplink del`
     UplinkDel,
+    /// `conntrack/show`
+    ConntrackShow,
+    /// `conntrack/flush`
+    ConntrackFlush,
+    /// `conntrack/set-timeout STATE SECONDS`
+    ConntrackSetTimeout {
+        /// The state's timeout name (`tcp_established`, `udp`, `icmp`, ...).
+        state: String,
+        /// Seconds.
+        seconds: u32,
+    },
     /// Liveness check; replies with the daemon's version.
     Ping,
 }
@@ -427,6 +438,9 @@ pub struct EndpointView {
     pub aliases: Vec<String>,
     /// `veth` (AF_XDP port) or `tap`.
     pub port_type: String,
+    /// Published ports, `HOSTIP:HOSTPORT->PORT/PROTO` as `docker port` prints them.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// The uplink in `uplink show` (and `uplink set`'s reply).
@@ -448,6 +462,72 @@ pub struct UplinkView {
     pub rx_packets: u64,
     /// Frames xvs sent on it.
     pub tx_packets: u64,
+    /// Its MTU.
+    #[serde(default)]
+    pub mtu: u16,
+    /// Published ports reachable on it, as `docker port` prints them.
+    #[serde(default)]
+    pub published: Vec<PublishedView>,
+    /// Neighbours resolved on it.
+    #[serde(default)]
+    pub neighbours: Vec<NeighbourView>,
+    /// Connections tracked.
+    #[serde(default)]
+    pub connections: u64,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedView {
+    /// `0.0.0.0:8080->10.0.0.2:80/tcp`.
+    pub mapping: String,
+    /// The network.
+    pub network: String,
+    /// The endpoint's sandbox.
+    pub sandbox: String,
+}
+
+/// A neighbour on the uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourView {
+    /// Its address.
+    pub ip: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Seconds since it was learned.
+    pub age_s: u64,
+}
+
+/// One tracked connection in `conntrack/show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnView {
+    /// `tcp`, `udp`, `icmp`.
+    pub proto: String,
+    /// The original direction: `SRC:SPORT->DST:DPORT`.
+    pub orig: String,
+    /// The reply direction.
+    pub reply: String,
+    /// The network of its inside end.
+    pub network: Option<String>,
+    /// Its state (`ESTABLISHED`, `SYN_SENT`, ...).
+    pub state: String,
+    /// `snat`, `dnat`, `both` or `none`.
+    pub nat: String,
+    /// Seconds since it was made.
+    pub age_s: u64,
+    /// Seconds until it expires.
+    pub timeout_s: u64,
+    /// The worker tracking it.
+    pub worker: u16,
+    /// As `ovs-appctl dpctl/dump-conntrack` prints it.
+    pub line: String,
+}
+
+/// `conntrack/show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackView {
+    /// The connections.
+    pub connections: Vec<ConnView>,
 }
 
 /// A network in `network ls` / `network inspect`.

@@ -64,6 +64,9 @@ pub struct EndpointConf {
     /// What the sandbox's interface is (state files from before TAP endpoints mean veth).
     #[serde(default)]
     pub port_type: EndpointPortType,
+    /// Its published ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::publish::PortBinding>,
 }
 
 /// The kind of interface an endpoint gives its sandbox.

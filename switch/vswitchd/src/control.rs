@@ -11,21 +11,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use xvs_ctl::protocol::{
-    BridgeView, DropView, FdbEntryView, FdbView, NetworkView, PortCountersView, PortStatsView,
-    PortTypeArg, PortView, Reply, Request, ShowView, StatsView, TraceStepView, TraceView,
-    XdpModeArg,
+    BridgeView, ConnView, ConntrackView, DropView, FdbEntryView, FdbView, NeighbourView,
+    NetworkView, PortCountersView, PortStatsView, PortTypeArg, PortView, PublishedView, Reply,
+    Request, ShowView, StatsView, TraceStepView, TraceView, UplinkView, XdpModeArg,
 };
+use xvs_nat::NatStage;
 use xvs_switch::counters::PortCounterSnapshot;
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use crate::config::{BridgeConf, PortConf, State, Store, StoreError};
+use crate::config::{BridgeConf, NetworkConf, PortConf, State, Store, StoreError};
 use crate::error::Error;
 use crate::flow;
 use crate::network::{self, ConnectArgs, CreateArgs, Networks};
 use crate::uplink::{self, UplinkError};
 use crate::validate::{self, Object};
+use crate::{publish, routing};
 
 /// The daemon's switch: configuration, store, datapath and the networks' runtime.
 pub struct Switch {
@@ -36,6 +38,10 @@ pub struct Switch {
     port_errors: HashMap<String, String>,
     /// Gateways and DNS names of the networks.
     networks: Networks,
+    /// The uplink while it runs.
+    uplink: Option<uplink::Uplink>,
+    /// Connection tracking limits.
+    conntrack: uplink::ConntrackLimits,
 }
 
 /// Daemon options the switch needs.
@@ -43,6 +49,8 @@ pub struct Switch {
 pub struct Options {
     /// Where names unknown to a network are forwarded.
     pub dns_upstream: Option<SocketAddr>,
+    /// Connection tracking limits.
+    pub conntrack: uplink::ConntrackLimits,
 }
 
 fn fdb_config(
@@ -128,16 +136,20 @@ impl Switch {
             }
         }
         let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
+        let mut running = None;
         if let Some(u) = &saved.uplink {
-            match uplink::start(&mut dp, networks.gateway_mut(), u) {
-                Ok(()) => tracing::info!("restored the uplink on {} ({})", u.iface, u.ip),
+            match uplink::start(&mut dp, networks.gateway_mut(), u, options.conntrack) {
+                Ok(r) => {
+                    tracing::info!("restored the uplink on {} ({})", u.iface, u.ip);
+                    running = Some(r);
+                }
                 Err(e) => {
                     tracing::warn!("uplink on {} not attached: {e}", u.iface);
                     port_errors.insert(u.iface.clone(), e.to_string());
                 }
             }
         }
-        network::refresh_routes(&dp, &restored);
+        routing::refresh(&dp, &restored, running.as_ref());
         let sw = Switch {
             state: State {
                 bridges: saved.bridges,
@@ -149,6 +161,8 @@ impl Switch {
             dp,
             port_errors,
             networks,
+            uplink: running,
+            conntrack: options.conntrack,
         };
         if dropped && let Err(e) = sw.store.save(&sw.state) {
             tracing::error!("cannot save state after restore: {e}");
@@ -180,6 +194,12 @@ impl Switch {
     pub fn shutdown(&mut self) {
         self.networks.shutdown();
         self.dp.shutdown();
+    }
+
+    /// Pushes the routing snapshot (networks, endpoints, published ports, uplink) to the
+    /// datapath after a change.
+    fn refresh_routes(&self) {
+        routing::refresh(&self.dp, &self.state.networks, self.uplink.as_ref());
     }
 
     /// Saves the state; if that fails, runs `rollback` to undo the change just made.
@@ -402,7 +422,28 @@ impl Switch {
             }
             Request::UplinkShow => {
                 let conf = self.state.uplink.as_ref().ok_or(UplinkError::NotSet)?;
-                Ok(Reply::success(&uplink::view(&self.dp, conf)))
+                Ok(Reply::success(&self.uplink_view(conf)))
+            }
+            Request::ConntrackShow => Ok(Reply::success(&self.conntrack_show()?)),
+            Request::ConntrackFlush => {
+                self.require_uplink()?;
+                self.dp
+                    .with_stage_each::<NatStage, _>(uplink::UPLINK_BRIDGE, |n, _| {
+                        n.conntrack_mut().flush()
+                    })?;
+                Ok(Reply::done())
+            }
+            Request::ConntrackSetTimeout { state, seconds } => {
+                self.require_uplink()?;
+                let results = self
+                    .dp
+                    .with_stage_each::<NatStage, _>(uplink::UPLINK_BRIDGE, move |n, _| {
+                        n.conntrack_mut().set_timeout(&state, seconds)
+                    })?;
+                for r in results {
+                    r.map_err(Error::Timeout)?;
+                }
+                Ok(Reply::done())
             }
             Request::UplinkDel => self.uplink_del(),
             Request::NetworkInspect { network } => {
@@ -428,6 +469,7 @@ impl Switch {
                     aliases,
                     ifname,
                     publish,
+                    bindings: Vec::new(),
                     port_type,
                 },
             ),
@@ -455,14 +497,21 @@ impl Switch {
             return Err(UplinkError::Exists(u.iface.clone()).into());
         }
         let conf = uplink::configure(iface, ip, gateway)?;
-        uplink::start(&mut self.dp, self.networks.gateway_mut(), &conf)?;
+        let running = uplink::start(
+            &mut self.dp,
+            self.networks.gateway_mut(),
+            &conf,
+            self.conntrack,
+        )?;
         self.state.uplink = Some(conf.clone());
         self.save_or_rollback(|s| {
             s.state.uplink = None;
             uplink::stop(&mut s.dp, s.networks.gateway_mut());
         })
         .map_err(Error::UplinkNotSaved)?;
-        Ok(Reply::success(&uplink::view(&self.dp, &conf)))
+        self.uplink = Some(running);
+        self.refresh_routes();
+        Ok(Reply::success(&self.uplink_view(&conf)))
     }
 
     fn uplink_del(&mut self) -> Result<Reply, Error> {
@@ -472,7 +521,9 @@ impl Switch {
             return Err(Error::UplinkNotSaved(e));
         }
         uplink::stop(&mut self.dp, self.networks.gateway_mut());
+        self.uplink = None;
         self.port_errors.remove(&conf.iface);
+        self.refresh_routes();
         Ok(Reply::done())
     }
 
@@ -486,7 +537,7 @@ impl Switch {
             s.networks.stop(&mut s.dp, name);
         })
         .map_err(Error::NetworkNotSaved)?;
-        network::refresh_routes(&self.dp, &self.state.networks);
+        self.refresh_routes();
         let conf = network::lookup(&self.state.networks, name)?;
         Ok(Reply::success(&self.networks.view(name, conf)))
     }
@@ -495,7 +546,7 @@ impl Switch {
         let conf = network::lookup(&self.state.networks, name)?;
         self.networks.remove(&mut self.dp, name, conf)?;
         self.state.networks.remove(name);
-        network::refresh_routes(&self.dp, &self.state.networks);
+        self.refresh_routes();
         self.store
             .save(&self.state)
             .map_err(|source| Error::NetworkRemovedNotSaved {
@@ -509,9 +560,10 @@ impl Switch {
         &mut self,
         network: &str,
         sandbox: &str,
-        args: ConnectArgs,
+        mut args: ConnectArgs,
     ) -> Result<Reply, Error> {
         let conf = network::lookup(&self.state.networks, network)?.clone();
+        args.bindings = self.publish_bindings(network, &conf, &args.publish)?;
         let (ep, pool) = network::connect(&mut self.dp, network, &conf, sandbox, args)?;
         if let Some(n) = self.state.networks.get_mut(network) {
             n.pool = pool;
@@ -527,7 +579,132 @@ impl Switch {
         .map_err(Error::EndpointNotSaved)?;
         self.networks.register_names(network, &ep);
         network::update_resolv_conf(&self.state.networks, sandbox);
+        self.refresh_routes();
         Ok(Reply::success(&network::endpoint_view(network, &conf, &ep)))
+    }
+
+    /// The host ports `specs` get on `network`, beside every port already published.
+    fn publish_bindings(
+        &self,
+        network: &str,
+        conf: &NetworkConf,
+        specs: &[String],
+    ) -> Result<Vec<publish::PortBinding>, Error> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if conf.internal {
+            return Err(Error::PublishInternal(network.to_string()));
+        }
+        let requests = specs
+            .iter()
+            .map(|s| publish::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let in_use: Vec<(publish::PortBinding, String)> = self
+            .state
+            .networks
+            .iter()
+            .flat_map(|(n, c)| {
+                c.endpoints.iter().flat_map(move |e| {
+                    e.publish
+                        .iter()
+                        .map(move |b| (*b, format!("endpoint {} on network {n}", e.sandbox)))
+                })
+            })
+            .collect();
+        Ok(publish::allocate(&requests, &in_use)?)
+    }
+
+    /// Refuses a conntrack verb without an uplink.
+    fn require_uplink(&self) -> Result<(), Error> {
+        if self.uplink.is_none() {
+            return Err(UplinkError::NotSet.into());
+        }
+        Ok(())
+    }
+
+    /// Every worker's connections, as `conntrack/show` lists them.
+    fn conntrack_show(&self) -> Result<ConntrackView, Error> {
+        self.require_uplink()?;
+        let per_worker = self
+            .dp
+            .with_stage_each::<NatStage, _>(uplink::UPLINK_BRIDGE, |n, now| {
+                n.conntrack().entries(now).collect::<Vec<_>>()
+            })?;
+        let zone_names: HashMap<u16, String> = self
+            .state
+            .networks
+            .keys()
+            .filter_map(|n| Some((routing::zone_of(&self.dp, n)?, n.clone())))
+            .collect();
+        let tuple =
+            |t: &xvs_nat::show::TupleView| format!("{}:{}->{}:{}", t.src, t.sport, t.dst, t.dport);
+        let mut connections = Vec::new();
+        for (w, entries) in per_worker.into_iter().enumerate() {
+            for e in entries {
+                connections.push(ConnView {
+                    proto: e.proto.to_string(),
+                    orig: tuple(&e.orig),
+                    reply: tuple(&e.reply),
+                    network: e.zone.and_then(|z| zone_names.get(&z).cloned()),
+                    state: e.state.name().to_string(),
+                    nat: serde_json::to_value(e.nat)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    age_s: e.age_s,
+                    timeout_s: e.timeout_s,
+                    worker: w as u16,
+                    line: e.to_string(),
+                });
+            }
+        }
+        Ok(ConntrackView { connections })
+    }
+
+    /// `uplink show`: the port, its published ports, neighbours and connections.
+    fn uplink_view(&self, conf: &uplink::UplinkConf) -> UplinkView {
+        let mut v = uplink::view(&self.dp, conf);
+        let now = self.dp.now_ms();
+        if let Some(u) = &self.uplink {
+            v.mtu = u.mtu;
+            v.neighbours = u
+                .neighbours
+                .entries()
+                .into_iter()
+                .map(|(ip, n)| NeighbourView {
+                    ip: ip.to_string(),
+                    mac: n.mac.to_string(),
+                    age_s: now.saturating_sub(n.learned_ms) / 1000,
+                })
+                .collect();
+            v.connections = self
+                .dp
+                .with_stage_each::<NatStage, _>(uplink::UPLINK_BRIDGE, |n, _| {
+                    u64::from(n.conntrack().len())
+                })
+                .map(|v| v.iter().sum())
+                .unwrap_or(0);
+        }
+        for (n, c) in &self.state.networks {
+            for e in &c.endpoints {
+                for b in &e.publish {
+                    v.published.push(PublishedView {
+                        mapping: format!(
+                            "{}:{}->{}:{}/{}",
+                            b.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                            b.host_port,
+                            e.ip,
+                            b.container_port,
+                            b.proto
+                        ),
+                        network: n.clone(),
+                        sandbox: e.sandbox.clone(),
+                    });
+                }
+            }
+        }
+        v
     }
 
     fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Reply, Error> {
@@ -540,6 +717,7 @@ impl Switch {
             n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
         }
         network::update_resolv_conf(&self.state.networks, sandbox);
+        self.refresh_routes();
         self.store
             .save(&self.state)
             .map_err(Error::DisconnectedNotSaved)?;

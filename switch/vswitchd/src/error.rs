@@ -30,6 +30,15 @@ pub enum Error {
     /// `uplink set`/`del` that could not be saved, and was undone.
     #[error("uplink not changed: cannot save state: {0}")]
     UplinkNotSaved(#[source] StoreError),
+    /// A `--publish` that cannot be parsed or allocated.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    /// `--publish` on an `--internal` network.
+    #[error("network {0} is --internal: its endpoints cannot publish ports")]
+    PublishInternal(String),
+    /// `conntrack/set-timeout` of an unknown state or value.
+    #[error(transparent)]
+    Timeout(xvs_nat::TimeoutError),
     /// A `trace` flow that cannot be parsed.
     #[error(transparent)]
     Flow(#[from] FlowError),

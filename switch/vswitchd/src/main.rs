@@ -11,6 +11,7 @@ mod ipam;
 mod netns;
 mod network;
 mod publish;
+mod routing;
 mod server;
 mod uplink;
 mod validate;
@@ -45,6 +46,12 @@ struct Args {
     /// Forward DNS names no network knows to this server (IP or IP:PORT).
     #[arg(long, value_parser = parse_upstream)]
     dns_upstream: Option<std::net::SocketAddr>,
+    /// Connections tracked at most (all workers together).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..=(1 << 24)))]
+    conntrack_max: u32,
+    /// Connections one endpoint may hold at most (as OVS zone limits).
+    #[arg(long, default_value_t = 1 << 16, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    conntrack_endpoint_limit: u32,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -129,6 +136,10 @@ fn run(args: Args) -> Result<(), StartError> {
         }
         let options = control::Options {
             dns_upstream: args.dns_upstream,
+            conntrack: uplink::ConntrackLimits {
+                max: args.conntrack_max,
+                per_endpoint: args.conntrack_endpoint_limit,
+            },
         };
         let switch =
             tokio::task::spawn_blocking(move || control::Switch::restore(store, dp, options))

@@ -26,7 +26,6 @@ use xvs_switch::gateway::GatewayHandle;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
-use xvs_switch::route::{RouteConfig, RouteStage};
 
 use crate::config::{EndpointConf, EndpointPortType, NetworkConf, UnknownPortType};
 use crate::dns::{NameTable, Resolver};
@@ -119,9 +118,6 @@ pub enum NetworkError {
         /// The network.
         network: String,
     },
-    /// `--publish`, which needs the uplink.
-    #[error("--publish needs the uplink (xvsctl uplink set), which is not available yet")]
-    Publish,
     /// A `--port-type` that is neither veth nor tap.
     #[error(transparent)]
     PortType(#[from] UnknownPortType),
@@ -162,7 +158,7 @@ pub fn bridge_of(name: &str) -> String {
 }
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address.
-fn mac_for(ip: Ipv4Addr) -> Mac {
+pub(crate) fn mac_for(ip: Ipv4Addr) -> Mac {
     Mac::local_for_ipv4(0x42, ip)
 }
 
@@ -218,8 +214,10 @@ pub struct ConnectArgs {
     pub aliases: Vec<String>,
     /// Interface name in the sandbox.
     pub ifname: Option<String>,
-    /// Published ports.
+    /// Published ports as given.
     pub publish: Vec<String>,
+    /// The host ports allocated for them (by the caller, who sees every network).
+    pub bindings: Vec<crate::publish::PortBinding>,
     /// Port type.
     pub port_type: Option<String>,
 }
@@ -305,7 +303,7 @@ impl Networks {
             let chain = Chain::network(
                 Default::default(),
                 mac_for(gw),
-                route_config(name, conf, &BTreeMap::new()),
+                crate::routing::route_config(name, conf, &BTreeMap::new(), None),
             );
             dp.set_chain(&bridge, chain)?;
             self.gateway
@@ -544,9 +542,6 @@ pub fn connect(
             network: network.to_string(),
         });
     }
-    if !args.publish.is_empty() {
-        return Err(NetworkError::Publish);
-    }
     let port_type = match args.port_type.as_deref() {
         None => DEFAULT_PORT_TYPE,
         Some(t) => t.parse()?,
@@ -593,6 +588,7 @@ pub fn connect(
         name: args.name,
         aliases: args.aliases,
         port_type,
+        publish: args.bindings,
     };
     attach_new_endpoint(dp, network, conf, &ep, sandbox)?;
     Ok((ep, pool))
@@ -768,41 +764,10 @@ pub fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> En
         name: ep.name.clone(),
         aliases: ep.aliases.clone(),
         port_type: ep.port_type.name().into(),
+        publish: ep.publish.iter().map(ToString::to_string).collect(),
     }
 }
 
 #[cfg(test)]
 #[path = "tests/network.rs"]
 mod tests;
-
-/// The route stage's view of network `name`: its gateway and subnet, `--internal`, and every
-/// other network's subnet (isolated from it).
-fn route_config(
-    name: &str,
-    conf: &NetworkConf,
-    all: &BTreeMap<String, NetworkConf>,
-) -> RouteConfig {
-    RouteConfig {
-        gateway: conf.pool.gateway,
-        subnet: conf.pool.subnet.net(),
-        internal: conf.internal,
-        others: all
-            .iter()
-            .filter(|(n, _)| n.as_str() != name)
-            .map(|(_, c)| c.pool.subnet.net())
-            .collect(),
-    }
-}
-
-/// Gives every network's route stage the current list of the others (after a network came or
-/// went).
-pub fn refresh_routes(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) {
-    for (name, conf) in all {
-        let config = route_config(name, conf, all);
-        if let Err(e) =
-            dp.with_stage::<RouteStage, _>(&bridge_of(name), move |r, _| r.set_config(config))
-        {
-            tracing::warn!("cannot update the routes of network {name}: {e}");
-        }
-    }
-}

@@ -13,13 +13,6 @@
 //!
 //! Pure data and functions, persisted by the store; used by the control thread only. Nothing
 //! here touches the datapath or the NAT tables.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "parsing and allocation only; network connect --publish uses it next"
-    )
-)]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -86,7 +79,8 @@ pub struct PortBinding {
 
 impl PortBinding {
     /// Whether `self` and `other` cannot both exist: same protocol and host port, and host
-    /// addresses that overlap (`None` overlaps every address).
+    /// addresses that overlap (`None` overlaps every address). The rule [`allocate`] keeps.
+    #[cfg(test)]
     pub fn clashes_with(&self, other: &PortBinding) -> bool {
         self.proto == other.proto
             && self.host_port == other.host_port

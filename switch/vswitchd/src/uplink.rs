@@ -292,5 +292,9 @@ pub fn view(dp: &Datapath, conf: &UplinkConf) -> UplinkView {
             .map_or_else(|| "down".to_string(), |p| p.info.state()),
         rx_packets: port.as_ref().map_or(0, |p| p.counters.rx_packets),
         tx_packets: port.as_ref().map_or(0, |p| p.counters.tx_packets),
+        mtu: 0,
+        published: Vec::new(),
+        neighbours: Vec::new(),
+        connections: 0,
     }
 }

@@ -97,10 +97,6 @@ fn messages() {
             "b is not connected to network n1".into(),
         ),
         (
-            NetworkError::Publish,
-            "--publish needs the uplink (xvsctl uplink set), which is not available yet".into(),
-        ),
-        (
             NetworkError::IfnameTaken {
                 sandbox: "a".into(),
                 ifname: "eth0".into(),

@@ -1,0 +1,140 @@
+//! What the datapath's routing stages know, made from the configuration: each network's route
+//! stage (its gateway, the other networks' subnets, the way out), and, with an uplink, every
+//! worker's router (the networks as zones: bridge, worker, gateway MAC, endpoints) and
+//! conntrack stage (which worker owns each zone, the published ports). Remade and pushed after
+//! every change of networks, endpoints or uplink: a snapshot, never edited in place.
+//!
+//! Used by the control thread only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use xvs_nat::{DnatRule, NatStage, Published};
+use xvs_switch::datapath::Datapath;
+use xvs_switch::route::{RouteConfig, RouteStage, UplinkRoute};
+use xvs_switch::router::{RouterStage, Zone};
+
+use crate::config::NetworkConf;
+use crate::network::{GATEWAY_PORT, bridge_of, mac_for};
+use crate::uplink::{UPLINK_BRIDGE, Uplink};
+
+/// The route stage's view of network `name`: its gateway and subnet, `--internal`, every
+/// other network's subnet (isolated from it) and the uplink.
+pub fn route_config(
+    name: &str,
+    conf: &NetworkConf,
+    all: &BTreeMap<String, NetworkConf>,
+    uplink: Option<&Uplink>,
+) -> RouteConfig {
+    RouteConfig {
+        gateway: conf.pool.gateway,
+        gateway_mac: mac_for(conf.pool.gateway),
+        subnet: conf.pool.subnet.net(),
+        internal: conf.internal,
+        others: all
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(_, c)| c.pool.subnet.net())
+            .collect(),
+        uplink: uplink.map(|u| UplinkRoute {
+            bridge: u.bridge,
+            mtu: u.mtu,
+        }),
+    }
+}
+
+/// The zone (conntrack's name for a network) of a network's bridge.
+pub fn zone_of(dp: &Datapath, network: &str) -> Option<u16> {
+    dp.bridge_id(&bridge_of(network))
+        .and_then(|id| u16::try_from(id).ok())
+}
+
+/// Every published port, as conntrack's rules.
+pub fn published(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) -> Published {
+    let mut p = Published::new();
+    for (name, conf) in all {
+        let Some(zone) = zone_of(dp, name) else {
+            continue;
+        };
+        for ep in &conf.endpoints {
+            for b in &ep.publish {
+                let rule = DnatRule {
+                    proto: b.proto.number(),
+                    host_ip: b.host_ip,
+                    host_port: b.host_port,
+                    inside_ip: ep.ip,
+                    inside_port: b.container_port,
+                    zone,
+                };
+                if let Err(e) = p.publish(rule) {
+                    tracing::warn!("published port {b} of network {name} not applied: {e}");
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Pushes the snapshot to every network's route stage and, with an uplink, to every worker's
+/// router and conntrack stages.
+pub fn refresh(dp: &Datapath, all: &BTreeMap<String, NetworkConf>, uplink: Option<&Uplink>) {
+    for (name, conf) in all {
+        let config = route_config(name, conf, all, uplink);
+        if let Err(e) =
+            dp.with_stage::<RouteStage, _>(&bridge_of(name), move |r, _| r.set_config(config))
+        {
+            tracing::warn!("cannot update the routes of network {name}: {e}");
+        }
+    }
+    if uplink.is_none() {
+        return;
+    }
+    let mut zones = HashMap::new();
+    let mut workers = HashMap::new();
+    for (name, conf) in all.iter().filter(|(_, c)| !c.internal) {
+        let bridge = bridge_of(name);
+        let (Some(zone), Some(id), Some(worker)) = (
+            zone_of(dp, name),
+            dp.bridge_id(&bridge),
+            dp.bridge_worker(&bridge),
+        ) else {
+            continue;
+        };
+        workers.insert(zone, worker);
+        zones.insert(
+            zone,
+            Zone {
+                bridge: id,
+                gateway_mac: mac_for(conf.pool.gateway),
+                endpoints: conf
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.ip, xvs_switch::classify::Mac(e.mac)))
+                    .collect(),
+                worker,
+                local_port: dp.port_id(&bridge, GATEWAY_PORT).unwrap_or(0),
+            },
+        );
+    }
+    let zones = Arc::new(zones);
+    let workers = Arc::new(workers);
+    let rules = published(dp, all);
+    let pushed = dp
+        .with_stage_each::<RouterStage, _>(UPLINK_BRIDGE, move |r, _| {
+            let mut c = r.config().clone();
+            c.zones = zones.clone();
+            r.set_config(c);
+        })
+        .and_then(|_| {
+            dp.with_stage_each::<NatStage, _>(UPLINK_BRIDGE, move |n, _| {
+                let mut c = n.config().clone();
+                c.zone_workers = workers.clone();
+                n.set_config(c);
+                n.conntrack_mut().set_published(rules.clone());
+            })
+        });
+    if let Err(e) = pushed {
+        tracing::warn!("cannot update the uplink's routes: {e}");
+    }
+}
