@@ -179,7 +179,7 @@ impl RouterStage {
 
     /// Addresses frame `i` (out of the uplink) to its next hop, or holds it.
     fn route_uplink(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) -> Verdict {
-        let Some(std::net::IpAddr::V4(dst)) = batch.keys[i].ip_dst() else {
+        let Some(dst) = frame_dst(ctx.pool.data(&batch.frames[i]), &batch.keys[i]) else {
             return Verdict::Drop(RouterDrop::NoGateway.into());
         };
         let Some(hop) = self.next_hop(dst) else {
@@ -224,7 +224,7 @@ impl RouterStage {
         let Some(z) = self.config.zones.get(&zone) else {
             return Verdict::Drop(RouterDrop::NoZone.into());
         };
-        let Some(std::net::IpAddr::V4(dst)) = batch.keys[i].ip_dst() else {
+        let Some(dst) = frame_dst(ctx.pool.data(&batch.frames[i]), &batch.keys[i]) else {
             return Verdict::Drop(RouterDrop::NoEndpoint.into());
         };
         let Some(&mac) = z.endpoints.get(&dst) else {
@@ -249,6 +249,15 @@ impl RouterStage {
         }
         Verdict::Patch(z.bridge)
     }
+}
+
+/// The IPv4 destination as the frame holds it now (after translation: the key was made
+/// before).
+#[inline]
+fn frame_dst(frame: &[u8], key: &crate::classify::FlowKey) -> Option<Ipv4Addr> {
+    let at = usize::from(key.l3_offset) + 16;
+    let b = frame.get(at..at + 4)?;
+    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
 }
 
 /// Writes the Ethernet destination and source of `frame`.
