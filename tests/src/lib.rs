@@ -212,6 +212,31 @@ impl Drop for Link {
     }
 }
 
+/// A veth pair between two namespaces: `a_if` in `a` (with `a_addr` if given) and `b_if` in
+/// `b` with `b_addr`, both up, tx checksum offload off on both (TESTBED.md: frames an AF_XDP
+/// socket receives must carry full checksums). Deleted with either namespace.
+pub fn veth_between(
+    a: &Netns,
+    a_if: &str,
+    a_addr: Option<&str>,
+    b: &Netns,
+    b_if: &str,
+    b_addr: &str,
+) {
+    must(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    if let Some(addr) = a_addr {
+        a.must(&["ip", "addr", "add", addr, "dev", a_if]);
+    }
+    b.must(&["ip", "addr", "add", b_addr, "dev", b_if]);
+    for (ns, dev) in [(a, a_if), (b, b_if)] {
+        ns.must(&["ip", "link", "set", dev, "up"]);
+        ns.must(&["ethtool", "-K", dev, "tx", "off"]);
+    }
+}
+
 /// A veth pair: `host` stays in the root namespace (up, for a switch port); the peer becomes
 /// `ifname` in `ns` with `addr` (CIDR), up, tx checksum offload off (TESTBED.md).
 pub fn veth(host: &str, ns: &Netns, ifname: &str, addr: &str) -> Link {
@@ -234,6 +259,8 @@ pub struct Xvsd {
     /// Extra daemon arguments, kept for restarts.
     args: Vec<String>,
     restarts: u32,
+    /// The namespace it runs in (standing for the host), if not the test's own.
+    netns: Option<String>,
 }
 
 impl Xvsd {
@@ -249,6 +276,25 @@ impl Xvsd {
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             restarts: 0,
+            netns: None,
+        };
+        x.spawn();
+        x
+    }
+
+    /// Starts xvsd inside `ns` (a namespace standing for the host, so the test owns every
+    /// interface xvsd sees), as [`Xvsd::start`] does.
+    pub fn start_in(ns: &Netns, args: &[&str]) -> Xvsd {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("xvsd-{}-ns{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut x = Xvsd {
+            child: None,
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            restarts: 0,
+            netns: Some(ns.name.clone()),
         };
         x.spawn();
         x
@@ -263,7 +309,15 @@ impl Xvsd {
         let _ = std::fs::remove_file(self.socket());
         let log =
             std::fs::File::create(self.dir.join(format!("xvsd.{}.log", self.restarts))).unwrap();
-        let mut cmd = Command::new(bin_dir().join("xvsd"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs xvsd: the child's pid is xvsd's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin_dir().join("xvsd"));
+                c
+            }
+            None => Command::new(bin_dir().join("xvsd")),
+        };
         cmd.arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")

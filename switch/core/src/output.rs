@@ -152,6 +152,29 @@ impl Output<'_> {
             self.drop(OutputDrop::PortGone, frame);
             return;
         };
+        let off = frame.offload();
+        if off.is_gso() {
+            self.counters.segmented.fetch_add(1, Relaxed);
+            let (handoff, drops, counters) = (&mut *self.handoff, self.drops, self.counters);
+            segment_into(
+                self.pool,
+                drops,
+                counters,
+                &frame,
+                &off,
+                &mut |pool, seg| {
+                    match handoff.send_out(to, pool, &seg, bridge, p) {
+                        Ok(()) => {
+                            counters.handed_off.fetch_add(1, Relaxed);
+                        }
+                        Err(reason) => drops.add(reason, 1),
+                    }
+                    pool.free(seg);
+                },
+            );
+            self.pool.free(frame);
+            return;
+        }
         match self.handoff.send_out(to, self.pool, &frame, bridge, p) {
             Ok(()) => {
                 self.counters.handed_off.fetch_add(1, Relaxed);
@@ -291,6 +314,20 @@ fn segment(
     frame: &Frame,
     off: &Offload,
 ) {
+    segment_into(pool, drops, counters, frame, off, &mut |pool, out| {
+        push_pending(pool, slot, drops, out)
+    });
+}
+
+/// [`segment`] into `sink` (which takes each segment).
+fn segment_into(
+    pool: &mut FramePool,
+    drops: &DropCounters,
+    counters: &OutputCounters,
+    frame: &Frame,
+    off: &Offload,
+    sink: &mut dyn FnMut(&mut FramePool, Frame),
+) {
     let mut done = 0;
     loop {
         let mut outs = Burst::new();
@@ -318,7 +355,7 @@ fn segment(
         counters.segments.fetch_add(made as u64, Relaxed);
         for (i, out) in outs.into_iter().enumerate() {
             if i < made {
-                push_pending(pool, slot, drops, out);
+                sink(pool, out);
             } else {
                 pool.free(out);
             }
