@@ -20,7 +20,7 @@ use xvs_tests::{Netns, Xvsd, drop_count, endpoint_ip, unique_prefix, veth_betwee
 struct World {
     x: Xvsd,
     outside: Netns,
-    host: Netns,
+    _host: Netns,
     /// The test's 198.18.N.0/24.
     n: u8,
 }
@@ -41,7 +41,7 @@ impl World {
         World {
             x,
             outside,
-            host,
+            _host: host,
             n,
         }
     }
