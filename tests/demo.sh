@@ -7,8 +7,10 @@
 # Part 1 (Open vSwitch style): bridge demo0 with three namespaces on AF_XDP ports; ping,
 #   iperf3, fdb/show, show, stats, trace.
 # Part 2 (Docker style): network web with two sandboxes named by DNS; ping by name, dig.
-# Part 3 (the way out, first step): an uplink shared with the host: an "outside" namespace
-#   (198.18.0.0/15) reaches both the host's own address and xvs's on the same interface.
+# Part 3 (the way out): an uplink shared with the host: an "outside" namespace (198.18.0.0/15)
+#   reaches both the host's own address and xvs's on the same interface; a container reaches
+#   the outside masqueraded to xvs's address; the outside reaches a published port and the
+#   container sees the real client address; conntrack/show lists the connections.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -29,6 +31,7 @@ cleanup() {
   if [ -n "$XVSD_PID" ]; then
     "$XVSCTL" network disconnect web "${P}web1" >/dev/null 2>&1
     "$XVSCTL" network disconnect web "${P}web2" >/dev/null 2>&1
+    "$XVSCTL" network disconnect web "${P}web3" >/dev/null 2>&1
     kill -TERM "$XVSD_PID" 2>/dev/null; wait "$XVSD_PID" 2>/dev/null
   fi
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P"); do
@@ -98,18 +101,43 @@ sleep 0.5
 run ip netns exec "${P}web1" timeout 20 iperf3 -c db -t 2
 run "$XVSCTL" network inspect web
 
-echo; echo "== part 3: the uplink, an interface xvs shares with the host"
+echo; echo "== part 3: the way out: an uplink shared with the host, masquerade, a published port"
 ip netns add "${P}out"
 ip -n "${P}out" link set lo up
 ip link add "${P}up" type veth peer name eth0 netns "${P}out"
 ip -n "${P}out" addr add 198.18.77.2/24 dev eth0
 ip -n "${P}out" link set eth0 up
+ip netns exec "${P}out" ethtool -K eth0 tx off >/dev/null   # full checksums toward AF_XDP
 ip addr add 198.18.77.1/24 dev "${P}up"     # the host's own address on it
 ip link set "${P}up" up
-run "$XVSCTL" uplink set "${P}up" --ip 198.18.77.9/24 --gateway 198.18.77.2
+run "$XVSCTL" uplink set "${P}up" --ip 198.18.77.9/24
 run ip netns exec "${P}out" ping -c 2 -i 0.2 198.18.77.9    # xvs's own address
 run ip netns exec "${P}out" ping -c 2 -i 0.2 198.18.77.1    # the host's, same interface
+# Masquerade: web1 reaches the outside, which sees xvs's address.
+timeout 30 ip netns exec "${P}out" python3 -m http.server 9000 --bind 198.18.77.2 \
+  >"$WORK/outside-http.log" 2>&1 &
+for _ in $(seq 50); do
+  ip netns exec "${P}out" ss -ltn | grep -q ':9000 ' && break
+  sleep 0.1
+done
+run ip netns exec "${P}web1" ping -c 2 -i 0.2 198.18.77.2
+run ip netns exec "${P}web1" curl -s -o /dev/null -w "HTTP %{http_code} from the outside\n" http://198.18.77.2:9000/
+echo "outside's log (the client is xvs's address):"; tail -n 1 "$WORK/outside-http.log"
+# A published port: the outside reaches web3's port 80 on xvs's 8080; web3 sees the real client.
+ip netns add "${P}web3"
+ip -n "${P}web3" link set lo up
+run "$XVSCTL" network connect web "${P}web3" --publish 8080:80
+timeout 30 ip netns exec "${P}web3" python3 -m http.server 80 >"$WORK/web3-http.log" 2>&1 &
+for _ in $(seq 50); do
+  ip netns exec "${P}web3" ss -ltn | grep -q ':80 ' && break
+  sleep 0.1
+done
+run ip netns exec "${P}out" curl -s -o /dev/null -w "HTTP %{http_code} from web3\n" http://198.18.77.9:8080/
+echo "web3's log (the client is the outside's own address):"; tail -n 1 "$WORK/web3-http.log"
+run ip netns exec "${P}web1" ping -c 1 -t 1 198.18.77.2 || true   # TTL 1: answered by the gateway
+run "$XVSCTL" conntrack/show
 run "$XVSCTL" uplink show
+run "$XVSCTL" network disconnect web "${P}web3"
 run "$XVSCTL" uplink del
 
 echo; echo "== demo done; cleaning up (xvsd log: last lines)"

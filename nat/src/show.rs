@@ -77,7 +77,8 @@ impl ConnEntry {
     pub(crate) fn new(s: &Session, now_ms: u64) -> ConnEntry {
         let (o, r) = (s.orig, s.reply);
         let snat = r.dst != o.src || r.dport != o.sport;
-        let dnat = r.src != o.dst || r.sport != o.dport;
+        // An ICMP echo's identifier stands for both ports: a new one is source NAT only.
+        let dnat = r.src != o.dst || (o.proto != xvs_stage::wire::ipproto::ICMP && r.sport != o.dport);
         let zone = [s.orig_zone, s.reply_zone]
             .into_iter()
             .find(|&z| z != NO_ZONE);

@@ -203,7 +203,7 @@ fn icc_false_blocks_containers_but_not_the_gateway() {
 }
 
 #[test]
-fn routed_traffic_is_a_counted_drop_until_routing_out_lands() {
+fn routed_traffic_without_an_uplink_is_a_counted_drop() {
     let p = unique_prefix("nr");
     let x = Xvsd::start(&[]);
     x.must(&["network", "create", "open", "--subnet", "10.236.5.0/24"]);
@@ -222,7 +222,8 @@ fn routed_traffic_is_a_counted_drop_until_routing_out_lands() {
     assert!(a.reaches("10.236.5.1", Duration::from_secs(5)));
     assert!(b.reaches("10.236.6.1", Duration::from_secs(5)));
     assert_eq!(b.dig("10.236.6.1", "cb", false), "10.236.6.2");
-    // Beyond the networks: nothing routes out yet, and an internal network never will.
+    // Beyond the networks: nothing routes out without an uplink, and an internal network
+    // never does.
     assert!(a.unreachable("198.18.5.1"));
     assert!(b.unreachable("198.18.5.1"));
     let stats = x.json(&["stats"]);
@@ -247,7 +248,7 @@ fn routed_traffic_is_a_counted_drop_until_routing_out_lands() {
             "in_port=gw,dl_src=02:00:00:00:00:09,dl_dst={mac_gw},udp,nw_src=10.236.5.9,nw_dst=198.18.5.1,tp_src=1,tp_dst=2"
         ),
     ]);
-    assert!(t.contains("route") && t.contains("no route out yet"), "{t}");
+    assert!(t.contains("route") && t.contains("no uplink is set"), "{t}");
     x.must(&["network", "disconnect", "open", &a.name]);
     x.must(&["network", "disconnect", "closed", &b.name]);
 }
