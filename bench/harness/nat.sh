@@ -131,7 +131,7 @@ for _ in $(seq 100); do [ -S "$XVS_SOCKET" ] && break; sleep 0.05; done
 "$XVSCTL" network create bench --subnet 10.151.1.0/24 >/dev/null
 "$XVSCTL" network connect bench "${P}xc" --publish 8080:5201 --publish 8081:7000 >/dev/null
 XVS=$(measure "${P}xo" 198.18.61.2 "${P}xc" 198.18.61.9)
-"$XVSCTL" stats | awk '/DROP_REASON/,0' | grep -v " 0 " | head -20 >"$WORK/drops"
+"$XVSCTL" stats | awk '/DROP_REASON/,0' | grep -v " 0 " | head -20 >"$WORK/drops" || true
 
 python3 - "$KERNEL" "$XVS" "$SECS" "$WORKERS" <<'EOF'
 import sys

@@ -78,7 +78,8 @@ impl ConnEntry {
         let (o, r) = (s.orig, s.reply);
         let snat = r.dst != o.src || r.dport != o.sport;
         // An ICMP echo's identifier stands for both ports: a new one is source NAT only.
-        let dnat = r.src != o.dst || (o.proto != xvs_stage::wire::ipproto::ICMP && r.sport != o.dport);
+        let dnat =
+            r.src != o.dst || (o.proto != xvs_stage::wire::ipproto::ICMP && r.sport != o.dport);
         let zone = [s.orig_zone, s.reply_zone]
             .into_iter()
             .find(|&z| z != NO_ZONE);

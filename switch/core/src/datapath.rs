@@ -268,12 +268,36 @@ impl Datapath {
         wait(rx, w.id)
     }
 
-    /// Creates a bridge.
+    /// Creates a bridge (on the least loaded worker).
     pub fn add_bridge(&mut self, name: &str, config: FdbConfig) -> Result<(), DatapathError> {
+        let worker = self.least_loaded_worker();
+        self.add_bridge_on(name, config, worker)
+    }
+
+    /// Creates a bridge on the worker that polls `near`'s ports (the least loaded one if
+    /// `near` does not exist): frames between the two then never cross workers.
+    pub fn add_bridge_near(
+        &mut self,
+        name: &str,
+        config: FdbConfig,
+        near: &str,
+    ) -> Result<(), DatapathError> {
+        let worker = match self.bridges.get(near) {
+            Some(b) => b.worker,
+            None => self.least_loaded_worker(),
+        };
+        self.add_bridge_on(name, config, worker)
+    }
+
+    fn add_bridge_on(
+        &mut self,
+        name: &str,
+        config: FdbConfig,
+        worker: usize,
+    ) -> Result<(), DatapathError> {
         if self.bridges.contains_key(name) {
             return Err(DatapathError::BridgeExists(name.to_string()));
         }
-        let worker = self.least_loaded_worker();
         let id = self.next_bridge;
         self.call(worker, |reply| Command::AddBridge {
             id,

@@ -135,7 +135,7 @@ impl Switch {
                 }
             }
         }
-        let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
+        // The uplink first: networks are placed on its worker.
         let mut running = None;
         if let Some(u) = &saved.uplink {
             match uplink::start(&mut dp, networks.gateway_mut(), u, options.conntrack) {
@@ -149,6 +149,7 @@ impl Switch {
                 }
             }
         }
+        let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
         routing::refresh(&dp, &restored, running.as_ref());
         let sw = Switch {
             state: State {

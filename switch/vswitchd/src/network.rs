@@ -294,7 +294,9 @@ impl Networks {
         conf: &NetworkConf,
     ) -> Result<(), NetworkError> {
         let bridge = bridge_of(name);
-        dp.add_bridge(&bridge, Default::default())?;
+        // On the uplink's worker: routed frames then never cross workers (a hand-off costs
+        // 3-4x the throughput; bench/harness/nat.sh --workers 1 vs 2 before this placement).
+        dp.add_bridge_near(&bridge, Default::default(), crate::uplink::UPLINK_BRIDGE)?;
         let started = (|| {
             let (port, end) = pipe().map_err(NetworkError::GatewayPort)?;
             dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
