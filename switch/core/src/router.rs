@@ -405,7 +405,10 @@ impl Stage for RouterStage {
                 .is_some_and(|(_, stale)| !stale);
             let wanted = self.waiting.iter().any(|w| w.next_hop == ip);
             let sent = self.resolving[r].sent_ms;
-            if resolved || (!wanted && sent.is_some()) {
+            // A refresh asked while nothing waits is forgotten once its interval is over (so a
+            // stale entry in use is asked for at most once a second, not at every batch).
+            let idle = sent.is_some_and(|t| now >= t + REQUEST_INTERVAL_MS);
+            if resolved || (!wanted && idle) {
                 self.resolving.remove(r);
                 continue;
             }
