@@ -321,19 +321,34 @@ impl Datapath {
     }
 
     /// Creates a bridge that every worker runs, each with its own chain (`chain(worker)`), its
-    /// ports polled by one worker (the least loaded now): frames other workers send out of
-    /// them are handed over. How every worker reaches the uplink with connection state of its
-    /// own.
+    /// ports polled by one worker: the one running most of the bridges whose names start with
+    /// `near` (the networks that will route through it), else the least loaded. Frames other
+    /// workers send out of its ports are handed over. How every worker reaches the uplink with
+    /// connection state of its own.
     pub fn add_replicated_bridge(
         &mut self,
         name: &str,
         config: FdbConfig,
+        near: &str,
         chain: impl Fn(u16) -> Chain,
     ) -> Result<(), DatapathError> {
         if self.bridges.contains_key(name) {
             return Err(DatapathError::BridgeExists(name.to_string()));
         }
-        let worker = self.least_loaded_worker();
+        let mut count = vec![0usize; self.workers.len()];
+        for (n, b) in &self.bridges {
+            if !near.is_empty() && n.starts_with(near) {
+                count[b.worker] += 1;
+            }
+        }
+        let worker = match count
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, usize::MAX - i))
+        {
+            Some((w, c)) if *c > 0 => w,
+            _ => self.least_loaded_worker(),
+        };
         let id = self.next_bridge;
         self.next_bridge += 1;
         let made = (0..self.workers.len()).try_for_each(|w| {

@@ -228,9 +228,13 @@ pub fn start(
     conf: &UplinkConf,
     limits: ConntrackLimits,
 ) -> Result<Uplink, UplinkError> {
-    dp.add_replicated_bridge(UPLINK_BRIDGE, Default::default(), |_| {
-        Chain::bridge(Default::default())
-    })?;
+    // Its port on the worker running most networks: their routed frames stay on it.
+    dp.add_replicated_bridge(
+        UPLINK_BRIDGE,
+        Default::default(),
+        crate::network::BRIDGE_PREFIX,
+        |_| Chain::bridge(Default::default()),
+    )?;
     let started = (|| {
         let (port, end) = pipe().map_err(UplinkError::HostPort)?;
         dp.add_port_io(UPLINK_BRIDGE, HOST_PORT, Box::new(port), 0)?;
