@@ -115,7 +115,7 @@ run ip netns exec "${P}out" ping -c 2 -i 0.2 198.18.77.9    # xvs's own address
 run ip netns exec "${P}out" ping -c 2 -i 0.2 198.18.77.1    # the host's, same interface
 # Masquerade: web1 reaches the outside, which sees xvs's address.
 timeout 30 ip netns exec "${P}out" python3 -m http.server 9000 --bind 198.18.77.2 \
-  >"$WORK/outside-http.log" 2>&1 &
+  >"$WORK/outside-http.log" 2>&1 & disown
 for _ in $(seq 50); do
   ip netns exec "${P}out" ss -ltn | grep -q ':9000 ' && break
   sleep 0.1
@@ -127,7 +127,7 @@ echo "outside's log (the client is xvs's address):"; tail -n 1 "$WORK/outside-ht
 ip netns add "${P}web3"
 ip -n "${P}web3" link set lo up
 run "$XVSCTL" network connect web "${P}web3" --publish 8080:80
-timeout 30 ip netns exec "${P}web3" python3 -m http.server 80 >"$WORK/web3-http.log" 2>&1 &
+timeout 30 ip netns exec "${P}web3" python3 -m http.server 80 >"$WORK/web3-http.log" 2>&1 & disown
 for _ in $(seq 50); do
   ip netns exec "${P}web3" ss -ltn | grep -q ':80 ' && break
   sleep 0.1

@@ -46,13 +46,19 @@ pub struct NatConfig {
 pub struct NatStage {
     ct: Conntrack,
     config: NatConfig,
+    /// When expiry last ran: once per millisecond at most (a worker passes far more often).
+    ticked_ms: u64,
 }
 
 impl NatStage {
     /// A stage over `ct` (this worker's table).
     pub fn new(ct: Conntrack, config: NatConfig) -> NatStage {
         NatDrop::set().register();
-        NatStage { ct, config }
+        NatStage {
+            ct,
+            config,
+            ticked_ms: 0,
+        }
     }
 
     /// The table.
@@ -215,7 +221,10 @@ impl Stage for NatStage {
     }
 
     fn tick(&mut self, now_ms: u64) {
-        self.ct.tick(now_ms);
+        if now_ms != self.ticked_ms {
+            self.ticked_ms = now_ms;
+            self.ct.tick(now_ms);
+        }
     }
 
     fn adopt(&mut self, previous: &mut dyn Stage) {
