@@ -225,6 +225,25 @@ fn masquerade_publish_hairpin_isolation_and_restart() {
             .reaches(&format!("198.18.{}.1", w.n), Duration::from_secs(3))
     );
 
+    // trace follows a routed flow through route, conntrack and router (a dry run: no
+    // connection is made).
+    let before = conns(&w.x).len();
+    let t = w.x.must(&[
+        "trace",
+        "net.front",
+        &format!(
+            "in_port=gw,dl_src=02:00:00:00:00:09,dl_dst=02:42:0a:8c:01:01,udp,nw_src={c1_ip},nw_dst={out_ip},tp_src=4242,tp_dst=53"
+        ),
+    ]);
+    assert!(t.contains("route") && t.contains("to the uplink"), "{t}");
+    assert!(t.contains("conntrack") && t.contains("new udp"), "{t}");
+    assert!(
+        t.contains("router") && t.contains("out of the uplink"),
+        "{t}"
+    );
+    assert!(t.contains("output:up0") || t.contains("handoff"), "{t}");
+    assert_eq!(conns(&w.x).len(), before, "a trace makes no connection");
+
     // conntrack/show lists the flows; flush empties it.
     let list = conns(&w.x);
     assert!(

@@ -728,9 +728,11 @@ impl Datapath {
             frame,
             reply,
         })?;
+        // A routed frame may leave by another bridge's port (patched over to the uplink).
         let name_of = |id: PortId| {
-            b.ports
-                .iter()
+            std::iter::once(b)
+                .chain(self.bridges.values())
+                .flat_map(|b| b.ports.iter())
                 .find(|(_, p)| p.id == id)
                 .map(|(n, _)| n.clone())
                 .unwrap_or_else(|| format!("port{id}"))
