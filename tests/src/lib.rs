@@ -266,6 +266,16 @@ pub struct Xvsd {
 impl Xvsd {
     /// Starts xvsd with `--workers 1` unless `args` say otherwise, and waits for its socket.
     pub fn start(args: &[&str]) -> Xvsd {
+        Xvsd::launch(None, args)
+    }
+
+    /// Starts xvsd inside `ns` (a namespace standing for the host, so the test owns every
+    /// interface xvsd sees), as [`Xvsd::start`] does.
+    pub fn start_in(ns: &Netns, args: &[&str]) -> Xvsd {
+        Xvsd::launch(Some(ns.name.clone()), args)
+    }
+
+    fn launch(netns: Option<String>, args: &[&str]) -> Xvsd {
         // The full pid: unlike device names, this path has room to never collide.
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -276,25 +286,7 @@ impl Xvsd {
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             restarts: 0,
-            netns: None,
-        };
-        x.spawn();
-        x
-    }
-
-    /// Starts xvsd inside `ns` (a namespace standing for the host, so the test owns every
-    /// interface xvsd sees), as [`Xvsd::start`] does.
-    pub fn start_in(ns: &Netns, args: &[&str]) -> Xvsd {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("xvsd-{}-ns{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut x = Xvsd {
-            child: None,
-            dir,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            restarts: 0,
-            netns: Some(ns.name.clone()),
+            netns,
         };
         x.spawn();
         x

@@ -263,24 +263,11 @@ impl Engine {
             .take(16)
             .collect();
         for id in ids {
-            let Engine {
-                pool,
-                bridges,
-                batch,
-                drops,
-                counters,
-                worker,
-                workers,
-                ..
-            } = self;
-            let Some(bridge) = bridges.get_mut(&id) else {
+            self.batch.free_all(&mut self.pool);
+            let Some(((), made)) = self.on_chain(id, now, |c, ctx, b| c.release(ctx, b)) else {
                 continue;
             };
-            batch.frames.clear();
-            let mut ctx =
-                StageContext::new(pool, &bridge.domain, drops, now).on_worker(*worker, *workers);
-            bridge.chain.release(&mut ctx, batch);
-            let made = ctx.generated;
+            let (batch, counters) = (&self.batch, &self.counters);
             let out = batch.len();
             if out == 0 {
                 continue;
@@ -395,27 +382,43 @@ impl Engine {
 
     /// [`run_batch`](Self::run_batch) without the patched frames.
     fn run_chain(&mut self, bridge_id: BridgeId, now: u64) -> u64 {
+        match self.on_chain(bridge_id, now, |c, ctx, b| c.run(ctx, b)) {
+            Some(((), made)) => {
+                self.counters.generated.fetch_add(made, Relaxed);
+                self.finish_batch(bridge_id)
+            }
+            None => {
+                let n = self.batch.len() as u64;
+                self.drops.add(PipelineDrop::NoBridge, n);
+                self.batch.free_all(&mut self.pool);
+                n
+            }
+        }
+    }
+
+    /// Runs `f` on bridge `id`'s chain with a stage context over this worker's pool and the
+    /// engine's batch; returns what `f` returned and how many frames the stages made, or
+    /// `None` when the bridge is not on this worker.
+    fn on_chain<R>(
+        &mut self,
+        id: BridgeId,
+        now: u64,
+        f: impl FnOnce(&mut Chain, &mut StageContext<'_>, &mut Batch) -> R,
+    ) -> Option<(R, u64)> {
         let Engine {
             pool,
             bridges,
             batch,
             drops,
-            counters,
             worker,
             workers,
             ..
         } = self;
-        let Some(bridge) = bridges.get_mut(&bridge_id) else {
-            drops.add(PipelineDrop::NoBridge, batch.len() as u64);
-            let n = batch.len() as u64;
-            batch.free_all(pool);
-            return n;
-        };
+        let bridge = bridges.get_mut(&id)?;
         let mut ctx =
             StageContext::new(pool, &bridge.domain, drops, now).on_worker(*worker, *workers);
-        bridge.chain.run(&mut ctx, batch);
-        counters.generated.fetch_add(ctx.generated, Relaxed);
-        self.finish_batch(bridge_id)
+        let r = f(&mut bridge.chain, &mut ctx, batch);
+        Some((r, ctx.generated))
     }
 
     /// Counts the batch's drops and sends it (its verdicts decided); returns the drops.
