@@ -159,6 +159,23 @@ impl NatStage {
     }
 }
 
+/// Brings a classified frame's key up to date with its translated headers (addresses, and
+/// TCP/UDP ports), so the stages after conntrack see the frame as it now is.
+#[inline]
+fn rekey(frame: &[u8], key: &mut FlowKey) {
+    let (l3, l4) = (usize::from(key.l3_offset), usize::from(key.l4_offset));
+    if let Some(a) = frame.get(l3 + 12..l3 + 20) {
+        key.nw_src[12..].copy_from_slice(&a[..4]);
+        key.nw_dst[12..].copy_from_slice(&a[4..]);
+    }
+    if matches!(key.nw_proto, ipproto::TCP | ipproto::UDP)
+        && let Some(p) = frame.get(l4..l4 + 4)
+    {
+        key.tp_src = u16::from_be_bytes([p[0], p[1]]);
+        key.tp_dst = u16::from_be_bytes([p[2], p[3]]);
+    }
+}
+
 /// The IPv4 destination of a classified frame.
 #[inline]
 fn dst_v4(key: &FlowKey) -> Option<Ipv4Addr> {
@@ -202,6 +219,7 @@ impl Stage for NatStage {
                 .process(frame, &key, &offload, side, ctx.now_ms, dry_run)
             {
                 Ok(Outcome::Tracked(d)) => {
+                    rekey(frame, &mut batch.keys[i]);
                     batch.meta[i].egress = match d.egress {
                         Egress::Outside => FrameEgress::Uplink,
                         Egress::Inside(z) => FrameEgress::Zone(z),

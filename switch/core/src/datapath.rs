@@ -730,8 +730,8 @@ impl Datapath {
         })?;
         // A routed frame may leave by another bridge's port (patched over to the uplink).
         let name_of = |id: PortId| {
-            std::iter::once(b)
-                .chain(self.bridges.values())
+            self.bridges
+                .values()
                 .flat_map(|b| b.ports.iter())
                 .find(|(_, p)| p.id == id)
                 .map(|(n, _)| n.clone())

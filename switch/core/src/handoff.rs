@@ -148,23 +148,10 @@ pub fn mesh(wakers: Vec<Waker>) -> Vec<Handoff> {
 
 impl Handoff {
     /// Copies `frame` (which stays the caller's to free) onto the ring to worker `to`, which
-    /// runs `bridge`'s chain on it.
+    /// runs `bridge`'s chain on it as if received on `in_port` (access VLAN `vlan`); `from`:
+    /// the bridge it was patched over from, if it was.
     #[inline]
     pub fn send(
-        &mut self,
-        to: u16,
-        pool: &FramePool,
-        frame: &Frame,
-        bridge: BridgeId,
-        in_port: PortId,
-        vlan: u16,
-    ) -> Result<(), HandoffDrop> {
-        self.send_to(to, pool, frame, (bridge, in_port, vlan), None, None)
-    }
-
-    /// [`send`](Self::send) for a frame that was patched over from bridge `from`.
-    #[inline]
-    pub fn send_patched(
         &mut self,
         to: u16,
         pool: &FramePool,
@@ -304,9 +291,15 @@ mod tests {
         let mut pa = FramePool::new_heap(4).unwrap();
         let mut pb = FramePool::new_heap(2).unwrap();
         let f = pa.alloc_copy(&[9; 60]).unwrap();
-        a.send(1, &pa, &f, 7, 3, 10).unwrap();
-        assert_eq!(a.send(0, &pa, &f, 7, 3, 10), Err(HandoffDrop::NoSuchWorker));
-        assert_eq!(a.send(5, &pa, &f, 7, 3, 10), Err(HandoffDrop::NoSuchWorker));
+        a.send(1, &pa, &f, (7, 3, 10), None).unwrap();
+        assert_eq!(
+            a.send(0, &pa, &f, (7, 3, 10), None),
+            Err(HandoffDrop::NoSuchWorker)
+        );
+        assert_eq!(
+            a.send(5, &pa, &f, (7, 3, 10), None),
+            Err(HandoffDrop::NoSuchWorker)
+        );
         a.wake_receivers();
         let mut buf = [0u8; 8];
         assert!(
@@ -319,9 +312,12 @@ mod tests {
         assert_eq!(pb.data(&got.frame), &[9; 60]);
         pb.free(got.frame);
         for _ in 0..HANDOFF_DEPTH {
-            a.send(1, &pa, &f, 7, 3, 0).unwrap();
+            a.send(1, &pa, &f, (7, 3, 0), None).unwrap();
         }
-        assert_eq!(a.send(1, &pa, &f, 7, 3, 0), Err(HandoffDrop::Congested));
+        assert_eq!(
+            a.send(1, &pa, &f, (7, 3, 0), None),
+            Err(HandoffDrop::Congested)
+        );
         // The receiver's pool holds 2 frames: the third waits, nothing is lost.
         let x = b.receive(&mut pb).unwrap();
         let y = b.receive(&mut pb).unwrap();

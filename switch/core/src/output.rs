@@ -122,7 +122,7 @@ impl Output<'_> {
                     let sent = if batch.meta[i].handed_off {
                         Err(HandoffDrop::Loop)
                     } else {
-                        self.handoff.send_patched(
+                        self.handoff.send(
                             to,
                             self.pool,
                             &frame,

@@ -176,7 +176,7 @@ impl RouteStage {
             }
             Route::Out(up) => {
                 let data = ctx.pool.data_mut(&mut batch.frames[i]);
-                if !crate::router::decrement_ttl(data, l3) {
+                if !crate::checksum::decrement_ttl(data, l3) {
                     return Verdict::Drop(RouteDrop::Malformed.into());
                 }
                 ctx.record("route", || {

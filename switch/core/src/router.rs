@@ -179,7 +179,7 @@ impl RouterStage {
 
     /// Addresses frame `i` (out of the uplink) to its next hop, or holds it.
     fn route_uplink(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) -> Verdict {
-        let Some(dst) = frame_dst(ctx.pool.data(&batch.frames[i]), &batch.keys[i]) else {
+        let Some(std::net::IpAddr::V4(dst)) = batch.keys[i].ip_dst() else {
             return Verdict::Drop(RouterDrop::NoGateway.into());
         };
         let Some(hop) = self.next_hop(dst) else {
@@ -224,7 +224,7 @@ impl RouterStage {
         let Some(z) = self.config.zones.get(&zone) else {
             return Verdict::Drop(RouterDrop::NoZone.into());
         };
-        let Some(dst) = frame_dst(ctx.pool.data(&batch.frames[i]), &batch.keys[i]) else {
+        let Some(std::net::IpAddr::V4(dst)) = batch.keys[i].ip_dst() else {
             return Verdict::Drop(RouterDrop::NoEndpoint.into());
         };
         let Some(&mac) = z.endpoints.get(&dst) else {
@@ -234,7 +234,7 @@ impl RouterStage {
         let inbound = batch.meta[i].patched_from.is_none();
         let data = ctx.pool.data_mut(&mut batch.frames[i]);
         // A hop from the uplink into a network; a hairpin was counted on its way in.
-        if inbound && !decrement_ttl(data, l3) {
+        if inbound && !crate::checksum::decrement_ttl(data, l3) {
             return Verdict::Drop(RouterDrop::TtlExceeded.into());
         }
         set_macs(ctx.pool, &mut batch.frames[i], mac, z.gateway_mac);
@@ -251,15 +251,6 @@ impl RouterStage {
     }
 }
 
-/// The IPv4 destination as the frame holds it now (after translation: the key was made
-/// before).
-#[inline]
-fn frame_dst(frame: &[u8], key: &crate::classify::FlowKey) -> Option<Ipv4Addr> {
-    let at = usize::from(key.l3_offset) + 16;
-    let b = frame.get(at..at + 4)?;
-    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-}
-
 /// Writes the Ethernet destination and source of `frame`.
 #[inline]
 fn set_macs(pool: &FramePool, frame: &mut Frame, dst: Mac, src: Mac) {
@@ -268,22 +259,6 @@ fn set_macs(pool: &FramePool, frame: &mut Frame, dst: Mac, src: Mac) {
         d[..6].copy_from_slice(&dst.0);
         d[6..12].copy_from_slice(&src.0);
     }
-}
-
-/// Decrements the IPv4 TTL at `l3` (checksum updated as RFC 1624 says); false when it ran out.
-#[inline]
-pub fn decrement_ttl(frame: &mut [u8], l3: usize) -> bool {
-    let Some(h) = frame.get_mut(l3..l3 + 20) else {
-        return false;
-    };
-    if h[8] <= 1 {
-        return false;
-    }
-    let old = [h[8], h[9]];
-    h[8] -= 1;
-    let field = crate::checksum::update([h[10], h[11]], &old, &[h[8], h[9]]);
-    h[10..12].copy_from_slice(&field);
-    true
 }
 
 /// An ARP request for `ip` from `mac`/`from`, broadcast, written into `buf` (60 bytes, padded).

@@ -192,6 +192,23 @@ pub fn update_partial(field: [u8; 2], old: &[u8], new: &[u8]) -> [u8; 2] {
     replace_words(u32::from(u16::from_be_bytes(field)), old, new).to_be_bytes()
 }
 
+/// Decrements the TTL of the IPv4 header at `l3`, its checksum updated (RFC 1624), as a
+/// router's hop does; false (nothing changed) when it would run out or the header is short.
+#[inline]
+pub fn decrement_ttl(frame: &mut [u8], l3: usize) -> bool {
+    let Some(h) = frame.get_mut(l3..l3.saturating_add(20)) else {
+        return false;
+    };
+    if h[8] <= 1 {
+        return false;
+    }
+    let old = [h[8], h[9]];
+    h[8] -= 1;
+    let field = update([h[10], h[11]], &old, &[h[8], h[9]]);
+    h[10..12].copy_from_slice(&field);
+    true
+}
+
 /// A UDP checksum field as sent: a computed zero is written as `0xffff` (zero means "none").
 #[inline]
 pub fn udp_field(field: [u8; 2]) -> [u8; 2] {
@@ -226,6 +243,20 @@ mod tests {
             b.udp(sport, dport).write(&mut f, payload).unwrap();
         }
         f
+    }
+
+    #[test]
+    fn a_hop_decrements_the_ttl_and_keeps_the_header_checksum_right() {
+        let mut f = frame(false, [10, 0, 0, 2], [198, 18, 0, 1], 1, 2, b"x");
+        for ttl in (1..64).rev() {
+            assert!(decrement_ttl(&mut f, 14));
+            assert_eq!(f[14 + 8], ttl);
+            assert_eq!(internet_checksum(&f[14..34]), [0, 0], "header sums to zero");
+        }
+        let before = f.clone();
+        assert!(!decrement_ttl(&mut f, 14), "TTL 1 runs out");
+        assert!(!decrement_ttl(&mut f[..30], 14), "short header");
+        assert_eq!(f, before, "nothing changed");
     }
 
     /// (IP header checksum, L4 checksum) as stored, and as recomputed from scratch.

@@ -691,14 +691,8 @@ impl Switch {
             for e in &c.endpoints {
                 for b in &e.publish {
                     v.published.push(PublishedView {
-                        mapping: format!(
-                            "{}:{}->{}:{}/{}",
-                            b.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                            b.host_port,
-                            e.ip,
-                            b.container_port,
-                            b.proto
-                        ),
+                        // As `docker port` prints it (the zone plays no part).
+                        mapping: routing::rule_of(b, e.ip, 0).to_string(),
                         network: n.clone(),
                         sandbox: e.sandbox.clone(),
                     });

@@ -7,6 +7,7 @@
 //! Used by the control thread only.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -17,6 +18,7 @@ use xvs_switch::router::{RouterStage, Zone};
 
 use crate::config::NetworkConf;
 use crate::network::{GATEWAY_PORT, bridge_of, mac_for};
+use crate::publish::PortBinding;
 use crate::uplink::{UPLINK_BRIDGE, Uplink};
 
 /// The route stage's view of network `name`: its gateway and subnet, `--internal`, every
@@ -50,6 +52,18 @@ pub fn zone_of(dp: &Datapath, network: &str) -> Option<u16> {
         .and_then(|id| u16::try_from(id).ok())
 }
 
+/// Conntrack's rule for endpoint `ip`'s published port `b` on `zone`.
+pub fn rule_of(b: &PortBinding, ip: Ipv4Addr, zone: u16) -> DnatRule {
+    DnatRule {
+        proto: b.proto.number(),
+        host_ip: b.host_ip,
+        host_port: b.host_port,
+        inside_ip: ip,
+        inside_port: b.container_port,
+        zone,
+    }
+}
+
 /// Every published port, as conntrack's rules.
 pub fn published(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) -> Published {
     let mut p = Published::new();
@@ -59,15 +73,7 @@ pub fn published(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) -> Publishe
         };
         for ep in &conf.endpoints {
             for b in &ep.publish {
-                let rule = DnatRule {
-                    proto: b.proto.number(),
-                    host_ip: b.host_ip,
-                    host_port: b.host_port,
-                    inside_ip: ep.ip,
-                    inside_port: b.container_port,
-                    zone,
-                };
-                if let Err(e) = p.publish(rule) {
+                if let Err(e) = p.publish(rule_of(b, ep.ip, zone)) {
                     tracing::warn!("published port {b} of network {name} not applied: {e}");
                 }
             }
