@@ -7,7 +7,8 @@
 #
 # Rows (container -> outside, masqueraded): TCP 1 stream, TCP 4 streams, UDP 64-byte packets
 # per second, ping round trip; (outside -> published port, DNAT): TCP 1 stream and TCP
-# connections per second (connect, 1 byte, close). Prints a table with the xvs/kernel ratio.
+# connections per second (connect, 1 byte, close), also beside Docker's docker-proxy when it
+# is installed (/usr/sbin/docker-proxy, from docker.io). Prints a table with the xvs/kernel ratio.
 # Everything it makes carries a unique prefix and is removed at the end, even on failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -65,7 +66,12 @@ if sys.argv[1] == "server":
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1024)
     while True:
-        c, _ = s.accept(); c.recv(1); c.close()
+        c, _ = s.accept()
+        try:
+            c.recv(1)
+        except OSError:
+            pass
+        c.close()
 else:
     host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     n, end = 0, time.time() + secs
@@ -114,6 +120,22 @@ table ip nat {
 }
 EOF
 KERNEL=$(measure "${P}ko" 198.18.60.2 "${P}kc" 198.18.60.1)
+# Docker's own userland proxy (docker-proxy, what publishes a port when hairpin NAT is off or
+# for localhost) in the router namespace, to the same container servers. It reports readiness
+# on descriptor 3 (dockerd's pipe) and closes it: without one open, that is its own listener.
+PROXY="0 0"
+if [ -x /usr/sbin/docker-proxy ]; then
+  echo "== docker-proxy in the router namespace"
+  ip netns exec "${P}kr" /usr/sbin/docker-proxy -proto tcp -host-ip 198.18.60.1 -host-port 8090 \
+    -container-ip 10.150.1.2 -container-port 5201 3>/dev/null &
+  ip netns exec "${P}kr" /usr/sbin/docker-proxy -proto tcp -host-ip 198.18.60.1 -host-port 8091 \
+    -container-ip 10.150.1.2 -container-port 7001 3>/dev/null &
+  ip netns exec "${P}kc" timeout 120 python3 "$WORK/cps.py" server 7001 >/dev/null 2>&1 &
+  wait_port "${P}kr" 8090; wait_port "${P}kr" 8091; wait_port "${P}kc" 7001
+  ptcp=$(ip netns exec "${P}ko" timeout 60 iperf3 -c 198.18.60.1 -p 8090 -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+  pcps=$(ip netns exec "${P}ko" timeout 60 python3 "$WORK/cps.py" client 198.18.60.1 8091 "$SECS")
+  PROXY="$ptcp $pcps"
+fi
 for n in kr ko kc; do
   for pid in $(ip netns pids "${P}$n"); do kill -KILL "$pid" 2>/dev/null; done
   ip netns del "${P}$n"
@@ -132,21 +154,33 @@ for _ in $(seq 100); do [ -S "$XVS_SOCKET" ] && break; sleep 0.05; done
 "$XVSCTL" network connect bench "${P}xc" --publish 8080:5201 --publish 8081:7000 >/dev/null
 XVS=$(measure "${P}xo" 198.18.61.2 "${P}xc" 198.18.61.9)
 "$XVSCTL" stats | awk '/DROP_REASON/,0' | grep -v " 0 " | head -20 >"$WORK/drops" || true
+# How much of the inbound TCP reached the container's TAP coalesced (software GRO).
+"$XVSCTL" stats --json | python3 -c 'import json,sys
+for p in json.load(sys.stdin)["ports"]:
+    b = p.get("backend", {})
+    if "tx_coalesced" in b:
+        print("TAP %s: %d frames written as %d super-frames" % (p["port"], b["tx_coalesced"], b["tx_super_frames"]))' >"$WORK/gro" || true
 
-python3 - "$KERNEL" "$XVS" "$SECS" "$WORKERS" <<'EOF'
+python3 - "$KERNEL" "$XVS" "$SECS" "$WORKERS" "$PROXY" <<'EOF'
 import sys
-k = [float(x) for x in sys.argv[1].split()]
+p = [float(x) for x in sys.argv[5].split()]
+k = [float(x) for x in sys.argv[1].split()] + p
 x = [float(x) for x in sys.argv[2].split()]
+x += x[4:6]
 rows = [("container -> outside TCP, 1 stream", "Gbit/s", True),
         ("container -> outside TCP, 4 streams", "Gbit/s", True),
         ("container -> outside UDP 64 B", "kpps", True),
         ("container -> outside ping", "ms RTT", False),
         ("outside -> published port TCP", "Gbit/s", True),
-        ("outside -> published port connections", "conn/s", True)]
+        ("outside -> published port connections", "conn/s", True),
+        ("published TCP, beside docker-proxy", "Gbit/s", True),
+        ("published connections, beside docker-proxy", "conn/s", True)]
 print(f"\n{'row':<42} {'unit':<8} {'kernel':>10} {'xvs':>10} {'xvs/kernel':>11}")
 for (name, unit, higher), kv, xv in zip(rows, k, x):
     ratio = (xv / kv if higher else kv / xv) if kv and xv else 0
     print(f"{name:<42} {unit:<8} {kv:>10.3f} {xv:>10.3f} {ratio:>10.2f}x")
-print(f"\n(one run, {sys.argv[3]} s each, xvs with {sys.argv[4]} workers; ping ratio is kernel/xvs: >1 means xvs is faster)")
+print(f"\n(one run, {sys.argv[3]} s each, xvs with {sys.argv[4]} workers; ping ratio is kernel/xvs: >1 means xvs is faster;")
+print(" the docker-proxy rows' kernel column is docker-proxy's figure, 0 when it is not installed)")
 EOF
+[ -s "$WORK/gro" ] && cat "$WORK/gro"
 if [ -s "$WORK/drops" ]; then echo; echo "xvs drops during the run:"; cat "$WORK/drops"; fi

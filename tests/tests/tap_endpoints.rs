@@ -138,9 +138,30 @@ fn tap_endpoints_carry_tcp_in_every_mix_of_port_types() {
         "super-frames were not segmented ({inn} in, {out} out)"
     );
 
-    // veth -> TAP: full-checksum frames from AF_XDP go to the TAP with an empty header.
+    // veth -> TAP: full-checksum frames from AF_XDP reach the TAP coalesced into super-frames
+    // (software GRO: one write for a run of in-order segments, checksums verified first).
+    let backend = |stats: &Value, key: &str| {
+        stats["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["port"] == e1["port"])
+            .and_then(|q| q["backend"][key].as_u64())
+            .unwrap_or_else(|| panic!("no backend {key} for {} in {stats}", e1["port"]))
+    };
+    let before = x.json(&["stats"]);
     let bps = v1.iperf3_to(&t1, &ip1, 2);
-    eprintln!("iperf3 TCP veth -> TAP: {:.2} Gbit/s", bps / 1e9);
+    let after = x.json(&["stats"]);
+    let merged = backend(&after, "tx_coalesced") - backend(&before, "tx_coalesced");
+    let supers = backend(&after, "tx_super_frames") - backend(&before, "tx_super_frames");
+    eprintln!(
+        "iperf3 TCP veth -> TAP (coalesced): {:.2} Gbit/s, {merged} frames in {supers} super-frames",
+        bps / 1e9
+    );
+    assert!(
+        supers > 0 && merged >= 2 * supers,
+        "segments to the TAP were not coalesced ({merged} frames, {supers} super-frames)"
+    );
 
     // IPv6 (link-local addresses) TAP -> veth: TCPv6 super-frames segmented in software.
     let v1_ll = link_local(&v1, "eth0");

@@ -10,7 +10,8 @@
 //! [`gateway`], and [`datapath`], the control thread's handle on all of it.
 
 pub use xvs_stage::{
-    batch, checksum, classify, domain, drop, frame, offload, segment, stage, trace, verdict, wire,
+    batch, checksum, classify, coalesce, domain, drop, frame, offload, segment, stage, trace,
+    verdict, wire,
 };
 
 pub mod chain;

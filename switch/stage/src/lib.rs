@@ -10,7 +10,8 @@
 //! - [`domain`]: a bridge's member ports and policy, as stages and output see them;
 //! - [`drop`]: drop reasons declared by the stage that owns them, and their counters;
 //! - [`checksum`], [`offload`], [`segment`]: Internet checksums (full, RFC 1624 incremental,
-//!   partial), the virtio-net header, software TCP segmentation;
+//!   partial), the virtio-net header, software TCP segmentation; [`coalesce`]: its inverse,
+//!   consecutive segments of a flow described as one super-frame for a TAP;
 //! - [`icmp_error`]: a frame turned in place into the ICMPv4 error a router sends its sender
 //!   (time exceeded, fragmentation needed);
 //! - [`trace`]: what each stage decided for a traced frame.
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod checksum;
 pub mod classify;
+pub mod coalesce;
 pub mod domain;
 pub mod drop;
 pub mod frame;

@@ -833,6 +833,8 @@ impl Switch {
                     PortType::Tap => {
                         backend.insert("rx_oversized".to_string(), p.backend.rx_oversized);
                         backend.insert("rx_errors".to_string(), p.backend.rx_errors);
+                        backend.insert("tx_coalesced".to_string(), p.backend.tx_coalesced);
+                        backend.insert("tx_super_frames".to_string(), p.backend.tx_super_frames);
                     }
                     PortType::Mem | PortType::Internal => {}
                 }

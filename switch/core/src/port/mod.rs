@@ -143,6 +143,10 @@ pub struct BackendStats {
     pub rx_oversized: u64,
     /// TAP: reads that failed for a reason other than "nothing to read".
     pub rx_errors: u64,
+    /// TAP: frames written merged into super-frames (software GRO).
+    pub tx_coalesced: u64,
+    /// TAP: super-frames written from merged frames.
+    pub tx_super_frames: u64,
 }
 
 /// Errors opening a port.

@@ -1,6 +1,8 @@
 //! TAP port backend: one non-blocking TAP file descriptor opened with `IFF_VNET_HDR` and
 //! offloads (`TUNSETOFFLOAD`: partial checksums, TSO for IPv4 and IPv6), read into and written
-//! from the worker's pool frames, one frame per syscall, each behind its virtio-net header.
+//! from the worker's pool frames, one frame per syscall, each behind its virtio-net header —
+//! but consecutive TCP segments of one flow, which are written as one super-frame (software
+//! GRO, [`coalesce`](crate::coalesce)): the payloads gathered by one `writev`, not copied.
 //!
 //! With offloads the kernel hands over TCP super-frames of up to 64 KiB with their checksum
 //! left partial, and takes the same back: bulk TCP between two TAP ports crosses the switch as
@@ -22,6 +24,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{BackendInfo, BackendStats, Burst, PortError, PortIo, PortType, TxOutcome};
+use crate::coalesce::{MAX_HEADERS, MAX_SEGMENTS, Run, TcpSegment};
 use crate::frame::{FRAME_CAPACITY, Frame, FramePool};
 use crate::offload::{Offload, VNET_HDR_LEN};
 
@@ -149,6 +152,10 @@ pub struct TapPort {
     rx_errors: u64,
     /// Writes that failed (frames dropped).
     tx_errors: u64,
+    /// Frames written as part of a coalesced super-frame.
+    tx_coalesced: u64,
+    /// Super-frames written from coalesced runs.
+    tx_super_frames: u64,
 }
 
 impl std::fmt::Debug for TapPort {
@@ -188,6 +195,8 @@ impl TapPort {
             rx_oversized: 0,
             rx_errors: 0,
             tx_errors: 0,
+            tx_coalesced: 0,
+            tx_super_frames: 0,
         }
     }
 
@@ -306,6 +315,108 @@ impl TapPort {
     }
 }
 
+impl TapPort {
+    /// Writes `frames[0]` and the frames after it that continue its TCP run (coalesced into one
+    /// super-frame, [`coalesce`](crate::coalesce)) in one `writev`; returns how many frames it
+    /// took (at least one). The frames stay in the burst, to be freed by the caller.
+    fn write_run(
+        &mut self,
+        fd: RawFd,
+        pool: &FramePool,
+        frames: &[Frame],
+        outcome: &mut TxOutcome,
+    ) -> usize {
+        let first = pool.data(&frames[0]);
+        let seg = if frames.len() > 1 && frames[0].offload().is_none() {
+            TcpSegment::parse(first)
+        } else {
+            None
+        };
+        let mut headers = [0u8; MAX_HEADERS];
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; 2 + MAX_SEGMENTS];
+        let mut bytes = 0u64;
+        let (taken, niov, want) = match seg {
+            Some(seg) => {
+                let mut run = Run::start(first, &seg);
+                let mut payloads = [(0usize, 0usize); MAX_SEGMENTS];
+                payloads[0] = (seg.headers, seg.payload);
+                for f in &frames[1..] {
+                    if !f.offload().is_none() {
+                        break;
+                    }
+                    let data = pool.data(f);
+                    let Some(next) = TcpSegment::parse(data) else {
+                        break;
+                    };
+                    if !run.push(data, &next) {
+                        break;
+                    }
+                    payloads[run.count() - 1] = (next.headers, next.payload);
+                }
+                let taken = run.count();
+                let (hlen, off) = run.write_headers(&mut headers);
+                off.emit(&mut vnet);
+                iov[1] = libc::iovec {
+                    iov_base: headers.as_mut_ptr().cast(),
+                    iov_len: hlen,
+                };
+                let mut want = VNET_HDR_LEN + hlen;
+                for (k, (f, (at, len))) in frames.iter().zip(&payloads[..taken]).enumerate() {
+                    let data = pool.data(f);
+                    bytes += data.len() as u64;
+                    iov[2 + k] = libc::iovec {
+                        iov_base: data[*at..].as_ptr().cast_mut().cast(),
+                        iov_len: *len,
+                    };
+                    want += len;
+                }
+                if taken > 1 {
+                    self.tx_coalesced += taken as u64;
+                    self.tx_super_frames += 1;
+                }
+                (taken, 2 + taken, want)
+            }
+            None => {
+                frames[0].offload().emit(&mut vnet);
+                bytes = first.len() as u64;
+                iov[1] = libc::iovec {
+                    iov_base: first.as_ptr().cast_mut().cast(),
+                    iov_len: first.len(),
+                };
+                (1, 2, VNET_HDR_LEN + first.len())
+            }
+        };
+        iov[0] = libc::iovec {
+            iov_base: vnet.as_mut_ptr().cast(),
+            iov_len: VNET_HDR_LEN,
+        };
+        // SAFETY: every iovec describes readable memory that lives for the call (the local
+        // virtio-net and merged headers, and the data of frames the burst holds; writev only
+        // reads through them); `fd` is the TAP descriptor this port holds open.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), niov as libc::c_int) };
+        if n >= 0 && n as usize == want {
+            outcome.sent += taken as u32;
+            outcome.bytes += bytes;
+        } else {
+            outcome.dropped += taken as u32;
+            self.tx_errors += 1;
+            if n < 0 {
+                // EAGAIN/ENOBUFS (queue full) and EIO (device down) only drop the frames.
+                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if device_gone(errno) {
+                    self.mark_gone();
+                }
+            }
+        }
+        taken
+    }
+}
+
 /// Errors that mean the device behind the descriptor no longer exists.
 fn device_gone(errno: i32) -> bool {
     matches!(
@@ -345,44 +456,19 @@ impl PortIo for TapPort {
 
     fn tx_burst(&mut self, pool: &mut FramePool, frames: &mut Burst) -> TxOutcome {
         let mut outcome = TxOutcome::default();
-        for f in frames.drain(..) {
-            let Some(fd) = self.fd.as_ref().map(AsRawFd::as_raw_fd) else {
-                outcome.dropped += 1;
+        let Some(fd) = self.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            outcome.dropped = frames.len() as u32;
+            for f in frames.drain(..) {
                 pool.free(f);
-                continue;
-            };
-            let mut hdr = [0u8; VNET_HDR_LEN];
-            f.offload().emit(&mut hdr);
-            let data = pool.data(&f);
-            let iov = [
-                libc::iovec {
-                    iov_base: hdr.as_mut_ptr().cast(),
-                    iov_len: VNET_HDR_LEN,
-                },
-                libc::iovec {
-                    iov_base: data.as_ptr().cast_mut().cast(),
-                    iov_len: data.len(),
-                },
-            ];
-            // SAFETY: both iovecs describe readable memory that lives for the call (the local
-            // header and the frame's data; writev only reads through them); `fd` is the TAP
-            // descriptor this port holds open.
-            let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
-            let want = VNET_HDR_LEN + data.len();
-            if n >= 0 && n as usize == want {
-                outcome.sent += 1;
-                outcome.bytes += data.len() as u64;
-            } else {
-                outcome.dropped += 1;
-                self.tx_errors += 1;
-                if n < 0 {
-                    // EAGAIN/ENOBUFS (queue full) and EIO (device down) only drop the frame.
-                    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                    if device_gone(errno) {
-                        self.mark_gone();
-                    }
-                }
             }
+            return outcome;
+        };
+        let mut i = 0;
+        while i < frames.len() {
+            let n = self.write_run(fd, pool, &frames[i..], &mut outcome);
+            i += n;
+        }
+        for f in frames.drain(..) {
             pool.free(f);
         }
         outcome
@@ -416,6 +502,8 @@ impl PortIo for TapPort {
         BackendStats {
             rx_oversized: self.rx_oversized,
             rx_errors: self.rx_errors,
+            tx_coalesced: self.tx_coalesced,
+            tx_super_frames: self.tx_super_frames,
             ..BackendStats::default()
         }
     }
