@@ -98,10 +98,17 @@ pub fn decap(frame: &[u8], vtep: &LocalVtep) -> Result<Decapped, VxlanDrop> {
     }
     let ihl = usize::from(vihl & 0x0f) * 4;
     let l4 = OUTER_ETH_LEN + ihl;
-    let Some(ip_header) = frame.get(OUTER_ETH_LEN..l4) else {
-        return Err(VxlanDrop::Truncated);
+    // Without options (every VTEP's header), the sum is over a fixed 20 bytes, which the
+    // compiler unrolls.
+    let check = if ihl == 20 {
+        internet_checksum(&h[OUTER_ETH_LEN..])
+    } else {
+        match frame.get(OUTER_ETH_LEN..l4) {
+            Some(ip_header) => internet_checksum(ip_header),
+            None => return Err(VxlanDrop::Truncated),
+        }
     };
-    if internet_checksum(ip_header) != [0, 0] {
+    if check != [0, 0] {
         return Err(VxlanDrop::BadChecksum);
     }
     let total = usize::from(u16::from_be_bytes([h[16], h[17]]));

@@ -123,7 +123,7 @@ impl VxlanHeader {
     /// first word, or the last byte non-zero), and neither does this, so xvs and a kernel
     /// peer accept exactly the same packets: [`VxlanDrop::BadFlags`]. Shorter than 8 bytes:
     /// [`VxlanDrop::Truncated`].
-    #[inline]
+    #[inline(always)]
     pub fn parse(b: &[u8]) -> Result<VxlanHeader, VxlanDrop> {
         let Some(&[flags, r0, r1, r2, v0, v1, v2, r3]) = b.get(..VXLAN_HEADER_LEN) else {
             return Err(VxlanDrop::Truncated);
