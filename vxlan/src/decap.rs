@@ -76,8 +76,10 @@ fn unicast_source(ip: [u8; 4]) -> bool {
 /// ([`VxlanDrop::BadFlags`]); an inner frame of at least an Ethernet header
 /// ([`VxlanDrop::Truncated`]).
 ///
-/// The outer UDP checksum is not verified: Linux sends 0 over IPv4 (RFC 7348 §5 allows it),
-/// and the inner frame's own checksums cover its payload end to end.
+/// Not checked: the outer destination MAC (the uplink's port layer only takes frames for its
+/// own MAC), the outer UDP checksum (0 is "none" over IPv4, RFC 7348 §5; a Linux peer fills
+/// it by default but verifying it would mean summing the whole packet, and the inner frame's
+/// own checksums cover its payload end to end), the outer TTL and ECN bits.
 ///
 /// Never panics, never allocates.
 #[inline]

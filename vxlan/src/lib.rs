@@ -7,12 +7,29 @@
 //! - [`header`]: the VXLAN header, [`Vni`], [`VXLAN_PORT`], [`OUTER_LEN`];
 //! - [`decap`](mod@decap): outer header checks and the inner frame's place;
 //! - [`encap`]: per-peer templates of the outer headers, stamped per packet;
-//! - [`flow_hash`]: the outer UDP source port from the inner flow;
+//! - [`flow_hash`](mod@flow_hash): the outer UDP source port from the inner flow;
 //! - [`remote_fdb`]: inner MAC → remote VTEP, learnt and static, bounded and aged;
 //! - [`peers`]: head-end replication lists and the flood-or-unicast choice;
 //! - [`mss`]: MSS clamping of SYNs crossing the tunnel; [`mtu`]: the overlay MTU and what to
 //!   do with frames above it;
 //! - [`drop`](mod@drop): the `vxlan` stage's drop reasons.
+//!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use xvs_stage::wire::Mac;
+//! use xvs_vxlan::{decap, LocalVtep, PeerConfig, PeerTemplate, Vni, OUTER_LEN};
+//!
+//! let (here, there) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
+//! let vni = Vni::new(4096).unwrap();
+//! let peer = PeerTemplate::new(PeerConfig::new(Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]), here, there, vni));
+//! // 50 bytes of headroom, then the inner frame (here a dummy 60-byte one).
+//! let mut frame = [0u8; OUTER_LEN + 60];
+//! frame[OUTER_LEN + 12..OUTER_LEN + 14].copy_from_slice(&[0x08, 0x06]);
+//! peer.encap(&mut frame).unwrap();
+//! // At the other end:
+//! let d = decap(&frame, &LocalVtep::new(there)).unwrap();
+//! assert_eq!((d.vni, d.remote_ip, d.outer_len, d.inner_len), (vni, here, OUTER_LEN, 60));
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod decap;

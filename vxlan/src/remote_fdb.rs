@@ -5,7 +5,8 @@
 //! and per remote VTEP (as a port's in the switch); refused learning is `fdb_full`. Expiry is
 //! lazy (an aged entry is not found) plus a bounded sweep per call. Time is an argument (ms).
 //!
-//! Owned by one worker (or the control plane, handing snapshots to workers); not `Sync`.
+//! Owned by the worker that decapsulates for the networks it holds (the control plane's static
+//! entries reach it as commands); not `Sync`.
 
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -153,7 +154,7 @@ fn station(mac: Mac) -> bool {
     !mac.is_multicast() && mac != Mac([0; 6])
 }
 
-/// Adds `d` (+1 or -1) to the counter of `k`, removing it at zero.
+/// Counts one more (`up`) or one fewer of `k`, removing the counter at zero.
 #[inline]
 fn count<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K, up: bool) {
     if up {
