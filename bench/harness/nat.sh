@@ -98,7 +98,7 @@ s=json.load(sys.stdin)["end"]["sum"]; print((s["packets"]-s["lost_packets"])/s["
   ip netns exec "$c" iperf3 -s -D -p 5201 >/dev/null; wait_port "$c" 5201
   r=$(ip netns exec "$o" timeout 60 iperf3 -c "$pub" -p 8080 -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
   local intcp=$r
-  ip netns exec "$c" timeout 120 python3 "$WORK/cps.py" server 7000 &
+  ip netns exec "$c" timeout 120 python3 "$WORK/cps.py" server 7000 >/dev/null 2>&1 &
   wait_port "$c" 7000
   local cps
   cps=$(ip netns exec "$o" timeout 60 python3 "$WORK/cps.py" client "$pub" 8081 "$SECS")

@@ -196,7 +196,8 @@ impl Stage for NatStage {
         self.ct.warm(&batch.keys[..batch.len()]);
         let dry_run = ctx.dry_run();
         for i in 0..batch.len() {
-            if !batch.verdicts[i].is_next() {
+            if !batch.verdicts[i].is_next() || batch.meta[i].tunnel {
+                // Decided, or an overlay's VXLAN packet from xvs's own VTEP: not translated.
                 continue;
             }
             let side = match self.side(ctx, batch, i) {

@@ -12,6 +12,8 @@
 //! - [`peers`]: head-end replication lists and the flood-or-unicast choice;
 //! - [`mss`]: MSS clamping of SYNs crossing the tunnel; [`mtu`]: the overlay MTU and what to
 //!   do with frames above it;
+//! - [`stage`]: the datapath's decap stage (uplink chain) and overlay stage (learning, encap,
+//!   head-end replication; an overlay network's chain);
 //! - [`drop`](mod@drop): the `vxlan` stage's drop reasons.
 //!
 //! ```
@@ -41,6 +43,7 @@ pub mod mss;
 pub mod mtu;
 pub mod peers;
 pub mod remote_fdb;
+pub mod stage;
 
 pub use decap::{Decapped, LocalVtep, decap};
 pub use drop::VxlanDrop;
@@ -51,3 +54,6 @@ pub use mss::{clamp_mss, clamp_mss_to_mtu, overlay_mss, overlay_mss_v6};
 pub use mtu::{Oversize, check_size, overlay_mtu};
 pub use peers::{DEFAULT_PEER_LIMIT, Destination, PeerError, Peers};
 pub use remote_fdb::{Learn, RemoteEntry, RemoteFdb, RemoteFdbConfig, StaticError};
+pub use stage::{
+    DecapConfig, DecapStage, OverlayConfig, OverlayNet, OverlayStage, PeerCounters, TUNNEL_PORT,
+};

@@ -81,8 +81,8 @@ impl Chain {
     #[inline]
     pub fn run(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
         for stage in &mut self.stages {
-            if !batch.any_next() {
-                return;
+            if !batch.any_next() && !stage.sees_decided() {
+                continue;
             }
             stage.process(ctx, batch);
         }

@@ -475,11 +475,12 @@ impl Engine {
                     break;
                 };
                 let j = self.batch.len();
+                let enter = meta.enter_port.unwrap_or(in_port);
                 if let Err(f) = self.batch.push(frame, meta) {
                     self.pool.free(f);
                     break;
                 }
-                self.batch.keys[j].in_port = in_port;
+                self.batch.keys[j].in_port = enter;
                 self.batch.keys[j].vlan = 0;
             }
             self.run_chain(target, now);

@@ -103,6 +103,14 @@ impl Output<'_> {
                         patched_from: Some(m.bridge),
                         patches: m.patches + 1,
                         handed_off: m.handed_off,
+                        enter_port: m.enter_port,
+                        tunnel_peer: m.tunnel_peer,
+                        tunnel: m.tunnel,
+                        egress: if m.tunnel {
+                            m.egress
+                        } else {
+                            Default::default()
+                        },
                         ..Default::default()
                     };
                     self.patched.push_back((frame, meta));

@@ -49,6 +49,14 @@ pub struct FrameMeta {
     pub patches: u8,
     /// Where connection tracking sends it.
     pub egress: Egress,
+    /// The port a patched frame enters its bridge on; `None`: the bridge's local port. An
+    /// overlay's decapsulated frame enters its network on the network's tunnel port.
+    pub enter_port: Option<PortId>,
+    /// The remote VTEP a decapsulated frame came from (learnt with its inner source MAC).
+    pub tunnel_peer: Option<std::net::Ipv4Addr>,
+    /// An overlay's encapsulated frame on its way out: xvs's own VTEP traffic, which
+    /// connection tracking leaves alone.
+    pub tunnel: bool,
 }
 
 /// A burst of frames from one port with their keys, verdicts and metadata (index-aligned).

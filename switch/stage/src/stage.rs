@@ -128,6 +128,13 @@ pub trait Stage: Any + Send {
 
     /// Housekeeping once per worker pass, off the per-frame path (ageing, timeouts): time as
     /// an argument. Default: nothing.
+    /// Whether the stage also runs over frames earlier stages already decided (an overlay's
+    /// encap turns `Output(tunnel)` and floods into VXLAN); such a stage runs even when no
+    /// frame is left undecided.
+    fn sees_decided(&self) -> bool {
+        false
+    }
+
     fn tick(&mut self, _now_ms: u64) {}
 
     /// A member port of the bridge went away: forget what was learned about it. Default:
