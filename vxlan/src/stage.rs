@@ -417,7 +417,7 @@ impl OverlayStage {
 
     /// Frame `i`, bound for the tunnel (to `dst`, or flooded): encapsulated to one VTEP and
     /// patched over to the uplink, or copied to every peer.
-    fn to_tunnel(
+    fn send_to_tunnel(
         &mut self,
         ctx: &mut StageContext<'_>,
         c: &OverlayConfig,
@@ -592,9 +592,9 @@ impl Stage for OverlayStage {
                 continue;
             }
             match batch.verdicts[i] {
-                Verdict::Output(TUNNEL_PORT) => self.to_tunnel(ctx, &c, batch, i, false),
+                Verdict::Output(TUNNEL_PORT) => self.send_to_tunnel(ctx, &c, batch, i, false),
                 Verdict::Flood if !Self::stays_local(&c, &batch.keys[i]) => {
-                    self.to_tunnel(ctx, &c, batch, i, true);
+                    self.send_to_tunnel(ctx, &c, batch, i, true);
                 }
                 _ => {}
             }
