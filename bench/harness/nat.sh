@@ -57,6 +57,8 @@ pair() {
   ip netns exec "$1" ethtool -K "$2" tx off >/dev/null
   ip netns exec "$4" ethtool -K "$5" tx off >/dev/null
 }
+# iperf3's JSON (stdin) -> received Gbit/s.
+gbps() { python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)'; }
 wait_port() { for _ in $(seq 100); do ip netns exec "$1" ss -ltn | grep -q ":$2 " && return; sleep 0.05; done; }
 
 # A connect-rate client and an accept-and-close server (Python, the same on both rows).
@@ -86,9 +88,9 @@ EOF
 measure() {
   local o=$1 oip=$2 c=$3 pub=$4 r
   ip netns exec "$o" iperf3 -s -D -p 5201 >/dev/null; wait_port "$o" 5201
-  r=$(ip netns exec "$c" timeout 60 iperf3 -c "$oip" -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+  r=$(ip netns exec "$c" timeout 60 iperf3 -c "$oip" -t "$SECS" -J | gbps)
   local tcp1=$r
-  r=$(ip netns exec "$c" timeout 60 iperf3 -c "$oip" -t "$SECS" -P 4 -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+  r=$(ip netns exec "$c" timeout 60 iperf3 -c "$oip" -t "$SECS" -P 4 -J | gbps)
   local tcp4=$r
   r=$(ip netns exec "$c" timeout 60 iperf3 -c "$oip" -u -l 64 -b 0 -t "$SECS" -J | python3 -c 'import json,sys
 s=json.load(sys.stdin)["end"]["sum"]; print((s["packets"]-s["lost_packets"])/s["seconds"]/1e3)')
@@ -96,7 +98,7 @@ s=json.load(sys.stdin)["end"]["sum"]; print((s["packets"]-s["lost_packets"])/s["
   local ping
   ping=$(ip netns exec "$c" ping -c 50 -i 0.02 -q "$oip" | awk -F/ '/rtt/ {print $5}')
   ip netns exec "$c" iperf3 -s -D -p 5201 >/dev/null; wait_port "$c" 5201
-  r=$(ip netns exec "$o" timeout 60 iperf3 -c "$pub" -p 8080 -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+  r=$(ip netns exec "$o" timeout 60 iperf3 -c "$pub" -p 8080 -t "$SECS" -J | gbps)
   local intcp=$r
   ip netns exec "$c" timeout 120 python3 "$WORK/cps.py" server 7000 >/dev/null 2>&1 &
   wait_port "$c" 7000
@@ -132,7 +134,7 @@ if [ -x /usr/sbin/docker-proxy ]; then
     -container-ip 10.150.1.2 -container-port 7001 3>/dev/null &
   ip netns exec "${P}kc" timeout 120 python3 "$WORK/cps.py" server 7001 >/dev/null 2>&1 &
   wait_port "${P}kr" 8090; wait_port "${P}kr" 8091; wait_port "${P}kc" 7001
-  ptcp=$(ip netns exec "${P}ko" timeout 60 iperf3 -c 198.18.60.1 -p 8090 -t "$SECS" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+  ptcp=$(ip netns exec "${P}ko" timeout 60 iperf3 -c 198.18.60.1 -p 8090 -t "$SECS" -J | gbps)
   pcps=$(ip netns exec "${P}ko" timeout 60 python3 "$WORK/cps.py" client 198.18.60.1 8091 "$SECS")
   PROXY="$ptcp $pcps"
 fi

@@ -3,29 +3,12 @@
 //! (a counting global allocator, as `switch/core`'s no_alloc test).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use xvs_stage::alloc_count::{CountingAllocator, allocations};
 
 use xvs_lb::{Balancer, SchedulerKind, Service, ServiceSpec};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `alloc` above with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn picking_and_counting_allocate_nothing() {
@@ -38,7 +21,7 @@ fn picking_and_counting_allocate_nothing() {
                 .unwrap();
         }
         let mut b = Balancer::new(s.snapshot(), 0);
-        let before = ALLOCS.load(Relaxed);
+        let before = allocations();
         for h in 0..10_000u64 {
             let p = b.pick(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap();
             assert!(b.opened(p.backend));
@@ -47,6 +30,6 @@ fn picking_and_counting_allocate_nothing() {
                 b.closed(p.backend);
             }
         }
-        assert_eq!(ALLOCS.load(Relaxed) - before, 0, "{kind} allocated");
+        assert_eq!(allocations() - before, 0, "{kind} allocated");
     }
 }

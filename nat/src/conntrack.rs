@@ -19,7 +19,6 @@ use xvs_stage::offload::Offload;
 use xvs_stage::wire::{ethertype, ipproto};
 
 use crate::drop::NatDrop;
-use crate::hash::SplitMix;
 use crate::icmp::{self, icmp_type};
 use crate::mapping::{MappingView, Mappings};
 use crate::ports::{PortPartition, PortRange};
@@ -31,6 +30,7 @@ use crate::table::{NO_MAPPING, NO_ZONE, Session, Table};
 use crate::tcp::{self, TcpTrack};
 use crate::timeout::{Timeout, TimeoutError, Timeouts};
 use crate::tuple::{Dir, Tuple};
+use xvs_stage::hash::SplitMix;
 
 /// A table's configuration.
 #[derive(Debug, Clone)]

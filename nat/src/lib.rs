@@ -17,7 +17,6 @@
 
 pub mod conntrack;
 pub mod drop;
-mod hash;
 pub mod icmp;
 pub mod mapping;
 pub mod ports;

@@ -11,8 +11,8 @@ use hashbrown::HashTable;
 use xvs_stage::wire::ipproto;
 
 use crate::drop::NatDrop;
-use crate::hash::{SplitMix, hash2};
 use crate::ports::PortRange;
+use xvs_stage::hash::{SplitMix, hash2};
 
 /// Consecutive slots examined from each random probe position.
 pub const PROBE_WINDOW: u32 = 8;

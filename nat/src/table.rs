@@ -501,7 +501,7 @@ mod tests {
     fn churn_agrees_with_a_map() {
         let mut t = Table::new(64, 9);
         let mut model = std::collections::HashMap::new();
-        let mut rng = crate::hash::SplitMix::new(5);
+        let mut rng = xvs_stage::hash::SplitMix::new(5);
         for _ in 0..5000 {
             let n = rng.below(200);
             let s = session(n, 10);

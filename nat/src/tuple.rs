@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 use xvs_stage::wire::ipproto;
 
-use crate::hash::hash2;
+use xvs_stage::hash::hash2;
 
 /// Which way a packet travels on its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -56,4 +56,5 @@ pub use peers::{DEFAULT_PEER_LIMIT, Destination, PeerError, Peers};
 pub use remote_fdb::{Learn, RemoteEntry, RemoteFdb, RemoteFdbConfig, StaticError};
 pub use stage::{
     DecapConfig, DecapStage, OverlayConfig, OverlayNet, OverlayStage, PeerCounters, TUNNEL_PORT,
+    Tunnel,
 };

@@ -23,7 +23,7 @@ use xvs_stage::drop::ReasonSet;
 use xvs_stage::frame::{Frame, FramePool};
 use xvs_stage::icmp_error::{IcmpError, answer_in_place};
 use xvs_stage::offload::Offload;
-use xvs_stage::segment::Segmenter;
+use xvs_stage::segment::{SegmentEnd, segment_into_pool};
 use xvs_stage::stage::{Batch, FrameMeta, Stage, StageContext, Verdict};
 use xvs_stage::wire::{BridgeId, Mac, PortId};
 
@@ -156,9 +156,9 @@ impl Stage for DecapStage {
     }
 }
 
-/// An overlay network's tunnel: its VNI, the local VTEP, its peers and static entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverlayConfig {
+/// An overlay network's tunnel: its VNI, the local VTEP, where its frames go and come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
     /// The network's VNI.
     pub vni: Vni,
     /// The network's bridge (frames are patched over from it).
@@ -177,6 +177,14 @@ pub struct OverlayConfig {
     pub gateway_ip: Ipv4Addr,
     /// The gateway's MAC (source of the ICMP errors this stage sends).
     pub gateway_mac: Mac,
+}
+
+/// An overlay network's configuration: its tunnel, peers and static entries (the peers and
+/// entries go into the stage's tables; the stage keeps only the tunnel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayConfig {
+    /// The tunnel.
+    pub tunnel: Tunnel,
     /// Peers for head-end replication.
     pub peers: Vec<Ipv4Addr>,
     /// Static remote entries: inner MAC → VTEP.
@@ -195,7 +203,7 @@ pub struct PeerCounters {
 /// Learning and encapsulation at the end of an overlay network's chain.
 #[derive(Debug)]
 pub struct OverlayStage {
-    config: Option<OverlayConfig>,
+    tunnel: Option<Tunnel>,
     fdb: RemoteFdb,
     peers: Peers,
     /// Outer header templates by remote VTEP (peers, and VTEPs learnt or static).
@@ -216,7 +224,7 @@ impl OverlayStage {
     /// A stage with no tunnel (passes everything) and an empty remote FDB.
     pub fn new() -> OverlayStage {
         OverlayStage {
-            config: None,
+            tunnel: None,
             fdb: RemoteFdb::new(RemoteFdbConfig::default()),
             peers: Peers::new(crate::peers::DEFAULT_PEER_LIMIT),
             templates: HashMap::new(),
@@ -228,9 +236,9 @@ impl OverlayStage {
 
     /// Sets (or removes) the tunnel; the learnt entries of a VNI that stays are kept.
     pub fn set_config(&mut self, config: Option<OverlayConfig>) {
-        let old_vni = self.config.as_ref().map(|c| c.vni);
-        if let Some(v) = old_vni {
-            if config.as_ref().map(|c| c.vni) != Some(v) {
+        let new_vni = config.as_ref().map(|c| c.tunnel.vni);
+        if let Some(v) = self.tunnel.map(|t| t.vni) {
+            if new_vni != Some(v) {
                 self.fdb.flush_vni(v);
             }
             self.peers.remove_vni(v);
@@ -245,17 +253,18 @@ impl OverlayStage {
             }
         }
         self.templates.clear();
-        if let Some(c) = &config {
-            for p in &c.peers {
-                let _ = self.peers.add(c.vni, *p);
-            }
-            for (mac, ip) in &c.statics {
-                let _ = self.fdb.add_static(c.vni, *mac, *ip, None);
-            }
+        self.tunnel = config.as_ref().map(|c| c.tunnel);
+        if let Some(c) = config {
             // Learnt entries of a peer no longer listed stay until they age (the kernel's
-            // learnt FDB entries do the same).
+            // learnt FDB entries do the same). The control plane keeps peers and static
+            // entries within the tables' limits, so none is refused here.
+            for p in c.peers {
+                let _ = self.peers.add(c.tunnel.vni, p);
+            }
+            for (mac, ip) in c.statics {
+                let _ = self.fdb.add_static(c.tunnel.vni, mac, ip, None);
+            }
         }
-        self.config = config;
     }
 
     /// The remote FDB's entries (for `vtep fdb ls`), and per-peer counters.
@@ -270,25 +279,10 @@ impl OverlayStage {
         v
     }
 
-    /// The template to `remote`, made on first use.
-    fn template(&mut self, c: &OverlayConfig, remote: Ipv4Addr) -> &PeerTemplate {
-        self.templates.entry(remote).or_insert_with(|| {
-            PeerTemplate::new(PeerConfig {
-                port: c.port,
-                ..PeerConfig::new(c.local_mac, Mac([0; 6]), c.local_ip, remote, c.vni)
-            })
-        })
-    }
-
-    /// Encapsulates `frame` to `remote` in place (its checksum completed first, if partial);
-    /// false when it cannot be (no headroom: a counted drop by the caller).
-    fn encap(
-        &mut self,
-        c: &OverlayConfig,
-        pool: &FramePool,
-        frame: &mut Frame,
-        remote: Ipv4Addr,
-    ) -> bool {
+    /// Encapsulates `frame` to `remote` in place (its checksum completed first, if partial)
+    /// with `remote`'s template, made on first use; false when it cannot be (no headroom: a
+    /// counted drop by the caller).
+    fn encap(&mut self, c: &Tunnel, pool: &FramePool, frame: &mut Frame, remote: Ipv4Addr) -> bool {
         let off = frame.offload();
         if off.needs_csum() {
             if complete_checksum(pool.data_mut(frame), &off).is_err() {
@@ -298,11 +292,16 @@ impl OverlayStage {
         }
         let sport = source_port(pool.data(frame));
         let inner_len = frame.len();
-        let t = self.template(c, remote).clone();
-        let Some(data) = pool.push_header(frame, OUTER_LEN) else {
-            return false;
-        };
-        let Some(outer) = data.first_chunk_mut::<OUTER_LEN>() else {
+        let t = self.templates.entry(remote).or_insert_with(|| {
+            PeerTemplate::new(PeerConfig {
+                port: c.port,
+                ..PeerConfig::new(c.local_mac, Mac([0; 6]), c.local_ip, remote, c.vni)
+            })
+        });
+        let Some(outer) = pool
+            .push_header(frame, OUTER_LEN)
+            .and_then(|d| d.first_chunk_mut::<OUTER_LEN>())
+        else {
             return false;
         };
         if t.write(outer, inner_len, sport).is_err() {
@@ -313,7 +312,7 @@ impl OverlayStage {
     }
 
     /// The metadata of an encapsulated frame leaving through the uplink.
-    fn outbound(c: &OverlayConfig) -> FrameMeta {
+    fn outbound(c: &Tunnel) -> FrameMeta {
         FrameMeta {
             bridge: c.bridge,
             tunnel: true,
@@ -326,7 +325,7 @@ impl OverlayStage {
     fn replicate(
         &mut self,
         ctx: &mut StageContext<'_>,
-        c: &OverlayConfig,
+        c: &Tunnel,
         frame: &Frame,
         remotes: &[Ipv4Addr],
     ) {
@@ -354,64 +353,40 @@ impl OverlayStage {
     fn segment_to(
         &mut self,
         ctx: &mut StageContext<'_>,
-        c: &OverlayConfig,
+        c: &Tunnel,
         frame: &Frame,
         remote: Ipv4Addr,
     ) -> Result<(), VxlanDrop> {
-        let off = frame.offload();
-        let mut done = 0;
-        loop {
-            let mut outs: arrayvec::ArrayVec<Frame, 32> = arrayvec::ArrayVec::new();
-            while !outs.is_full() && self.replicas.len() + outs.len() < REPLICA_QUEUE {
-                match ctx.pool.alloc() {
-                    Some(f) => outs.push(f),
-                    None => break,
+        let room = REPLICA_QUEUE.saturating_sub(self.replicas.len());
+        let mut no_buffer = 0;
+        let (made, end) = segment_into_pool(
+            ctx.pool,
+            frame,
+            &frame.offload(),
+            room,
+            &mut |pool, mut out| {
+                if self.encap(c, pool, &mut out, remote) {
+                    self.replicas.push_back(out);
+                } else {
+                    pool.free(out);
+                    no_buffer += 1;
                 }
+            },
+        );
+        ctx.generated += made as u64;
+        ctx.count(VxlanDrop::NoBuffer, no_buffer);
+        match end {
+            SegmentEnd::Done => Ok(()),
+            SegmentEnd::Stopped { .. } if self.replicas.len() >= REPLICA_QUEUE => {
+                Err(VxlanDrop::ReplicaQueueFull)
             }
-            let pool = &*ctx.pool;
-            let mut made = 0;
-            let left = Segmenter::new(pool.data(frame), &off).map(|mut seg| {
-                seg.skip(done);
-                for out in outs.iter_mut() {
-                    match seg.next_into(pool.buffer_mut(out)) {
-                        Some(Ok(n)) => {
-                            out.set_len(n);
-                            made += 1;
-                        }
-                        Some(Err(_)) | None => break,
-                    }
-                }
-                seg.remaining()
-            });
-            done += made;
-            for (k, mut out) in outs.into_iter().enumerate() {
-                if k < made {
-                    ctx.made_frame();
-                    if self.encap(c, ctx.pool, &mut out, remote) {
-                        self.replicas.push_back(out);
-                        continue;
-                    }
-                    ctx.count(VxlanDrop::NoBuffer, 1);
-                }
-                ctx.pool.free(out);
-            }
-            match left {
-                Err(_) => return Err(VxlanDrop::MtuExceeded),
-                Ok(0) => return Ok(()),
-                Ok(_) if made == 0 => {
-                    return Err(if self.replicas.len() >= REPLICA_QUEUE {
-                        VxlanDrop::ReplicaQueueFull
-                    } else {
-                        VxlanDrop::NoBuffer
-                    });
-                }
-                Ok(_) => {}
-            }
+            SegmentEnd::Stopped { .. } => Err(VxlanDrop::NoBuffer),
+            SegmentEnd::Failed(_) => Err(VxlanDrop::MtuExceeded),
         }
     }
 
     /// Whether a flood must stay on this host: ARP for the gateway, which every host answers.
-    fn stays_local(c: &OverlayConfig, key: &FlowKey) -> bool {
+    fn stays_local(c: &Tunnel, key: &FlowKey) -> bool {
         key.dl_type == ethertype::ARP && key.nw_dst[12..] == c.gateway_ip.octets()
     }
 
@@ -420,7 +395,7 @@ impl OverlayStage {
     fn send_to_tunnel(
         &mut self,
         ctx: &mut StageContext<'_>,
-        c: &OverlayConfig,
+        c: &Tunnel,
         batch: &mut Batch,
         i: usize,
         flood: bool,
@@ -517,7 +492,7 @@ impl OverlayStage {
     fn send(
         &mut self,
         ctx: &mut StageContext<'_>,
-        c: &OverlayConfig,
+        c: &Tunnel,
         batch: &mut Batch,
         i: usize,
         flood: bool,
@@ -573,7 +548,7 @@ impl Stage for OverlayStage {
     }
 
     fn process(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
-        let Some(c) = self.config.clone() else {
+        let Some(c) = self.tunnel else {
             return;
         };
         for i in 0..batch.len() {
@@ -606,7 +581,7 @@ impl Stage for OverlayStage {
     }
 
     fn release(&mut self, _ctx: &mut StageContext<'_>, out: &mut Batch) {
-        let Some(c) = &self.config else {
+        let Some(c) = &self.tunnel else {
             return;
         };
         while !out.frames.is_full() {
@@ -637,11 +612,216 @@ impl Stage for OverlayStage {
     fn adopt(&mut self, previous: &mut dyn Stage) {
         let previous: &mut dyn std::any::Any = previous;
         if let Some(old) = previous.downcast_mut::<OverlayStage>() {
+            // This stage's tunnel, as set on it, goes onto the old stage's tables: the learnt
+            // entries stay (same VNI), the old statics and peers are replaced.
+            let mine = self.tunnel.map(|tunnel| OverlayConfig {
+                tunnel,
+                peers: self.peers.list(tunnel.vni).to_vec(),
+                statics: self
+                    .fdb
+                    .entries(0)
+                    .filter(|e| e.vni == tunnel.vni && e.is_static)
+                    .map(|e| (e.mac, e.remote_ip))
+                    .collect(),
+            });
             std::mem::swap(&mut self.fdb, &mut old.fdb);
+            std::mem::swap(&mut self.peers, &mut old.peers);
             std::mem::swap(&mut self.counters, &mut old.counters);
             std::mem::swap(&mut self.replicas, &mut old.replicas);
-            let config = self.config.take();
-            self.set_config(config);
+            self.tunnel = old.tunnel;
+            self.set_config(mine);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use xvs_stage::classify::classify;
+    use xvs_stage::domain::Domain;
+    use xvs_stage::drop::DropCounters;
+
+    const HERE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+    const PEER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const PEER_C: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+    const NETWORK: BridgeId = 7;
+    const UPLINK: BridgeId = 1;
+    const UPLINK_PORT: PortId = 3;
+    const LOCAL: Mac = Mac([2, 0, 0, 0, 0, 0x11]);
+    const REMOTE: Mac = Mac([2, 0, 0, 0, 0, 0x22]);
+
+    fn tunnel() -> Tunnel {
+        Tunnel {
+            vni: Vni::new(4096).unwrap(),
+            bridge: NETWORK,
+            uplink_bridge: UPLINK,
+            local_mac: Mac([2, 0, 0, 0, 0, 1]),
+            local_ip: HERE,
+            port: crate::VXLAN_PORT,
+            mtu: 1450,
+            gateway_ip: Ipv4Addr::new(10, 0, 0, 1),
+            gateway_mac: Mac([2, 0x42, 10, 0, 0, 1]),
+        }
+    }
+
+    fn overlay(statics: Vec<(Mac, Ipv4Addr)>) -> OverlayStage {
+        let mut s = OverlayStage::new();
+        s.set_config(Some(OverlayConfig {
+            tunnel: tunnel(),
+            peers: vec![PEER_B, PEER_C],
+            statics,
+        }));
+        s
+    }
+
+    /// A UDP frame from `src` to `dst` (MACs), 10.0.0.2 -> 10.0.0.3.
+    fn inner(src: Mac, dst: Mac) -> Vec<u8> {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+            .ipv4([10, 0, 0, 2], [10, 0, 0, 3], 64)
+            .udp(4000, 53)
+            .write(&mut f, b"hello")
+            .unwrap();
+        f
+    }
+
+    /// One frame in a batch on `bridge`, classified as received on `in_port`, with `verdict`.
+    fn batch_of(
+        pool: &mut FramePool,
+        bytes: &[u8],
+        bridge: BridgeId,
+        in_port: PortId,
+        verdict: Verdict,
+    ) -> Batch {
+        let mut b = Batch::default();
+        b.frames.push(pool.alloc_copy(bytes).unwrap());
+        b.begin(bridge, in_port, 0);
+        b.keys[0] = classify(bytes, in_port, 0).unwrap();
+        b.verdicts[0] = verdict;
+        b
+    }
+
+    #[test]
+    fn a_known_destination_is_encapsulated_to_its_vtep_and_decapsulated_back() {
+        let mut pool = FramePool::new_heap(64).unwrap();
+        let (domain, drops) = (Domain::default(), DropCounters::default());
+        let mut stage = overlay(vec![(REMOTE, PEER_B)]);
+        let bytes = inner(LOCAL, REMOTE);
+        let mut b = batch_of(&mut pool, &bytes, NETWORK, 1, Verdict::Output(TUNNEL_PORT));
+        {
+            let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+            stage.process(&mut ctx, &mut b);
+        }
+        assert_eq!(b.verdicts[0], Verdict::Patch(UPLINK));
+        assert!(b.meta[0].tunnel && b.meta[0].egress == Egress::Uplink);
+        assert!(!stage.has_release(), "a unicast makes no copies");
+        let outer = pool.data(&b.frames[0]).to_vec();
+        assert_eq!(outer.len(), OUTER_LEN + bytes.len());
+        assert_eq!(&outer[OUTER_LEN..], &bytes[..], "inner frame untouched");
+
+        // The frame as the peer's uplink receives it (addressed by the router meanwhile).
+        let mut decap_stage = DecapStage::new();
+        let net = OverlayNet {
+            bridge: NETWORK,
+            worker: 0,
+            mtu: 1450,
+        };
+        decap_stage.set_config(Some(DecapConfig {
+            vtep: LocalVtep::new(PEER_B),
+            uplink_port: UPLINK_PORT,
+            networks: Arc::new(HashMap::from([(tunnel().vni, net)])),
+        }));
+        let mut b = batch_of(&mut pool, &outer, UPLINK, UPLINK_PORT, Verdict::Next);
+        {
+            let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+            decap_stage.process(&mut ctx, &mut b);
+        }
+        assert_eq!(b.verdicts[0], Verdict::Patch(NETWORK));
+        assert_eq!(b.meta[0].enter_port, Some(TUNNEL_PORT));
+        assert_eq!(b.meta[0].tunnel_peer, Some(HERE));
+        assert_eq!(pool.data(&b.frames[0]), &bytes[..]);
+
+        // An unknown VNI is a counted drop with its reason.
+        let mut other = outer.clone();
+        other[OUTER_LEN - 4] ^= 1;
+        let mut b = batch_of(&mut pool, &other, UPLINK, UPLINK_PORT, Verdict::Next);
+        let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+        decap_stage.process(&mut ctx, &mut b);
+        assert_eq!(b.verdicts[0], Verdict::Drop(VxlanDrop::UnknownVni.into()));
+    }
+
+    #[test]
+    fn a_flood_is_copied_to_every_peer_at_the_next_pass_and_learnt_sources_unicast() {
+        let mut pool = FramePool::new_heap(64).unwrap();
+        let (domain, drops) = (Domain::default(), DropCounters::default());
+        let mut stage = overlay(Vec::new());
+        let bytes = inner(LOCAL, Mac([0xff; 6]));
+        let mut b = batch_of(&mut pool, &bytes, NETWORK, 1, Verdict::Flood);
+        let free = pool.available();
+        {
+            let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+            stage.process(&mut ctx, &mut b);
+            assert_eq!(ctx.generated, 2, "two copies made");
+        }
+        assert_eq!(b.verdicts[0], Verdict::Flood, "the local flood goes on");
+        assert_eq!(pool.available(), free - 2);
+        let mut out = Batch::default();
+        {
+            let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+            stage.release(&mut ctx, &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        let mut dsts: Vec<Ipv4Addr> = (0..2)
+            .map(|i| {
+                assert_eq!(out.verdicts[i], Verdict::Patch(UPLINK));
+                let d = pool.data(&out.frames[i]);
+                Ipv4Addr::new(d[30], d[31], d[32], d[33])
+            })
+            .collect();
+        dsts.sort();
+        assert_eq!(dsts, vec![PEER_B, PEER_C]);
+        assert!(!stage.has_release());
+
+        // A frame decapsulated from PEER_C teaches where REMOTE is; a reply then goes there only.
+        let reply = inner(REMOTE, LOCAL);
+        let mut b = batch_of(&mut pool, &reply, NETWORK, TUNNEL_PORT, Verdict::Output(1));
+        b.meta[0].tunnel_peer = Some(PEER_C);
+        {
+            let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+            stage.process(&mut ctx, &mut b);
+        }
+        assert_eq!(
+            b.verdicts[0],
+            Verdict::Output(1),
+            "a decapsulated frame's verdict stands"
+        );
+        let mut b = batch_of(
+            &mut pool,
+            &bytes[..],
+            NETWORK,
+            1,
+            Verdict::Output(TUNNEL_PORT),
+        );
+        let to_remote = inner(LOCAL, REMOTE);
+        pool.data_mut(&mut b.frames[0]).copy_from_slice(&to_remote);
+        b.keys[0] = classify(&to_remote, 1, 0).unwrap();
+        {
+            let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
+            stage.process(&mut ctx, &mut b);
+        }
+        let d = pool.data(&b.frames[0]);
+        assert_eq!(Ipv4Addr::new(d[30], d[31], d[32], d[33]), PEER_C);
+        assert!(!stage.has_release());
+
+        // A new stage adopting this one keeps what it learnt.
+        let mut next = overlay(Vec::new());
+        next.adopt(&mut stage);
+        assert!(
+            next.entries(0)
+                .iter()
+                .any(|e| e.mac == REMOTE && e.remote_ip == PEER_C)
+        );
     }
 }

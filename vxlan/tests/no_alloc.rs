@@ -4,9 +4,8 @@
 //! `switch/core`'s and `lb`'s no_alloc tests).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use xvs_stage::alloc_count::{CountingAllocator, allocations};
 
 use xvs_stage::wire::Mac;
 use xvs_vxlan::{
@@ -14,24 +13,8 @@ use xvs_vxlan::{
     clamp_mss, decap,
 };
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `alloc` above with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -66,7 +49,7 @@ fn steady_state_allocates_nothing() {
     inner[54..58].copy_from_slice(&[2, 4, 0x05, 0xb4]);
     let mut buf = vec![0u8; OUTER_LEN + inner.len()];
 
-    let before = ALLOCS.load(Relaxed);
+    let before = allocations();
     let mut now = 0;
     for round in 0..50u32 {
         for i in 0..400u32 {
@@ -89,10 +72,6 @@ fn steady_state_allocates_nothing() {
         }
         assert!(fdb.is_empty());
     }
-    assert_eq!(
-        ALLOCS.load(Relaxed) - before,
-        0,
-        "allocations on the datapath"
-    );
+    assert_eq!(allocations() - before, 0, "allocations on the datapath");
     assert!(fdb.len() <= 512);
 }

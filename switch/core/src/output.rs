@@ -2,7 +2,7 @@
 //! bridge's domain, the local stack, another worker) into each port's pending burst, and
 //! bursts are sent. A frame with offloads still to do, bound for a port that cannot take them,
 //! is finished in software first: a GSO super-frame is cut into ordinary frames
-//! ([`Segmenter`]), a partial checksum is completed ([`complete_checksum`]).
+//! ([`Segmenter`](crate::segment::Segmenter)), a partial checksum is completed ([`complete_checksum`]).
 //!
 //! Runs on the worker that owns the ports; every frame that does not leave is a counted drop.
 
@@ -19,7 +19,7 @@ use crate::frame::{Frame, FramePool};
 use crate::handoff::{Handoff, HandoffDrop};
 use crate::offload::Offload;
 use crate::port::{Burst, PortIo};
-use crate::segment::Segmenter;
+use crate::segment::{SegmentEnd, segment_into_pool};
 use crate::stage::{Batch, Verdict};
 use crate::wire::BridgeId;
 
@@ -327,7 +327,7 @@ fn segment(
     });
 }
 
-/// [`segment`] into `sink` (which takes each segment).
+/// [`segment`] into `sink` (which takes each segment), counting segments and failures.
 fn segment_into(
     pool: &mut FramePool,
     drops: &DropCounters,
@@ -336,51 +336,17 @@ fn segment_into(
     off: &Offload,
     sink: &mut dyn FnMut(&mut FramePool, Frame),
 ) {
-    let mut done = 0;
-    loop {
-        let mut outs = Burst::new();
-        while !outs.is_full() {
-            match pool.alloc() {
-                Some(f) => outs.push(f),
-                None => break,
-            }
+    let (made, end) = segment_into_pool(pool, frame, off, usize::MAX, sink);
+    counters.segments.fetch_add(made as u64, Relaxed);
+    match end {
+        SegmentEnd::Done => {}
+        SegmentEnd::Stopped { left } => {
+            drops.add(OutputDrop::PoolExhausted, left as u64);
+            counters.segments.fetch_add(left as u64, Relaxed);
         }
-        let mut made = 0;
-        let outcome = Segmenter::new(pool.data(frame), off).map(|mut seg| {
-            seg.skip(done);
-            for out in outs.iter_mut() {
-                match seg.next_into(pool.buffer_mut(out)) {
-                    Some(Ok(n)) => {
-                        out.set_len(n);
-                        made += 1;
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => break,
-                }
-            }
-            Ok(seg.remaining())
-        });
-        counters.segments.fetch_add(made as u64, Relaxed);
-        for (i, out) in outs.into_iter().enumerate() {
-            if i < made {
-                sink(pool, out);
-            } else {
-                pool.free(out);
-            }
-        }
-        match outcome {
-            Ok(Ok(0)) => return,
-            Ok(Ok(left)) if made == 0 => {
-                drops.add(OutputDrop::PoolExhausted, left as u64);
-                counters.segments.fetch_add(left as u64, Relaxed);
-                return;
-            }
-            Ok(Ok(_)) => done += made,
-            Ok(Err(_)) | Err(_) => {
-                drops.add(OutputDrop::OffloadFailed, 1);
-                counters.segments.fetch_add(1, Relaxed);
-                return;
-            }
+        SegmentEnd::Failed(_) => {
+            drops.add(OutputDrop::OffloadFailed, 1);
+            counters.segments.fetch_add(1, Relaxed);
         }
     }
 }

@@ -4,10 +4,9 @@
 //! pipe port.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
+use xvs_stage::alloc_count::{CountingAllocator, allocations as allocs};
 use xvs_switch::classify::Mac;
 use xvs_switch::counters::{DropCounters, PortCounters};
 use xvs_switch::engine::Engine;
@@ -18,42 +17,8 @@ use xvs_switch::port::PortIo;
 use xvs_switch::port::mem::MemPort;
 use xvs_switch::port::pipe::pipe;
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread (tests run in parallel threads; each counts its own).
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-fn count_one() {
-    // try_with: the allocator may run while the thread's locals are being torn down.
-    let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        count_one();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fn frame(src: u8, dst: [u8; 6]) -> Vec<u8> {
     let mut f = dst.to_vec();

@@ -127,8 +127,7 @@ impl Run {
             || seg.seq != self.next_seq
             || seg.payload > self.gso_size
             || self.count >= MAX_SEGMENTS
-            || IPV4_LEN + (self.headers - ETH_LEN - IPV4_LEN) + self.total + seg.payload
-                > MAX_IP_LEN
+            || self.headers - ETH_LEN + self.total + seg.payload > MAX_IP_LEN
             || !self.same_flow(frame)
         {
             return false;

@@ -12,11 +12,14 @@
 //! - [`checksum`], [`offload`], [`segment`]: Internet checksums (full, RFC 1624 incremental,
 //!   partial), the virtio-net header, software TCP segmentation; [`coalesce`]: its inverse,
 //!   consecutive segments of a flow described as one super-frame for a TAP;
+//! - [`hash`]: seeded hashing of flow words and a seeded generator;
 //! - [`icmp_error`]: a frame turned in place into the ICMPv4 error a router sends its sender
 //!   (time exceeded, fragmentation needed);
 //! - [`trace`]: what each stage decided for a traced frame.
 #![deny(unsafe_code)]
 
+#[cfg(feature = "alloc-count")]
+pub mod alloc_count;
 pub mod batch;
 pub mod checksum;
 pub mod classify;
@@ -24,6 +27,7 @@ pub mod coalesce;
 pub mod domain;
 pub mod drop;
 pub mod frame;
+pub mod hash;
 pub mod icmp_error;
 pub mod offload;
 pub mod segment;

@@ -3,7 +3,9 @@
 //!
 //! Pure byte logic, no state beyond the segmenter's cursor: callable from any thread.
 
+use crate::batch::{BURST, Burst};
 use crate::checksum::{Csum, get_be16, get_be32, put2, put4};
+use crate::frame::{Frame, FramePool};
 use crate::offload::{Offload, OffloadError};
 
 /// Ethernet II header length.
@@ -248,6 +250,71 @@ impl<'a> Segmenter<'a> {
 
         self.index += 1;
         Some(Ok(seg_len))
+    }
+}
+
+/// How [`segment_into_pool`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// Every segment was made.
+    Done,
+    /// `left` segments were not made: the pool ran dry, or `max` was reached.
+    Stopped {
+        /// Segments not made.
+        left: usize,
+    },
+    /// The super-frame could not be segmented (its remaining segments are not made).
+    Failed(OffloadError),
+}
+
+/// Cuts the super-frame `frame` into frames of `pool`, a burst at a time, giving each segment
+/// to `sink`, at most `max` segments in all; returns how many it made and how it ended. The
+/// super-frame itself is left to the caller.
+pub fn segment_into_pool(
+    pool: &mut FramePool,
+    frame: &Frame,
+    off: &Offload,
+    max: usize,
+    sink: &mut dyn FnMut(&mut FramePool, Frame),
+) -> (usize, SegmentEnd) {
+    let mut done = 0;
+    loop {
+        let mut outs = Burst::new();
+        while !outs.is_full() && done + outs.len() < max {
+            match pool.alloc() {
+                Some(f) => outs.push(f),
+                None => break,
+            }
+        }
+        let mut made = 0;
+        let outcome = Segmenter::new(pool.data(frame), off).and_then(|mut seg| {
+            seg.skip(done);
+            for out in outs.iter_mut() {
+                match seg.next_into(pool.buffer_mut(out)) {
+                    Some(Ok(n)) => {
+                        out.set_len(n);
+                        made += 1;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            Ok(seg.remaining())
+        });
+        for (i, out) in outs.into_iter().enumerate() {
+            if i < made {
+                sink(pool, out);
+            } else {
+                pool.free(out);
+            }
+        }
+        done += made;
+        match outcome {
+            Ok(0) => return (done, SegmentEnd::Done),
+            Ok(left) if made == 0 => return (done, SegmentEnd::Stopped { left }),
+            Ok(_) => debug_assert!(made <= BURST),
+            Err(e) => return (done, SegmentEnd::Failed(e)),
+        }
     }
 }
 
