@@ -41,9 +41,10 @@ use crate::remote_fdb::{RemoteEntry, RemoteFdb, RemoteFdbConfig};
 /// the bridge's flood domain: floods reach the peers through [`OverlayStage`]).
 pub const TUNNEL_PORT: PortId = PortId::MAX - 1;
 
-/// Encapsulated copies of floods waiting for the next pass, per network (a full queue is a
-/// counted drop of the copy).
-pub const REPLICA_QUEUE: usize = 256;
+/// Encapsulated copies of floods and segments of super-frames waiting for the next pass, per
+/// network: a burst of 32 TAP super-frames of 45 segments each fits (a full queue is a counted
+/// drop of the copy).
+pub const REPLICA_QUEUE: usize = 2048;
 
 /// Ethernet header length (inner frames are untagged).
 const ETH_LEN: usize = 14;
@@ -681,15 +682,17 @@ impl Stage for OverlayStage {
                 ctx.record("vxlan", || format!("learns {mac} at VTEP {peer}"));
                 continue;
             }
-            match batch.verdicts[i] {
+            let verdict = batch.verdicts[i];
+            match verdict {
                 Verdict::Output(TUNNEL_PORT) if batch.keys[i].dl_src == c.gateway_mac => {
                     batch.verdicts[i] = Verdict::Drop(VxlanDrop::GatewayFrame.into());
                 }
                 Verdict::Output(TUNNEL_PORT) => self.send_to_tunnel(ctx, &c, batch, i, false),
-                Verdict::Flood => {
-                    if !self.answer_arp(ctx, batch, i) && !Self::stays_local(&c, &batch.keys[i]) {
-                        self.send_to_tunnel(ctx, &c, batch, i, true);
-                    }
+                Verdict::Flood
+                    if !self.answer_arp(ctx, batch, i)
+                        && !Self::stays_local(&c, &batch.keys[i]) =>
+                {
+                    self.send_to_tunnel(ctx, &c, batch, i, true);
                 }
                 _ => {}
             }

@@ -609,6 +609,8 @@ pub struct VtepView {
     pub local: String,
     /// The VTEPs' UDP port.
     pub port: u16,
+    /// `up`, or why the datapath does not run it.
+    pub state: String,
     /// Every overlay network.
     pub networks: Vec<VtepNetworkView>,
 }
