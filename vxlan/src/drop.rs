@@ -27,6 +27,7 @@ xvs_stage::drop_reasons! {
         ReplicaQueueFull => "replica_queue_full", "flood or segment copy not sent: the network's queue of encapsulated copies is full";
         NoBuffer => "no_buffer", "no frame (or no headroom) left for an encapsulated copy";
         Segmented => "segmented", "TCP super-frame cut into overlay-sized segments, each sent encapsulated (the super-frame itself is consumed)";
+        Discarded => "discarded", "encapsulated copies or segments not sent: the network's tunnel went away first (never counted as made)", event;
         FdbFull => "fdb_full", "remote MAC not learnt: the remote FDB, its VNI's share or the remote VTEP's share is full", event;
     }
 }

@@ -406,7 +406,7 @@ impl OverlayStage {
                 ctx.count(VxlanDrop::NoBuffer, 1);
                 continue;
             };
-            ctx.made_frame();
+            // Counted as made when released (a copy never sent was never made).
             if self.encap(c, ctx.pool, &mut copy, r) {
                 self.replicas.push_back(copy);
             } else {
@@ -427,7 +427,7 @@ impl OverlayStage {
     ) -> Result<(), VxlanDrop> {
         let room = REPLICA_QUEUE.saturating_sub(self.replicas.len());
         let mut no_buffer = 0;
-        let (made, end) = segment_into_pool(
+        let (_, end) = segment_into_pool(
             ctx.pool,
             frame,
             &frame.offload(),
@@ -441,7 +441,6 @@ impl OverlayStage {
                 }
             },
         );
-        ctx.generated += made as u64;
         ctx.count(VxlanDrop::NoBuffer, no_buffer);
         match end {
             SegmentEnd::Done => Ok(()),
@@ -703,7 +702,7 @@ impl Stage for OverlayStage {
         !self.replicas.is_empty()
     }
 
-    fn release(&mut self, _ctx: &mut StageContext<'_>, out: &mut Batch) {
+    fn release(&mut self, ctx: &mut StageContext<'_>, out: &mut Batch) {
         let Some(c) = &self.tunnel else {
             return;
         };
@@ -717,15 +716,19 @@ impl Stage for OverlayStage {
                 break;
             }
             out.verdicts[j] = Verdict::Patch(c.uplink_bridge);
+            // A copy (or segment) is made when it goes: the stage's accounting is then
+            // received + made = sent + dropped, whatever waits in the queue.
+            ctx.made_frame();
         }
     }
 
-    fn discard(&mut self, pool: &mut FramePool, _drops: &xvs_stage::drop::DropCounters) -> u64 {
-        let n = self.replicas.len() as u64;
+    fn discard(&mut self, pool: &mut FramePool, drops: &xvs_stage::drop::DropCounters) -> u64 {
+        // Copies never sent were never made: an event, not a frame drop.
+        drops.add(VxlanDrop::Discarded, self.replicas.len() as u64);
         for f in self.replicas.drain(..) {
             pool.free(f);
         }
-        n
+        0
     }
 
     fn tick(&mut self, now_ms: u64) {
@@ -994,7 +997,7 @@ mod tests {
         {
             let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
             stage.process(&mut ctx, &mut b);
-            assert_eq!(ctx.generated, 2, "two copies made");
+            assert_eq!(ctx.generated, 0, "copies count as made when they go");
         }
         assert_eq!(b.verdicts[0], Verdict::Flood, "the local flood goes on");
         assert_eq!(pool.available(), free - 2);
@@ -1002,6 +1005,7 @@ mod tests {
         {
             let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
             stage.release(&mut ctx, &mut out);
+            assert_eq!(ctx.generated, 2, "two copies made");
         }
         assert_eq!(out.len(), 2);
         let mut dsts: Vec<Ipv4Addr> = (0..2)
