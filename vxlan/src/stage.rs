@@ -139,9 +139,6 @@ impl Stage for DecapStage {
                     {
                         Verdict::Drop(VxlanDrop::GatewayFrame.into())
                     }
-                    Some(n) if n.worker != ctx.worker => {
-                        Verdict::Drop(VxlanDrop::OtherWorker.into())
-                    }
                     Some(n) => {
                         let f = &mut batch.frames[i];
                         ctx.pool.pull_header(f, d.outer_len);
@@ -151,7 +148,6 @@ impl Stage for DecapStage {
                             clamp_mss_to_mtu(inner, ETH_LEN, n.mtu, false);
                         }
                         let m = &mut batch.meta[i];
-                        m.enter_port = Some(TUNNEL_PORT);
                         m.tunnel_peer = Some(d.remote_ip);
                         ctx.record("vxlan_decap", || {
                             format!(
@@ -161,7 +157,15 @@ impl Stage for DecapStage {
                                 n.bridge
                             )
                         });
-                        Verdict::Patch(n.bridge)
+                        if n.worker == ctx.worker {
+                            m.enter_port = Some(TUNNEL_PORT);
+                            Verdict::Patch(n.bridge)
+                        } else {
+                            // The network runs on another worker: its chain runs there.
+                            m.bridge = n.bridge;
+                            batch.keys[i].in_port = TUNNEL_PORT;
+                            Verdict::Handoff(n.worker)
+                        }
                     }
                 },
             };
