@@ -1,8 +1,12 @@
 //! The embedded DNS served at each network's gateway address (UDP and TCP port 53).
 //!
-//! Names registered for a network's endpoints (`--name`, `--alias`) resolve to their
-//! addresses within that network only; other names go to `--dns-upstream` when set (answers
-//! come back asynchronously through the gateway's [`Replier`]), else NXDOMAIN. Messages are
+//! Names registered for a network's endpoints (`--name`, `--alias`) and services (`SVC` to
+//! the virtual IP, `tasks.SVC` to the live backends) resolve to their addresses within that
+//! network only, also as `NAME.NETWORK` (as Docker's embedded DNS); an endpoint's or a
+//! virtual IP's address resolves back (`PTR`, `dig -x`) to `NAME.NETWORK.`. A name with
+//! several addresses answers them in a different order each time (round-robin DNS, as swarm's
+//! `tasks.SVC`). Other names go to `--dns-upstream` when set (answers come back asynchronously
+//! through the gateway's [`Replier`]), else NXDOMAIN. Messages are
 //! parsed and built with hickory-proto. The [`Resolver`] runs on the gateway thread; the name
 //! table is shared with the control thread behind a read-write lock.
 
@@ -12,8 +16,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use xvs_switch::gateway::{LocalService, Replier, ReplyTo};
 
 /// TTL of local answers, as Docker's embedded DNS.
@@ -23,10 +27,12 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upstream queries in flight at most.
 const MAX_PENDING: usize = 1024;
 
-/// Names per network: lower-case name (no trailing dot) → addresses.
+/// Names per network: lower-case name (no trailing dot) → addresses; and address → the
+/// name it resolves back to.
 #[derive(Debug, Default)]
 pub struct NameTable {
     networks: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    reverse: HashMap<String, HashMap<Ipv4Addr, String>>,
 }
 
 fn normalise(name: &str) -> String {
@@ -47,6 +53,41 @@ impl NameTable {
         }
     }
 
+    /// Makes `addr` resolve back to `name` in `network` (the first name given for an address
+    /// keeps it).
+    pub fn add_reverse(&mut self, network: &str, addr: Ipv4Addr, name: &str) {
+        self.reverse
+            .entry(network.to_string())
+            .or_default()
+            .entry(addr)
+            .or_insert_with(|| normalise(name));
+    }
+
+    /// Removes `name` (whatever it points at) from `network`.
+    // Services (`SVC`, `tasks.SVC`) use it; they land in the next slice.
+    #[allow(dead_code)]
+    pub fn remove_name(&mut self, network: &str, name: &str) {
+        let name = normalise(name);
+        if let Some(names) = self.networks.get_mut(network) {
+            names.remove(&name);
+        }
+        if let Some(rev) = self.reverse.get_mut(network) {
+            rev.retain(|_, n| *n != name);
+        }
+    }
+
+    /// Replaces what `name` points at in `network` (none: the name goes).
+    // Services (`SVC`, `tasks.SVC`) use it; they land in the next slice.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn set(&mut self, network: &str, name: &str, addrs: &[Ipv4Addr]) {
+        let names = self.networks.entry(network.to_string()).or_default();
+        if addrs.is_empty() {
+            names.remove(&normalise(name));
+        } else {
+            names.insert(normalise(name), addrs.to_vec());
+        }
+    }
+
     /// Removes every name pointing at `addr` in `network`.
     pub fn remove_addr(&mut self, network: &str, addr: Ipv4Addr) {
         if let Some(names) = self.networks.get_mut(network) {
@@ -55,19 +96,47 @@ impl NameTable {
             }
             names.retain(|_, v| !v.is_empty());
         }
+        if let Some(rev) = self.reverse.get_mut(network) {
+            rev.remove(&addr);
+        }
     }
 
     /// Forgets a network.
     pub fn remove_network(&mut self, network: &str) {
         self.networks.remove(network);
+        self.reverse.remove(network);
     }
 
-    /// The addresses of `name` in `network`.
+    /// The addresses of `name` in `network`: the name itself, or `NAME.NETWORK`.
     pub fn lookup(&self, network: &str, name: &str) -> Option<&[Ipv4Addr]> {
-        self.networks
-            .get(network)?
-            .get(&normalise(name))
-            .map(Vec::as_slice)
+        let names = self.networks.get(network)?;
+        let name = normalise(name);
+        if let Some(v) = names.get(&name) {
+            return Some(v);
+        }
+        let base = name.strip_suffix(&format!(".{}", network.to_ascii_lowercase()))?;
+        names.get(base).map(Vec::as_slice)
+    }
+
+    /// The name `addr` resolves back to in `network`, as `NAME.NETWORK`.
+    pub fn reverse(&self, network: &str, addr: Ipv4Addr) -> Option<String> {
+        let name = self.reverse.get(network)?.get(&addr)?;
+        Some(format!("{name}.{}", network.to_ascii_lowercase()))
+    }
+}
+
+/// The address a `d.c.b.a.in-addr.arpa` name stands for.
+fn arpa_addr(name: &str) -> Option<Ipv4Addr> {
+    let rest = normalise(name);
+    let octets = rest.strip_suffix(".in-addr.arpa")?;
+    let parts: Vec<u8> = octets
+        .split('.')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    match parts[..] {
+        [d, c, b, a] => Some(Ipv4Addr::new(a, b, c, d)),
+        _ => None,
     }
 }
 
@@ -89,6 +158,8 @@ struct Upstream {
 pub struct Resolver {
     names: Arc<RwLock<NameTable>>,
     upstream: Option<Arc<Upstream>>,
+    /// Local answers given (turns the order of a name's addresses).
+    answered: usize,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -129,7 +200,11 @@ impl Resolver {
                 Some(up)
             }
         };
-        Ok(Resolver { names, upstream })
+        Ok(Resolver {
+            names,
+            upstream,
+            answered: 0,
+        })
     }
 
     fn forward(&self, network: &str, reply_to: ReplyTo, query: &Message) -> Option<Vec<u8>> {
@@ -234,18 +309,44 @@ impl LocalService for Resolver {
             return Some(error_reply(&query, ResponseCode::FormErr));
         };
         let name = q.name().to_ascii();
+        let answer = |m: &mut Message| {
+            m.metadata.authoritative = true;
+            m.metadata.recursion_desired = query.metadata.recursion_desired;
+            m.metadata.recursion_available = true;
+            m.queries = query.queries.clone();
+        };
+        if let Some(addr) = arpa_addr(&name) {
+            let back = self.names.read().ok().and_then(|t| t.reverse(network, addr));
+            if let Some(back) = back {
+                let mut m = Message::response(query.metadata.id, OpCode::Query);
+                answer(&mut m);
+                if let (RecordType::PTR | RecordType::ANY, Ok(target)) =
+                    (q.query_type(), Name::from_ascii(format!("{back}.")))
+                {
+                    m.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        TTL,
+                        RData::PTR(PTR(target)),
+                    ));
+                }
+                return m.to_vec().ok();
+            }
+        }
         let local: Option<Vec<Ipv4Addr>> = self
             .names
             .read()
             .ok()
             .and_then(|t| t.lookup(network, &name).map(<[Ipv4Addr]>::to_vec));
         match local {
-            Some(addrs) => {
+            Some(mut addrs) => {
                 let mut m = Message::response(query.metadata.id, OpCode::Query);
-                m.metadata.authoritative = true;
-                m.metadata.recursion_desired = query.metadata.recursion_desired;
-                m.metadata.recursion_available = true;
-                m.queries = query.queries.clone();
+                answer(&mut m);
+                // A different order each time (round-robin DNS).
+                self.answered = self.answered.wrapping_add(1);
+                let n = addrs.len();
+                if n > 1 {
+                    addrs.rotate_left(self.answered % n);
+                }
                 if q.query_type() == RecordType::A || q.query_type() == RecordType::ANY {
                     for a in addrs {
                         m.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::A(A(a))));

@@ -391,6 +391,9 @@ impl Networks {
             for n in ep.name.iter().chain(ep.aliases.iter()) {
                 t.add(network, n, ep.ip);
             }
+            if let Some(n) = &ep.name {
+                t.add_reverse(network, ep.ip, n);
+            }
         }
     }
 

@@ -82,3 +82,59 @@ fn table_removal() {
     t.remove_addr("n", Ipv4Addr::new(1, 1, 1, 1));
     assert!(t.lookup("n", "a").is_none());
 }
+
+#[test]
+fn names_also_resolve_as_name_dot_network_and_back() {
+    let mut r = resolver();
+    r.names
+        .write()
+        .unwrap()
+        .add_reverse("n1", Ipv4Addr::new(10, 1, 0, 2), "web");
+    let m = ask(&mut r, "n1", "web.n1.", RecordType::A);
+    assert_eq!(m.answers.len(), 1, "NAME.NETWORK as Docker answers it");
+    assert_eq!(
+        ask(&mut r, "n1", "web.n2", RecordType::A)
+            .metadata
+            .response_code,
+        ResponseCode::NXDomain,
+        "another network's suffix is not this one"
+    );
+    let m = ask(&mut r, "n1", "2.0.1.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        m.answers[0].data,
+        RData::PTR(PTR(Name::from_ascii("web.n1.").unwrap()))
+    );
+    let m = ask(&mut r, "n2", "2.0.1.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::NXDomain,
+        "another network's address is unknown here"
+    );
+}
+
+#[test]
+fn several_addresses_come_in_turns() {
+    let mut r = resolver();
+    let backends = [
+        Ipv4Addr::new(10, 1, 0, 5),
+        Ipv4Addr::new(10, 1, 0, 6),
+        Ipv4Addr::new(10, 1, 0, 7),
+    ];
+    r.names.write().unwrap().set("n1", "tasks.api", &backends);
+    let mut firsts = Vec::new();
+    for _ in 0..3 {
+        let m = ask(&mut r, "n1", "tasks.api", RecordType::A);
+        assert_eq!(m.answers.len(), 3);
+        firsts.push(m.answers[0].data.clone());
+    }
+    firsts.dedup();
+    assert_eq!(firsts.len(), 3, "each answer starts with another address");
+    r.names.write().unwrap().set("n1", "tasks.api", &[]);
+    assert_eq!(
+        ask(&mut r, "n1", "tasks.api", RecordType::A)
+            .metadata
+            .response_code,
+        ResponseCode::NXDomain
+    );
+}
