@@ -14,6 +14,7 @@ wrongly accepted would be a plausible frame.
   bad_checksum  the outer IPv4 header checksum does not verify
   wrong_port    UDP to port 4790 instead of 4789
   fragment      the outer IPv4 header's MF bit set
+  unknown_peer  a well-formed packet from SRC_IP's .250, no peer of the network
 """
 import struct
 import sys
@@ -36,10 +37,10 @@ def vxlan_header(flags, vni):
     return struct.pack("!B3xI", flags, vni << 8)
 
 
-def packet(vx_flags=0x08, vni=vni, payload=inner, dport=4789, **ip):
+def packet(vx_flags=0x08, vni=vni, payload=inner, dport=4789, src=src_ip, **ip):
     return bytes(
         Ether(src=src_mac, dst=dst_mac)
-        / IP(src=src_ip, dst=dst_ip, **ip)
+        / IP(src=src, dst=dst_ip, **ip)
         / UDP(sport=40000, dport=dport)
         / Raw(vxlan_header(vx_flags, vni) + payload)
     )
@@ -52,6 +53,7 @@ kinds = {
     "bad_checksum": packet(chksum=0x1234),
     "wrong_port": packet(dport=4790),
     "fragment": packet(flags="MF"),
+    "unknown_peer": packet(src=src_ip.rsplit(".", 1)[0] + ".250"),
 }
 for name, frame in kinds.items():
     sendp(Raw(frame), iface=iface, count=count)

@@ -286,6 +286,18 @@ fn tcp_across(from: &Netns, to: &Netns, ip: &str, what: &str, floor_mbps: f64) -
     mbps
 }
 
+/// `vtep show --json`'s entry for the network `ov`.
+fn shown_ov(x: &Xvsd) -> Value {
+    let show = x.json(&["vtep", "show"]);
+    show["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["network"] == "ov")
+        .cloned()
+        .unwrap_or_else(|| panic!("no network ov in {show}"))
+}
+
 /// The script sending malformed VXLAN.
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -487,9 +499,9 @@ fn interop_with_a_kernel_vxlan_host() {
         "{fdb}"
     );
     let k_mac = k.container.mac("eth0");
-    let show = a.x.json(&["vtep", "show"]);
+    let show = shown_ov(&a.x);
     assert!(
-        show["networks"][0]["fdb"]
+        show["fdb"]
             .as_array()
             .unwrap()
             .iter()
@@ -634,6 +646,48 @@ fn bad_input_is_refused_and_malformed_vxlan_is_counted() {
     let a1 = a.container(&format!("{p}a1"), "10.200.0.11", "tap", "a1");
     assert!(k.container.reaches("10.200.0.11", Duration::from_secs(10)));
 
+    // A static remote station with an address: listed, its ARP answered by xvs; then gone.
+    let e =
+        a.x.refused(&["vtep", "fdb", "add", "ov", "nonsense", &k.ip]);
+    assert!(e.contains("nonsense"), "{e}");
+    a.x.must(&[
+        "vtep",
+        "fdb",
+        "add",
+        "ov",
+        "02:00:00:00:00:99",
+        &k.ip,
+        "--ip",
+        "10.200.0.99",
+    ]);
+    let fdb = shown_ov(&a.x)["fdb"].clone();
+    let st = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == "02:00:00:00:00:99")
+        .unwrap_or_else(|| panic!("static entry not shown: {fdb}"));
+    assert_eq!(
+        (&st["remote"], &st["static"], &st["ip"]),
+        (&k.ip.as_str().into(), &true.into(), &"10.200.0.99".into()),
+        "{st}"
+    );
+    let _ = a1.ping("10.200.0.99", 1);
+    let neigh = a1.must(&["ip", "neigh", "show", "10.200.0.99"]);
+    assert!(
+        neigh.contains("02:00:00:00:00:99"),
+        "ARP not answered: {neigh}"
+    );
+    a.x.must(&["vtep", "fdb", "del", "ov", "02:00:00:00:00:99"]);
+    let fdb = shown_ov(&a.x)["fdb"].clone();
+    assert!(
+        !fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == "02:00:00:00:00:99"),
+        "{fdb}"
+    );
+
     // A bounded storm of malformed VXLAN at xvs's uplink MAC and address, from the kernel
     // host's underlay interface (which is not in the way: it only sends).
     const COUNT: u64 = 50;
@@ -654,7 +708,13 @@ fn bad_input_is_refused_and_malformed_vxlan_is_counted() {
         &COUNT.to_string(),
     ]);
     eprintln!("sent:\n{sent}");
-    let reasons = ["bad_flags", "unknown_vni", "truncated", "bad_checksum"];
+    let reasons = [
+        "bad_flags",
+        "unknown_vni",
+        "truncated",
+        "bad_checksum",
+        "unknown_peer",
+    ];
     let counted = wait_until(Duration::from_secs(5), || {
         let now = a.x.json(&["stats"]);
         reasons
@@ -678,4 +738,3 @@ fn bad_input_is_refused_and_malformed_vxlan_is_counted() {
     assert!(k.container.ping("10.200.0.11", 3));
     drop(a1);
 }
-
