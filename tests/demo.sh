@@ -11,6 +11,8 @@
 #   reaches both the host's own address and xvs's on the same interface; a container reaches
 #   the outside masqueraded to xvs's address; the outside reaches a published port and the
 #   container sees the real client address; conntrack/show lists the connections.
+# Part 4 (overlays): a VXLAN network between xvs and a Linux kernel vxlan device standing for
+#   another host: ping both ways, iperf3, vtep show.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -32,6 +34,7 @@ cleanup() {
     "$XVSCTL" network disconnect web "${P}web1" >/dev/null 2>&1
     "$XVSCTL" network disconnect web "${P}web2" >/dev/null 2>&1
     "$XVSCTL" network disconnect web "${P}web3" >/dev/null 2>&1
+    "$XVSCTL" network disconnect ov "${P}ov1" >/dev/null 2>&1
     kill -TERM "$XVSD_PID" 2>/dev/null; wait "$XVSD_PID" 2>/dev/null
   fi
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P"); do
@@ -138,6 +141,41 @@ run ip netns exec "${P}web1" ping -c 1 -t 1 198.18.77.2 || true   # TTL 1: answe
 run "$XVSCTL" conntrack/show
 run "$XVSCTL" uplink show
 run "$XVSCTL" network disconnect web "${P}web3"
+
+echo; echo "== part 4: an overlay: a VXLAN network to a Linux kernel vxlan device on the outside"
+# The outside namespace stands for another host: a kernel vxlan device of the same VNI
+# (dstport 4789) in a Linux bridge with a container; xvs's VTEP is its uplink address.
+ip -n "${P}out" link add vx0 type vxlan id 5001 dstport 4789 local 198.18.77.2 dev eth0
+ip -n "${P}out" link add br0 type bridge
+ip -n "${P}out" link set vx0 master br0
+ip -n "${P}out" link set vx0 up
+ip -n "${P}out" link set br0 up
+ip netns exec "${P}out" bridge fdb append 00:00:00:00:00:00 dev vx0 dst 198.18.77.9
+ip netns add "${P}kc"
+ip -n "${P}kc" link set lo up
+ip -n "${P}out" link add kc0 type veth peer name eth0 netns "${P}kc"
+ip -n "${P}out" link set kc0 master br0
+ip -n "${P}out" link set kc0 up
+ip -n "${P}kc" link set eth0 mtu 1450
+ip -n "${P}kc" addr add 10.252.0.20/24 dev eth0
+ip -n "${P}kc" link set eth0 up
+run "$XVSCTL" vtep set --local 198.18.77.9
+run "$XVSCTL" network create ov --driver overlay --subnet 10.252.0.0/24 --vni 5001
+run "$XVSCTL" vtep peer add ov 198.18.77.2
+ip netns add "${P}ov1"
+ip -n "${P}ov1" link set lo up
+run "$XVSCTL" network connect ov "${P}ov1" --ip 10.252.0.10 --name ov1
+run ip netns exec "${P}ov1" ping -c 3 -i 0.2 10.252.0.20     # xvs -> kernel vxlan
+run ip netns exec "${P}kc" ping -c 3 -i 0.2 10.252.0.10      # kernel vxlan -> xvs
+run ip netns exec "${P}ov1" ping -c 2 -i 0.2 10.252.0.1      # the overlay's gateway, on this host
+timeout 30 ip netns exec "${P}kc" iperf3 -s -1 >/dev/null 2>&1 &
+for _ in $(seq 50); do
+  ip netns exec "${P}kc" ss -ltn | grep -q ':5201 ' && break
+  sleep 0.1
+done
+run ip netns exec "${P}ov1" timeout 20 iperf3 -c 10.252.0.20 -t 2
+run "$XVSCTL" vtep show
+run "$XVSCTL" network disconnect ov "${P}ov1"
 run "$XVSCTL" uplink del
 
 echo; echo "== demo done; cleaning up (xvsd log: last lines)"

@@ -55,6 +55,6 @@ pub use mtu::{Oversize, check_size, overlay_mtu};
 pub use peers::{DEFAULT_PEER_LIMIT, Destination, PeerError, Peers};
 pub use remote_fdb::{Learn, RemoteEntry, RemoteFdb, RemoteFdbConfig, StaticError};
 pub use stage::{
-    DecapConfig, DecapStage, OverlayConfig, OverlayNet, OverlayStage, PeerCounters, TUNNEL_PORT,
-    Tunnel,
+    DecapConfig, DecapStage, OverlayConfig, OverlayNet, OverlayStage, PeerCounters, StaticRemote,
+    TUNNEL_PORT, Tunnel,
 };

@@ -41,15 +41,16 @@ use crate::remote_fdb::{RemoteEntry, RemoteFdb, RemoteFdbConfig};
 /// the bridge's flood domain: floods reach the peers through [`OverlayStage`]).
 pub const TUNNEL_PORT: PortId = PortId::MAX - 1;
 
-/// Encapsulated copies of floods waiting for the next pass, per network (a full queue is a
-/// counted drop of the copy).
-pub const REPLICA_QUEUE: usize = 256;
+/// Encapsulated copies of floods and segments of super-frames waiting for the next pass, per
+/// network: a burst of 32 TAP super-frames of 45 segments each fits (a full queue is a counted
+/// drop of the copy).
+pub const REPLICA_QUEUE: usize = 2048;
 
 /// Ethernet header length (inner frames are untagged).
 const ETH_LEN: usize = 14;
 
 /// An overlay network, as decapsulation finds it by VNI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayNet {
     /// The network's bridge.
     pub bridge: BridgeId,
@@ -57,6 +58,10 @@ pub struct OverlayNet {
     pub worker: u16,
     /// The overlay MTU (SYNs coming in are clamped to fit it).
     pub mtu: u16,
+    /// The network's gateway MAC (every host has its own: a frame from it never crosses).
+    pub gateway_mac: Mac,
+    /// The VTEPs it accepts frames from: its peers and its static entries' VTEPs.
+    pub remotes: Box<[Ipv4Addr]>,
 }
 
 /// What the decap stage needs: the local VTEP, the uplink port it listens on, the networks.
@@ -122,6 +127,18 @@ impl Stage for DecapStage {
                 Err(e) => Verdict::Drop(e.into()),
                 Ok(d) => match c.networks.get(&d.vni) {
                     None => Verdict::Drop(VxlanDrop::UnknownVni.into()),
+                    Some(n) if !n.remotes.contains(&d.remote_ip) => {
+                        Verdict::Drop(VxlanDrop::UnknownPeer.into())
+                    }
+                    Some(n)
+                        if ctx
+                            .pool
+                            .data(&batch.frames[i])
+                            .get(d.outer_len + 6..d.outer_len + 12)
+                            == Some(&n.gateway_mac.0[..]) =>
+                    {
+                        Verdict::Drop(VxlanDrop::GatewayFrame.into())
+                    }
                     Some(n) if n.worker != ctx.worker => {
                         Verdict::Drop(VxlanDrop::OtherWorker.into())
                     }
@@ -187,8 +204,20 @@ pub struct OverlayConfig {
     pub tunnel: Tunnel,
     /// Peers for head-end replication.
     pub peers: Vec<Ipv4Addr>,
-    /// Static remote entries: inner MAC → VTEP.
-    pub statics: Vec<(Mac, Ipv4Addr)>,
+    /// Static remote entries: inner MAC → VTEP, and the station's address if known (ARP
+    /// for it is then answered on this host, as the kernel's `proxy` VXLAN does).
+    pub statics: Vec<StaticRemote>,
+}
+
+/// A static remote entry (`vtep fdb add NET MAC REMOTE_IP [--ip IP]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticRemote {
+    /// The remote station's MAC.
+    pub mac: Mac,
+    /// The VTEP it lives behind.
+    pub remote: Ipv4Addr,
+    /// Its IPv4 address, when known.
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// Per-peer counters of one network, for `vtep show`.
@@ -212,6 +241,8 @@ pub struct OverlayStage {
     replicas: VecDeque<Frame>,
     /// The remotes of the frame at hand (reused: no allocation per frame).
     scratch: Vec<Ipv4Addr>,
+    /// Addresses of static entries given with `--ip`: ARP for them is answered here.
+    proxy: HashMap<Ipv4Addr, Mac>,
 }
 
 impl Default for OverlayStage {
@@ -231,15 +262,31 @@ impl OverlayStage {
             counters: HashMap::new(),
             replicas: VecDeque::with_capacity(REPLICA_QUEUE),
             scratch: Vec::with_capacity(crate::peers::DEFAULT_PEER_LIMIT),
+            proxy: HashMap::new(),
         }
     }
 
-    /// Sets (or removes) the tunnel; the learnt entries of a VNI that stays are kept.
+    /// Sets (or removes) the tunnel; the learnt entries of a VNI that stays are kept, except
+    /// those behind a peer no longer listed (`vtep peer del` cuts it off at once).
     pub fn set_config(&mut self, config: Option<OverlayConfig>) {
         let new_vni = config.as_ref().map(|c| c.tunnel.vni);
         if let Some(v) = self.tunnel.map(|t| t.vni) {
-            if new_vni != Some(v) {
+            if new_vni == Some(v) {
+                let kept = config.as_ref().map_or(&[][..], |c| &c.peers[..]);
+                let gone: Vec<Ipv4Addr> = self
+                    .peers
+                    .list(v)
+                    .iter()
+                    .filter(|p| !kept.contains(p))
+                    .copied()
+                    .collect();
+                for p in gone {
+                    self.fdb.forget_remote(v, p);
+                    self.counters.remove(&p);
+                }
+            } else {
                 self.fdb.flush_vni(v);
+                self.counters.clear();
             }
             self.peers.remove_vni(v);
             let statics: Vec<Mac> = self
@@ -253,18 +300,39 @@ impl OverlayStage {
             }
         }
         self.templates.clear();
+        self.proxy.clear();
         self.tunnel = config.as_ref().map(|c| c.tunnel);
         if let Some(c) = config {
-            // Learnt entries of a peer no longer listed stay until they age (the kernel's
-            // learnt FDB entries do the same). The control plane keeps peers and static
-            // entries within the tables' limits, so none is refused here.
+            // The control plane keeps peers and static entries within the tables' limits, so
+            // none is refused here.
             for p in c.peers {
                 let _ = self.peers.add(c.tunnel.vni, p);
             }
-            for (mac, ip) in c.statics {
-                let _ = self.fdb.add_static(c.tunnel.vni, mac, ip, None);
+            for e in c.statics {
+                let _ = self.fdb.add_static(c.tunnel.vni, e.mac, e.remote, e.ip);
+                if let Some(ip) = e.ip {
+                    self.proxy.insert(ip, e.mac);
+                }
             }
         }
+    }
+
+    /// This stage's configuration as set (the tunnel, its peers and static entries).
+    fn current(&self) -> Option<OverlayConfig> {
+        self.tunnel.map(|tunnel| OverlayConfig {
+            tunnel,
+            peers: self.peers.list(tunnel.vni).to_vec(),
+            statics: self
+                .fdb
+                .entries(0)
+                .filter(|e| e.vni == tunnel.vni && e.is_static)
+                .map(|e| StaticRemote {
+                    mac: e.mac,
+                    remote: e.remote_ip,
+                    ip: e.inner_ip,
+                })
+                .collect(),
+        })
     }
 
     /// The remote FDB's entries (for `vtep fdb ls`), and per-peer counters.
@@ -385,9 +453,57 @@ impl OverlayStage {
         }
     }
 
-    /// Whether a flood must stay on this host: ARP for the gateway, which every host answers.
+    /// Whether a flood must stay on this host: ARP for the gateway, which every host answers,
+    /// and anything the gateway itself floods.
     fn stays_local(c: &Tunnel, key: &FlowKey) -> bool {
-        key.dl_type == ethertype::ARP && key.nw_dst[12..] == c.gateway_ip.octets()
+        key.dl_src == c.gateway_mac
+            || (key.dl_type == ethertype::ARP && key.nw_dst[12..] == c.gateway_ip.octets())
+    }
+
+    /// Answers frame `i` in place if it is an ARP request for the address of a static entry
+    /// (`vtep fdb add ... --ip`), as the kernel's VXLAN `proxy` option does: the reply goes
+    /// back out of the port the request came in on. False if it is not one.
+    fn answer_arp(&self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) -> bool {
+        const OP: usize = ETH_LEN + 6;
+        const SHA: usize = ETH_LEN + 8;
+        const SPA: usize = SHA + 6;
+        const THA: usize = SPA + 4;
+        const TPA: usize = THA + 6;
+        let key = batch.keys[i];
+        if self.proxy.is_empty() || key.dl_type != ethertype::ARP {
+            return false;
+        }
+        let f = ctx.pool.data(&batch.frames[i]);
+        let (Some(op), Some(tpa)) = (
+            f.get(OP..OP + 2),
+            f.get(TPA..TPA + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok()),
+        ) else {
+            return false;
+        };
+        let target = Ipv4Addr::from(tpa);
+        let Some(&mac) = self.proxy.get(&target) else {
+            return false;
+        };
+        if op != [0, 1] {
+            return false;
+        }
+        ctx.record("vxlan", || {
+            format!("ARP for {target} answered here: {mac} (static entry)")
+        });
+        if !ctx.dry_run() {
+            let d = ctx.pool.data_mut(&mut batch.frames[i]);
+            let mut sender = [0u8; 10];
+            sender.copy_from_slice(&d[SHA..SHA + 10]);
+            d[OP + 1] = 2;
+            d[SHA..SHA + 6].copy_from_slice(&mac.0);
+            d[SPA..SPA + 4].copy_from_slice(&tpa);
+            d[THA..THA + 10].copy_from_slice(&sender);
+            d[0..6].copy_from_slice(&sender[..6]);
+            d[6..12].copy_from_slice(&mac.0);
+        }
+        batch.verdicts[i] = Verdict::Output(key.in_port);
+        true
     }
 
     /// Frame `i`, bound for the tunnel (to `dst`, or flooded): encapsulated to one VTEP and
@@ -566,9 +682,16 @@ impl Stage for OverlayStage {
                 ctx.record("vxlan", || format!("learns {mac} at VTEP {peer}"));
                 continue;
             }
-            match batch.verdicts[i] {
+            let verdict = batch.verdicts[i];
+            match verdict {
+                Verdict::Output(TUNNEL_PORT) if batch.keys[i].dl_src == c.gateway_mac => {
+                    batch.verdicts[i] = Verdict::Drop(VxlanDrop::GatewayFrame.into());
+                }
                 Verdict::Output(TUNNEL_PORT) => self.send_to_tunnel(ctx, &c, batch, i, false),
-                Verdict::Flood if !Self::stays_local(&c, &batch.keys[i]) => {
+                Verdict::Flood
+                    if !self.answer_arp(ctx, batch, i)
+                        && !Self::stays_local(&c, &batch.keys[i]) =>
+                {
                     self.send_to_tunnel(ctx, &c, batch, i, true);
                 }
                 _ => {}
@@ -614,20 +737,12 @@ impl Stage for OverlayStage {
         if let Some(old) = previous.downcast_mut::<OverlayStage>() {
             // This stage's tunnel, as set on it, goes onto the old stage's tables: the learnt
             // entries stay (same VNI), the old statics and peers are replaced.
-            let mine = self.tunnel.map(|tunnel| OverlayConfig {
-                tunnel,
-                peers: self.peers.list(tunnel.vni).to_vec(),
-                statics: self
-                    .fdb
-                    .entries(0)
-                    .filter(|e| e.vni == tunnel.vni && e.is_static)
-                    .map(|e| (e.mac, e.remote_ip))
-                    .collect(),
-            });
+            let mine = self.current();
             std::mem::swap(&mut self.fdb, &mut old.fdb);
             std::mem::swap(&mut self.peers, &mut old.peers);
             std::mem::swap(&mut self.counters, &mut old.counters);
             std::mem::swap(&mut self.replicas, &mut old.replicas);
+            std::mem::swap(&mut self.proxy, &mut old.proxy);
             self.tunnel = old.tunnel;
             self.set_config(mine);
         }
@@ -668,12 +783,29 @@ mod tests {
 
     fn overlay(statics: Vec<(Mac, Ipv4Addr)>) -> OverlayStage {
         let mut s = OverlayStage::new();
-        s.set_config(Some(OverlayConfig {
+        s.set_config(Some(config(statics)));
+        s
+    }
+
+    fn config(statics: Vec<(Mac, Ipv4Addr)>) -> OverlayConfig {
+        OverlayConfig {
             tunnel: tunnel(),
             peers: vec![PEER_B, PEER_C],
-            statics,
-        }));
-        s
+            statics: statics
+                .into_iter()
+                .map(|(mac, remote)| StaticRemote {
+                    mac,
+                    remote,
+                    ip: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn run(stage: &mut dyn Stage, pool: &mut FramePool, b: &mut Batch) {
+        let (domain, drops) = (Domain::default(), DropCounters::default());
+        let mut ctx = StageContext::new(pool, &domain, &drops, 0);
+        stage.process(&mut ctx, b);
     }
 
     /// A UDP frame from `src` to `dst` (MACs), 10.0.0.2 -> 10.0.0.3.
@@ -727,6 +859,8 @@ mod tests {
             bridge: NETWORK,
             worker: 0,
             mtu: 1450,
+            gateway_mac: tunnel().gateway_mac,
+            remotes: vec![HERE].into(),
         };
         decap_stage.set_config(Some(DecapConfig {
             vtep: LocalVtep::new(PEER_B),
@@ -747,9 +881,106 @@ mod tests {
         let mut other = outer.clone();
         other[OUTER_LEN - 4] ^= 1;
         let mut b = batch_of(&mut pool, &other, UPLINK, UPLINK_PORT, Verdict::Next);
-        let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
-        decap_stage.process(&mut ctx, &mut b);
+        run(&mut decap_stage, &mut pool, &mut b);
         assert_eq!(b.verdicts[0], Verdict::Drop(VxlanDrop::UnknownVni.into()));
+
+        // So is a VTEP that is neither a peer nor behind a static entry.
+        let mut stranger = outer.clone();
+        stranger[26..30].copy_from_slice(&[198, 18, 0, 9]);
+        let sum = etherparse::Ipv4HeaderSlice::from_slice(&stranger[14..34])
+            .unwrap()
+            .to_header()
+            .calc_header_checksum();
+        stranger[24..26].copy_from_slice(&sum.to_be_bytes());
+        let mut b = batch_of(&mut pool, &stranger, UPLINK, UPLINK_PORT, Verdict::Next);
+        run(&mut decap_stage, &mut pool, &mut b);
+        assert_eq!(b.verdicts[0], Verdict::Drop(VxlanDrop::UnknownPeer.into()));
+
+        // And a frame from the network's gateway MAC (each host has its own).
+        let mut from_gw = outer.clone();
+        from_gw[OUTER_LEN + 6..OUTER_LEN + 12].copy_from_slice(&tunnel().gateway_mac.0);
+        let mut b = batch_of(&mut pool, &from_gw, UPLINK, UPLINK_PORT, Verdict::Next);
+        run(&mut decap_stage, &mut pool, &mut b);
+        assert_eq!(b.verdicts[0], Verdict::Drop(VxlanDrop::GatewayFrame.into()));
+    }
+
+    #[test]
+    fn the_gateway_stays_on_its_host() {
+        let mut pool = FramePool::new_heap(16).unwrap();
+        let mut stage = overlay(Vec::new());
+        let gw = tunnel().gateway_mac;
+        let bytes = inner(gw, Mac([0xff; 6]));
+        let mut b = batch_of(&mut pool, &bytes, NETWORK, 1, Verdict::Flood);
+        run(&mut stage, &mut pool, &mut b);
+        assert_eq!(b.verdicts[0], Verdict::Flood);
+        assert!(
+            !stage.has_release(),
+            "a gateway's flood is not copied to peers"
+        );
+        let bytes = inner(gw, REMOTE);
+        let mut b = batch_of(&mut pool, &bytes, NETWORK, 1, Verdict::Output(TUNNEL_PORT));
+        run(&mut stage, &mut pool, &mut b);
+        assert_eq!(b.verdicts[0], Verdict::Drop(VxlanDrop::GatewayFrame.into()));
+    }
+
+    #[test]
+    fn arp_for_a_static_entry_with_an_address_is_answered_here() {
+        let mut pool = FramePool::new_heap(16).unwrap();
+        let mut c = config(Vec::new());
+        c.statics.push(StaticRemote {
+            mac: REMOTE,
+            remote: PEER_B,
+            ip: Some(Ipv4Addr::new(10, 0, 0, 3)),
+        });
+        let mut stage = OverlayStage::new();
+        stage.set_config(Some(c));
+        let mut req = Vec::new();
+        etherparse::PacketBuilder::ethernet2(LOCAL.0, [0xff; 6])
+            .arp(
+                etherparse::ArpPacket::new(
+                    etherparse::ArpHardwareId::ETHERNET,
+                    etherparse::EtherType::IPV4,
+                    etherparse::ArpOperation::REQUEST,
+                    &LOCAL.0,
+                    &[10, 0, 0, 2],
+                    &[0; 6],
+                    &[10, 0, 0, 3],
+                )
+                .unwrap(),
+            )
+            .write(&mut req)
+            .unwrap();
+        let mut b = batch_of(&mut pool, &req, NETWORK, 1, Verdict::Flood);
+        run(&mut stage, &mut pool, &mut b);
+        assert_eq!(
+            b.verdicts[0],
+            Verdict::Output(1),
+            "answered out of its port"
+        );
+        assert!(!stage.has_release(), "not flooded to the peers");
+        let d = pool.data(&b.frames[0]);
+        assert_eq!(&d[0..6], &LOCAL.0[..], "to the asker");
+        assert_eq!(&d[6..12], &REMOTE.0[..]);
+        assert_eq!(&d[20..22], &[0, 2], "a reply");
+        assert_eq!(&d[22..28], &REMOTE.0[..]);
+        assert_eq!(&d[28..32], &[10, 0, 0, 3]);
+        assert_eq!(&d[32..38], &LOCAL.0[..]);
+        assert_eq!(&d[38..42], &[10, 0, 0, 2]);
+    }
+
+    #[test]
+    fn deleting_a_peer_forgets_what_was_learnt_behind_it() {
+        let mut pool = FramePool::new_heap(16).unwrap();
+        let mut stage = overlay(Vec::new());
+        let reply = inner(REMOTE, LOCAL);
+        let mut b = batch_of(&mut pool, &reply, NETWORK, TUNNEL_PORT, Verdict::Output(1));
+        b.meta[0].tunnel_peer = Some(PEER_C);
+        run(&mut stage, &mut pool, &mut b);
+        assert_eq!(stage.entries(0).len(), 1);
+        let mut c = config(Vec::new());
+        c.peers.retain(|p| *p != PEER_C);
+        stage.set_config(Some(c));
+        assert!(stage.entries(0).is_empty(), "{:?}", stage.entries(0));
     }
 
     #[test]

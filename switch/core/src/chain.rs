@@ -64,6 +64,15 @@ impl Chain {
         ])
     }
 
+    /// This chain with `stage` appended at its end.
+    pub fn then(mut self, stage: Box<dyn Stage>) -> Chain {
+        if let Some(set) = stage.reasons() {
+            set.register();
+        }
+        self.stages.push(stage);
+        self
+    }
+
     /// The stages' names, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.name()).collect()

@@ -251,6 +251,9 @@ impl Engine {
         (work, busy)
     }
 
+    /// Batches one bridge's chain may release per pass (2048 frames).
+    const RELEASE_ROUNDS: usize = 64;
+
     /// Sends what stages kept or made and now let go (frames that waited for a neighbour, ARP
     /// requests): a batch per bridge whose chain has any. Returns how many.
     fn release(&mut self, now: u64) -> usize {
@@ -263,22 +266,29 @@ impl Engine {
             .take(16)
             .collect();
         for id in ids {
-            self.batch.free_all(&mut self.pool);
-            let Some(((), made)) = self.on_chain(id, now, |c, ctx, b| c.release(ctx, b)) else {
-                continue;
-            };
-            let (batch, counters) = (&self.batch, &self.counters);
-            let out = batch.len();
-            if out == 0 {
-                continue;
+            // A chain may hold more than a batch (a tunnel's segments of a burst of TCP
+            // super-frames): drain it, a batch at a time, up to a bound per pass.
+            for _ in 0..Self::RELEASE_ROUNDS {
+                self.batch.free_all(&mut self.pool);
+                let Some(((), made)) = self.on_chain(id, now, |c, ctx, b| c.release(ctx, b)) else {
+                    break;
+                };
+                let (batch, counters) = (&self.batch, &self.counters);
+                let out = batch.len();
+                if out == 0 {
+                    break;
+                }
+                counters.generated.fetch_add(made, Relaxed);
+                counters
+                    .released
+                    .fetch_add((out as u64).saturating_sub(made), Relaxed);
+                n += out;
+                self.finish_batch(id);
+                self.run_patched(now);
+                if !self.bridges.get(&id).is_some_and(|b| b.chain.has_release()) {
+                    break;
+                }
             }
-            counters.generated.fetch_add(made, Relaxed);
-            counters
-                .released
-                .fetch_add((out as u64).saturating_sub(made), Relaxed);
-            n += out;
-            self.finish_batch(id);
-            self.run_patched(now);
         }
         n
     }

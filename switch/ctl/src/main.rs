@@ -12,7 +12,7 @@ use serde_json::Value;
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{
     self, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView,
-    StatsView, TraceView, UplinkView, XdpModeArg,
+    StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
 };
 
 /// Control the xvs virtual switch daemon (xvsd).
@@ -113,6 +113,9 @@ enum Verb {
     /// xvs's own address on an interface shared with the host.
     #[command(subcommand)]
     Uplink(UplinkVerb),
+    /// The local VXLAN tunnel endpoint of overlay networks, their peers and remote stations.
+    #[command(subcommand)]
+    Vtep(VtepVerb),
     /// Tracked connections (as ovs-appctl dpctl/dump-conntrack).
     #[command(name = "conntrack/show")]
     ConntrackShow,
@@ -146,6 +149,70 @@ enum UplinkVerb {
     Show,
     /// Remove the uplink (the interface is left as it was found).
     Del,
+}
+
+#[derive(Subcommand, Debug)]
+enum VtepVerb {
+    /// Set the local VTEP (on the uplink: its address).
+    Set {
+        /// The local VTEP address: the uplink's.
+        #[arg(long, value_name = "IP")]
+        local: String,
+        /// The VTEPs' UDP port [default: 4789].
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+    },
+    /// Show the VTEP, every overlay network's peers and remote stations.
+    Show,
+    /// Remote VTEPs of an overlay network (floods are copied to each).
+    #[command(subcommand)]
+    Peer(VtepPeerVerb),
+    /// Static remote stations of an overlay network.
+    #[command(subcommand)]
+    Fdb(VtepFdbVerb),
+}
+
+#[derive(Subcommand, Debug)]
+enum VtepPeerVerb {
+    /// Add a remote VTEP to an overlay network.
+    Add {
+        /// The overlay network.
+        network: String,
+        /// The remote VTEP's address.
+        remote: String,
+    },
+    /// Remove a remote VTEP (and what was learnt behind it).
+    Del {
+        /// The overlay network.
+        network: String,
+        /// The remote VTEP's address.
+        remote: String,
+    },
+    /// List every overlay network's VTEPs with their counters.
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+enum VtepFdbVerb {
+    /// Say that MAC lives behind REMOTE_IP (with --ip, ARP for IP is answered locally).
+    Add {
+        /// The overlay network.
+        network: String,
+        /// The station's MAC.
+        mac: String,
+        /// The VTEP it lives behind.
+        remote: String,
+        /// The station's address.
+        #[arg(long, value_name = "IP")]
+        ip: Option<String>,
+    },
+    /// Remove a static remote station.
+    Del {
+        /// The overlay network.
+        network: String,
+        /// The station's MAC.
+        mac: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -344,6 +411,31 @@ fn to_request(verb: Verb) -> Request {
             UplinkVerb::Show => Request::UplinkShow,
             UplinkVerb::Del => Request::UplinkDel,
         },
+        Verb::Vtep(v) => match v {
+            VtepVerb::Set { local, port } => Request::VtepSet { local, port },
+            VtepVerb::Show => Request::VtepShow,
+            VtepVerb::Peer(VtepPeerVerb::Add { network, remote }) => {
+                Request::VtepPeerAdd { network, remote }
+            }
+            VtepVerb::Peer(VtepPeerVerb::Del { network, remote }) => {
+                Request::VtepPeerDel { network, remote }
+            }
+            VtepVerb::Peer(VtepPeerVerb::Ls) => Request::VtepPeerLs,
+            VtepVerb::Fdb(VtepFdbVerb::Add {
+                network,
+                mac,
+                remote,
+                ip,
+            }) => Request::VtepFdbAdd {
+                network,
+                mac,
+                remote,
+                ip,
+            },
+            VtepVerb::Fdb(VtepFdbVerb::Del { network, mac }) => {
+                Request::VtepFdbDel { network, mac }
+            }
+        },
         Verb::ConntrackShow => Request::ConntrackShow,
         Verb::ConntrackFlush => Request::ConntrackFlush,
         Verb::ConntrackSetTimeout { state, seconds } => {
@@ -443,6 +535,12 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
                 println!("    neighbour {} at {} ({}s ago)", n.ip, n.mac, n.age_s);
             }
         }
+        Request::VtepSet { .. } | Request::VtepShow => print_vtep(&decode::<VtepView>(result)?),
+        Request::VtepPeerLs => {
+            for p in decode::<Vec<VtepPeerView>>(result)? {
+                println!("{}", peer_line(&p));
+            }
+        }
         Request::ConntrackShow => {
             for c in decode::<ConntrackView>(result)?.connections {
                 println!("{}", c.line);
@@ -465,6 +563,39 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
         }
     }
     Ok(())
+}
+
+fn peer_line(p: &VtepPeerView) -> String {
+    format!(
+        "{} vni {} {} {}: tx {} rx {}",
+        p.network,
+        p.vni,
+        if p.configured { "peer" } else { "vtep" },
+        p.remote,
+        p.tx_packets,
+        p.rx_packets
+    )
+}
+
+fn print_vtep(v: &VtepView) {
+    println!("vtep {}:{} ({})", v.local, v.port, v.state);
+    for n in &v.networks {
+        println!("    network {} vni {} mtu {}", n.network, n.vni, n.mtu);
+        for p in &n.peers {
+            println!("        {}", peer_line(p));
+        }
+        for e in &n.fdb {
+            let ip =
+                e.ip.as_deref()
+                    .map(|i| format!(" ip {i}"))
+                    .unwrap_or_default();
+            if e.is_static {
+                println!("        {} at {}{ip} (static)", e.mac, e.remote);
+            } else {
+                println!("        {} at {} (learnt, {}s)", e.mac, e.remote, e.age_s);
+            }
+        }
+    }
 }
 
 fn print_show(v: &ShowView) {

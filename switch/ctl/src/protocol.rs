@@ -217,6 +217,51 @@ pub enum Request {
         /// Seconds.
         seconds: u32,
     },
+    /// `vtep set --local IP [--port N]`
+    VtepSet {
+        /// The local VTEP address (the uplink's).
+        local: String,
+        /// The VTEPs' UDP port (4789 when not given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// `vtep show`
+    VtepShow,
+    /// `vtep peer add NET REMOTE_IP`
+    VtepPeerAdd {
+        /// The overlay network.
+        network: String,
+        /// The remote VTEP.
+        remote: String,
+    },
+    /// `vtep peer del NET REMOTE_IP`
+    VtepPeerDel {
+        /// The overlay network.
+        network: String,
+        /// The remote VTEP.
+        remote: String,
+    },
+    /// `vtep peer ls`
+    VtepPeerLs,
+    /// `vtep fdb add NET MAC REMOTE_IP [--ip IP]`
+    VtepFdbAdd {
+        /// The overlay network.
+        network: String,
+        /// The remote station's MAC.
+        mac: String,
+        /// The VTEP it lives behind.
+        remote: String,
+        /// Its IPv4 address (ARP for it is then answered locally).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+    },
+    /// `vtep fdb del NET MAC`
+    VtepFdbDel {
+        /// The overlay network.
+        network: String,
+        /// The remote station's MAC.
+        mac: String,
+    },
     /// Liveness check; replies with the daemon's version.
     Ping,
 }
@@ -555,6 +600,68 @@ pub struct NetworkView {
     pub gateway_counters: std::collections::BTreeMap<String, u64>,
     /// Endpoints.
     pub endpoints: Vec<EndpointView>,
+}
+
+/// The local VTEP in `vtep show` (and `vtep set`'s reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepView {
+    /// The local VTEP address.
+    pub local: String,
+    /// The VTEPs' UDP port.
+    pub port: u16,
+    /// `up`, or why the datapath does not run it.
+    pub state: String,
+    /// Every overlay network.
+    pub networks: Vec<VtepNetworkView>,
+}
+
+/// An overlay network as the VTEP carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepNetworkView {
+    /// The network.
+    pub network: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Its peers and their counters.
+    pub peers: Vec<VtepPeerView>,
+    /// Remote stations: static and learnt.
+    pub fdb: Vec<VtepFdbView>,
+}
+
+/// A remote VTEP of an overlay network (`vtep peer ls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepPeerView {
+    /// The network.
+    pub network: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// The remote VTEP.
+    pub remote: String,
+    /// Whether it is a configured peer (floods go to it) or only a VTEP that frames came
+    /// from or went to.
+    pub configured: bool,
+    /// Frames encapsulated to it.
+    pub tx_packets: u64,
+    /// Frames decapsulated from it.
+    pub rx_packets: u64,
+}
+
+/// A remote station: inner MAC behind a remote VTEP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepFdbView {
+    /// The station's MAC.
+    pub mac: String,
+    /// Its VTEP.
+    pub remote: String,
+    /// Configured (`vtep fdb add`) rather than learnt.
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    /// Its address, when configured with one.
+    pub ip: Option<String>,
+    /// Seconds since it was learnt or last seen (0 for static entries).
+    pub age_s: u64,
 }
 
 #[cfg(test)]

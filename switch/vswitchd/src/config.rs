@@ -124,6 +124,40 @@ pub struct NetworkConf {
     pub vni: Option<u32>,
     /// Endpoints in connection order.
     pub endpoints: Vec<EndpointConf>,
+    /// An overlay's remote VTEPs (floods are copied to each), in the order added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Ipv4Addr>,
+    /// An overlay's static remote stations (`vtep fdb add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteConf>,
+}
+
+impl NetworkConf {
+    /// Whether it is an overlay network.
+    pub fn is_overlay(&self) -> bool {
+        self.driver == crate::network::OVERLAY_DRIVER
+    }
+}
+
+/// A static remote station of an overlay: its MAC lives behind VTEP `remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteConf {
+    /// The station's MAC.
+    pub mac: [u8; 6],
+    /// The VTEP it lives behind.
+    pub remote: Ipv4Addr,
+    /// Its address (ARP for it is answered locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// The local VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VtepConf {
+    /// Its address: the uplink's.
+    pub local: Ipv4Addr,
+    /// The VTEPs' UDP port.
+    pub port: u16,
 }
 
 /// Everything xvsd restores on start.
@@ -139,6 +173,9 @@ pub struct State {
     /// xvs's own address on an interface shared with the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<crate::uplink::UplinkConf>,
+    /// The local VTEP of overlay networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<VtepConf>,
 }
 
 impl Default for State {
@@ -148,6 +185,7 @@ impl Default for State {
             bridges: BTreeMap::new(),
             networks: BTreeMap::new(),
             uplink: None,
+            vtep: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::flow;
 use crate::network::{self, ConnectArgs, CreateArgs, Networks};
 use crate::uplink::{self, UplinkError};
 use crate::validate::{self, Object};
+use crate::vtep::{self, VtepError};
 use crate::{publish, routing};
 
 /// The daemon's switch: configuration, store, datapath and the networks' runtime.
@@ -150,12 +151,13 @@ impl Switch {
             }
         }
         let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
-        routing::refresh(&dp, &restored, running.as_ref());
+        routing::refresh(&dp, &restored, running.as_ref(), saved.vtep.as_ref());
         let sw = Switch {
             state: State {
                 bridges: saved.bridges,
                 networks: restored,
                 uplink: saved.uplink,
+                vtep: saved.vtep,
                 ..State::default()
             },
             store,
@@ -200,7 +202,12 @@ impl Switch {
     /// Pushes the routing snapshot (networks, endpoints, published ports, uplink) to the
     /// datapath after a change.
     fn refresh_routes(&self) {
-        routing::refresh(&self.dp, &self.state.networks, self.uplink.as_ref());
+        routing::refresh(
+            &self.dp,
+            &self.state.networks,
+            self.uplink.as_ref(),
+            self.state.vtep.as_ref(),
+        );
     }
 
     /// Saves the state; if that fails, runs `rollback` to undo the change just made.
@@ -415,9 +422,53 @@ impl Switch {
                     icc,
                     mtu,
                     vni,
+                    uplink_mtu: self.uplink.as_ref().map(|u| u.mtu),
                 },
             ),
             Request::NetworkLs => Ok(self.network_ls()),
+            Request::VtepSet { local, port } => self.vtep_set(&local, port),
+            Request::VtepShow => {
+                let v = self.state.vtep.as_ref().ok_or(VtepError::NotSet)?;
+                Ok(Reply::success(&vtep::view(
+                    &self.dp,
+                    &self.state.networks,
+                    v,
+                    self.uplink.as_ref(),
+                )))
+            }
+            Request::VtepPeerLs => Ok(Reply::success(&vtep::peers(&self.dp, &self.state.networks))),
+            Request::VtepPeerAdd { network, remote } => {
+                let conf = vtep::overlay(&self.state.networks, &network)?;
+                let next = vtep::peer_add(&network, conf, &remote, self.state.vtep.as_ref())?;
+                self.replace_network(&network, next)
+            }
+            Request::VtepPeerDel { network, remote } => {
+                let conf = vtep::overlay(&self.state.networks, &network)?;
+                let next = vtep::peer_del(&network, conf, &remote)?;
+                self.replace_network(&network, next)
+            }
+            Request::VtepFdbAdd {
+                network,
+                mac,
+                remote,
+                ip,
+            } => {
+                let conf = vtep::overlay(&self.state.networks, &network)?;
+                let next = vtep::fdb_add(
+                    &network,
+                    conf,
+                    &mac,
+                    &remote,
+                    ip.as_deref(),
+                    self.state.vtep.as_ref(),
+                )?;
+                self.replace_network(&network, next)
+            }
+            Request::VtepFdbDel { network, mac } => {
+                let conf = vtep::overlay(&self.state.networks, &network)?;
+                let next = vtep::fdb_del(&network, conf, &mac)?;
+                self.replace_network(&network, next)
+            }
             Request::UplinkSet { iface, ip, gateway } => {
                 self.uplink_set(&iface, &ip, gateway.as_deref())
             }
@@ -513,6 +564,34 @@ impl Switch {
         self.uplink = Some(running);
         self.refresh_routes();
         Ok(Reply::success(&self.uplink_view(&conf)))
+    }
+
+    fn vtep_set(&mut self, local: &str, port: Option<u16>) -> Result<Reply, Error> {
+        let conf = vtep::configure(local, port, self.state.uplink.as_ref())?;
+        let old = self.state.vtep.replace(conf);
+        self.save_or_rollback(|s| s.state.vtep = old)
+            .map_err(Error::VtepNotSaved)?;
+        self.refresh_routes();
+        Ok(Reply::success(&vtep::view(
+            &self.dp,
+            &self.state.networks,
+            &conf,
+            self.uplink.as_ref(),
+        )))
+    }
+
+    /// Records network `name`'s new configuration `next` (peers or static entries changed)
+    /// and tells the datapath; the old one stays if it cannot be saved.
+    fn replace_network(&mut self, name: &str, next: NetworkConf) -> Result<Reply, Error> {
+        let Some(old) = self.state.networks.insert(name.to_string(), next) else {
+            return Err(network::NetworkError::NoSuchNetwork(name.to_string()).into());
+        };
+        self.save_or_rollback(|s| {
+            s.state.networks.insert(name.to_string(), old);
+        })
+        .map_err(Error::VtepNotSaved)?;
+        self.refresh_routes();
+        Ok(Reply::done())
     }
 
     fn uplink_del(&mut self) -> Result<Reply, Error> {

@@ -27,6 +27,12 @@ pub enum Error {
     /// An uplink request refused or failed.
     #[error(transparent)]
     Uplink(#[from] crate::uplink::UplinkError),
+    /// A VTEP request refused.
+    #[error(transparent)]
+    Vtep(#[from] crate::vtep::VtepError),
+    /// A VTEP change that could not be saved, and was undone.
+    #[error("VTEP not changed: cannot save state: {0}")]
+    VtepNotSaved(#[source] StoreError),
     /// `uplink set`/`del` that could not be saved, and was undone.
     #[error("uplink not changed: cannot save state: {0}")]
     UplinkNotSaved(#[source] StoreError),

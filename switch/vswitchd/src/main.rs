@@ -15,6 +15,7 @@ mod routing;
 mod server;
 mod uplink;
 mod validate;
+mod vtep;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

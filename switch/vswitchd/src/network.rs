@@ -33,6 +33,15 @@ use crate::ipam::{self, IpamError, Pool, Subnet};
 use crate::netns::{self, EndpointSpec, MAX_MTU, MIN_MTU, NetError, Sandbox};
 use crate::validate::{self, NameError, Object};
 
+/// The driver of networks local to the host.
+pub const BRIDGE_DRIVER: &str = "bridge";
+/// The driver of networks carried across hosts in VXLAN.
+pub const OVERLAY_DRIVER: &str = "overlay";
+/// The first VNI given out when `--vni` is not (Docker's overlay driver starts there too).
+pub const FIRST_VNI: u32 = 4096;
+/// What VXLAN's outer headers (IPv4, UDP, VXLAN, inner Ethernet) take from the uplink's MTU.
+pub const OVERLAY_OVERHEAD: u32 = 50;
+
 /// Prefix of the bridges that carry networks (`net.NAME`); no other bridge may use it.
 pub const BRIDGE_PREFIX: &str = "net.";
 /// Prefix of the switch-side interfaces xvsd creates for endpoints (orphans are found by it).
@@ -63,11 +72,26 @@ pub enum NetworkError {
     /// `network create` of a name in use.
     #[error("network {0} already exists")]
     Exists(String),
-    /// A driver other than `bridge`.
-    #[error(
-        "driver {0:?} is not available yet (only \"bridge\"; overlay arrives with VXLAN support)"
-    )]
+    /// A driver other than `bridge` and `overlay`.
+    #[error("unknown driver {0:?} (bridge or overlay)")]
     Driver(String),
+    /// `--vni` on a bridge network.
+    #[error("--vni is for overlay networks only (--driver overlay)")]
+    VniOnBridge,
+    /// A VNI outside VXLAN's 24 bits, or 0.
+    #[error("VNI {0} is out of range (1-16777215)")]
+    Vni(u32),
+    /// A VNI another overlay network has.
+    #[error("VNI {vni} is already used by network {other}")]
+    VniTaken {
+        /// The VNI.
+        vni: u32,
+        /// The network that has it.
+        other: String,
+    },
+    /// Every VNI from 4096 up is taken.
+    #[error("no free VNI from {FIRST_VNI} up")]
+    NoFreeVni,
     /// A subnet, gateway or address IPAM refuses.
     #[error(transparent)]
     Ipam(#[from] IpamError),
@@ -201,6 +225,36 @@ pub struct CreateArgs {
     pub mtu: Option<u32>,
     /// VNI.
     pub vni: Option<u32>,
+    /// The uplink's MTU, if there is one (an overlay's default MTU is 50 below it).
+    pub uplink_mtu: Option<u16>,
+}
+
+/// The VNI of a new overlay network: `asked` if free and in range, else the first free one
+/// from [`FIRST_VNI`] up.
+fn choose_vni(
+    existing: &BTreeMap<String, NetworkConf>,
+    asked: Option<u32>,
+) -> Result<u32, NetworkError> {
+    let owner = |v: u32| {
+        existing
+            .iter()
+            .find(|(_, n)| n.is_overlay() && n.vni == Some(v))
+            .map(|(name, _)| name.clone())
+    };
+    match asked {
+        Some(v) => {
+            if v == 0 || xvs_vxlan::Vni::new(v).is_none() {
+                return Err(NetworkError::Vni(v));
+            }
+            match owner(v) {
+                Some(other) => Err(NetworkError::VniTaken { vni: v, other }),
+                None => Ok(v),
+            }
+        }
+        None => (FIRST_VNI..=xvs_vxlan::Vni::MAX.get())
+            .find(|&v| owner(v).is_none())
+            .ok_or(NetworkError::NoFreeVni),
+    }
 }
 
 /// Arguments of `network connect`.
@@ -302,11 +356,15 @@ impl Networks {
             dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
             dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
             let gw = conf.pool.gateway;
-            let chain = Chain::network(
+            let mut chain = Chain::network(
                 Default::default(),
                 mac_for(gw),
                 crate::routing::route_config(name, conf, &BTreeMap::new(), None),
             );
+            if conf.is_overlay() {
+                // Its tunnel arrives with the routing snapshot (vtep::push).
+                chain = chain.then(Box::new(xvs_vxlan::OverlayStage::new()));
+            }
             dp.set_chain(&bridge, chain)?;
             self.gateway
                 .add(name, mac_for(gw), gw, conf.pool.subnet.prefix, end);
@@ -396,10 +454,13 @@ impl Networks {
         if existing.contains_key(name) {
             return Err(NetworkError::Exists(name.to_string()));
         }
-        let driver = args.driver.unwrap_or_else(|| "bridge".into());
-        if driver != "bridge" {
-            return Err(NetworkError::Driver(driver));
-        }
+        let driver = args.driver.unwrap_or_else(|| BRIDGE_DRIVER.into());
+        let vni = match driver.as_str() {
+            BRIDGE_DRIVER if args.vni.is_some() => return Err(NetworkError::VniOnBridge),
+            BRIDGE_DRIVER => None,
+            OVERLAY_DRIVER => Some(choose_vni(existing, args.vni)?),
+            _ => return Err(NetworkError::Driver(driver)),
+        };
         let subnet = match &args.subnet {
             Some(s) => {
                 let s: Subnet = s.parse()?;
@@ -417,7 +478,11 @@ impl Networks {
             Some(g) => Some(parse_ip(g, NetworkError::BadGateway)?),
             None => None,
         };
-        let mtu = args.mtu.unwrap_or(1500);
+        let mtu = args.mtu.unwrap_or(match vni {
+            // Room for the outer headers on the uplink (IPv4 underlay).
+            Some(_) => u32::from(args.uplink_mtu.unwrap_or(1500)).saturating_sub(OVERLAY_OVERHEAD),
+            None => 1500,
+        });
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(NetworkError::Mtu(mtu));
         }
@@ -427,8 +492,10 @@ impl Networks {
             internal: args.internal,
             icc: args.icc.unwrap_or(true),
             mtu,
-            vni: args.vni,
+            vni,
             endpoints: Vec::new(),
+            peers: Vec::new(),
+            remotes: Vec::new(),
         };
         self.start_network(dp, name, &conf)?;
         Ok(conf)

@@ -16,7 +16,7 @@ use xvs_switch::datapath::Datapath;
 use xvs_switch::route::{RouteConfig, RouteStage, UplinkRoute};
 use xvs_switch::router::{RouterStage, Zone};
 
-use crate::config::NetworkConf;
+use crate::config::{NetworkConf, VtepConf};
 use crate::network::{GATEWAY_PORT, bridge_of, mac_for};
 use crate::publish::PortBinding;
 use crate::uplink::{UPLINK_BRIDGE, Uplink};
@@ -82,9 +82,15 @@ pub fn published(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) -> Publishe
     p
 }
 
-/// Pushes the snapshot to every network's route stage and, with an uplink, to every worker's
-/// router and conntrack stages.
-pub fn refresh(dp: &Datapath, all: &BTreeMap<String, NetworkConf>, uplink: Option<&Uplink>) {
+/// Pushes the snapshot to every network's route stage (and an overlay's tunnel) and, with an
+/// uplink, to every worker's router, conntrack and decap stages.
+pub fn refresh(
+    dp: &Datapath,
+    all: &BTreeMap<String, NetworkConf>,
+    uplink: Option<&Uplink>,
+    vtep: Option<&VtepConf>,
+) {
+    crate::vtep::push(dp, all, uplink, vtep);
     for (name, conf) in all {
         let config = route_config(name, conf, all, uplink);
         if let Err(e) =

@@ -3,9 +3,9 @@
 //! AF_XDP port (only frames for xvs's MAC and ARP about its address are taken; the host keeps
 //! the rest) and a host stack on a pipe port that answers ARP and ping for the address.
 //!
-//! The bridge is replicated: every worker runs its chain, classify → conntrack (its own
-//! table: masquerade, published ports, hairpin) → router (next hop, neighbours) → l2 (the host
-//! stack's traffic), so a connection is tracked on the worker of its network; the interface
+//! The bridge is replicated: every worker runs its chain, classify → VXLAN decapsulation (to
+//! the local VTEP: into its overlay network) → conntrack (its own table: masquerade, published
+//! ports, hairpin) → router (next hop, neighbours) → l2 (the host stack's traffic), so a connection is tracked on the worker of its network; the interface
 //! itself is polled by one worker, the others hand it their frames.
 //!
 //! Used by the control thread only.
@@ -26,6 +26,7 @@ use xvs_switch::neigh::Neighbours;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::{PortSpec, PortType, SharedWith, XdpMode};
 use xvs_switch::router::{RouterConfig, RouterStage};
+use xvs_vxlan::DecapStage;
 
 use crate::ipam::{IpamError, Subnet};
 use crate::netns;
@@ -171,6 +172,12 @@ pub struct Uplink {
     pub bridge: u32,
     /// Its MTU.
     pub mtu: u16,
+    /// xvs's MAC on it.
+    pub mac: Mac,
+    /// xvs's address on it.
+    pub ip: Ipv4Addr,
+    /// The interface's port on the uplink bridge.
+    pub port: PortId,
 }
 
 /// The MTU of interface `iface` (1500 when it cannot be read).
@@ -215,6 +222,7 @@ fn chain(
     };
     Chain::new(vec![
         Box::new(ClassifyStage),
+        Box::new(DecapStage::new()),
         Box::new(NatStage::new(ct, nat)),
         Box::new(RouterStage::new(router, neighbours.clone())),
         Box::new(L2Stage::new(Default::default())),
@@ -260,6 +268,9 @@ pub fn start(
             neighbours,
             bridge: dp.bridge_id(UPLINK_BRIDGE).unwrap_or(0),
             mtu: mtu_of(&conf.iface),
+            mac: conf.mac,
+            ip: conf.ip,
+            port,
         })
     })();
     if started.is_err() {

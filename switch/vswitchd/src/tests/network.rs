@@ -42,10 +42,15 @@ fn messages() {
             "network n1 already exists".into(),
         ),
         (
-            NetworkError::Driver("overlay".into()),
-            "driver \"overlay\" is not available yet (only \"bridge\"; overlay arrives with VXLAN \
-             support)"
-                .into(),
+            NetworkError::Driver("macvlan".into()),
+            "unknown driver \"macvlan\" (bridge or overlay)".into(),
+        ),
+        (
+            NetworkError::VniTaken {
+                vni: 4096,
+                other: "n1".into(),
+            },
+            "VNI 4096 is already used by network n1".into(),
         ),
         (
             NetworkError::Overlap {
@@ -191,11 +196,26 @@ fn bad_creates_are_refused_before_anything_is_made() {
         NetworkError::Mtu(67)
     ));
     let mut a = args("10.239.0.0/24");
-    a.driver = Some("overlay".into());
+    a.driver = Some("macvlan".into());
     assert!(matches!(
         refused(&mut networks, &mut dp, "n2", a),
-        NetworkError::Driver(d) if d == "overlay"
+        NetworkError::Driver(d) if d == "macvlan"
     ));
+    let mut a = args("10.239.0.0/24");
+    a.vni = Some(5000);
+    assert!(matches!(
+        refused(&mut networks, &mut dp, "n2", a),
+        NetworkError::VniOnBridge
+    ));
+    for bad in [0, 1 << 24] {
+        let mut a = args("10.239.0.0/24");
+        a.driver = Some("overlay".into());
+        a.vni = Some(bad);
+        assert!(matches!(
+            refused(&mut networks, &mut dp, "n2", a),
+            NetworkError::Vni(v) if v == bad
+        ));
+    }
     // None of them made a bridge.
     let bridges: Vec<String> = dp.status().unwrap().into_iter().map(|b| b.name).collect();
     assert_eq!(bridges, vec!["net.n1".to_string()]);
