@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xvs_tests::{Netns, Xvsd, drop_count, must, unique_prefix, wait_until};
+use xvs_tests::{Netns, Xvsd, must, unique_prefix, wait_until};
 
 const VNI: &str = "5000";
 const SUBNET: &str = "10.200.0.0/24";
@@ -41,6 +41,15 @@ impl Underlay {
         let ns = Netns::new(&format!("{p}u"));
         ns.must(&["ip", "link", "add", "br0", "type", "bridge"]);
         ns.must(&["ip", "link", "set", "br0", "up"]);
+        // A plain wire: br_netfilter (built in here) would otherwise check the IPv4 header
+        // of what the bridge forwards and drop the storm's bad checksums before xvs sees them.
+        for family in ["iptables", "ip6tables", "arptables"] {
+            ns.must(&[
+                "sysctl",
+                "-qw",
+                &format!("net.bridge.bridge-nf-call-{family}=0"),
+            ]);
+        }
         Underlay { ns, n, mtu }
     }
 
@@ -50,9 +59,10 @@ impl Underlay {
     }
 
     /// A veth from `host` (as `ul0`, with the host's own address 198.18.N.`addr`/24) to the
-    /// bridge (as `tag`); tx checksum offload off on both ends (xvs reads `ul0` with AF_XDP,
+    /// bridge (as `to{tag}`); tx checksum offload off on both ends (xvs reads `ul0` with AF_XDP,
     /// and the kernel hosts' frames cross the bridge on their way to it).
     fn attach(&self, host: &Netns, tag: &str, addr: u8) {
+        let tag = &format!("to{tag}");
         must(&[
             "ip",
             "link",
@@ -78,8 +88,9 @@ impl Underlay {
             "ul0",
         ]);
         host.must(&["ip", "link", "set", "ul0", "mtu", &mtu, "up"]);
-        self.ns
-            .must(&["ip", "link", "set", tag, "mtu", &mtu, "master", "br0", "up"]);
+        self.ns.must(&[
+            "ip", "link", "set", "dev", tag, "mtu", &mtu, "master", "br0", "up",
+        ]);
         host.must(&["ethtool", "-K", "ul0", "tx", "off"]);
         self.ns.must(&["ethtool", "-K", tag, "tx", "off"]);
     }
@@ -180,10 +191,14 @@ impl KernelHost {
         let ns = Netns::new(&format!("{p}hk"));
         u.attach(&ns, "k", own);
         let ip = u.ip(own);
-        ns.must(&[
-            "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI, "dstport", "4789", "local",
-            &ip, "dev", "ul0",
-        ]);
+        let mut vx = vec![
+            "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI, "dstport", "4789", "local", &ip,
+        ];
+        // Bound to ul0, the kernel caps vx0's MTU at ul0's minus 50; unbound, it is free.
+        if vx_mtu.is_none() {
+            vx.extend(["dev", "ul0"]);
+        }
+        ns.must(&vx);
         if let Some(mtu) = vx_mtu {
             ns.must(&["ip", "link", "set", "vx0", "mtu", &mtu.to_string()]);
         }
@@ -238,45 +253,76 @@ impl KernelHost {
     }
 }
 
-/// Runs `during` while tshark in `ns` captures up to `count` VXLAN packets of VNI 5000 on
-/// `dev` (bounded: 15 s at most). Returns one line per packet: VNI, then the outer and inner
-/// IPv4 sources, then the outer and inner destinations (tshark's `ip.src`/`ip.dst`, all
-/// occurrences, comma-separated).
-fn capture_vxlan(ns: &Netns, dev: &str, count: u32, during: impl FnOnce()) -> Vec<String> {
-    let tag = unique_prefix("cap");
-    let out = std::env::temp_dir().join(format!("{tag}.out"));
-    let err = std::env::temp_dir().join(format!("{tag}.err"));
-    let mut child = Command::new("ip")
-        .args([
-            "netns", "exec", &ns.name, "timeout", "15", "tshark", "-l", "-i",
-        ])
-        .arg(dev)
-        .args(["-f", "udp port 4789", "-c", &count.to_string()])
-        .args(["-Y", &format!("vxlan.vni=={VNI}"), "-T", "fields"])
-        .args(["-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("cannot run tshark (tests/setup.sh installs it)");
-    let ready = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&err).is_ok_and(|e| e.contains("Capturing on"))
-    });
-    if ready {
-        during();
-    }
-    let deadline = Instant::now() + Duration::from_secs(16);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let lines = std::fs::read_to_string(&out).unwrap_or_default();
-    let log = std::fs::read_to_string(&err).unwrap_or_default();
-    let _ = (std::fs::remove_file(&out), std::fs::remove_file(&err));
-    assert!(ready, "tshark did not start: {log}");
-    lines.lines().map(str::to_string).collect()
+/// tshark capturing in the background: up to `count` packets passing a capture filter,
+/// printed as tab-separated fields (all occurrences of a field, comma-separated: the outer
+/// and inner `ip.src` of a VXLAN packet). Bounded: 15 s at most.
+struct Capture {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
 }
+
+impl Capture {
+    /// Starts tshark on `dev` in `ns` and waits until it is capturing.
+    fn start(ns: &Netns, dev: &str, filter: &str, count: u32, fields: &[&str]) -> Capture {
+        let tag = unique_prefix("cap");
+        let out = std::env::temp_dir().join(format!("{tag}.out"));
+        let err = std::env::temp_dir().join(format!("{tag}.err"));
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns", "exec", &ns.name, "timeout", "15", "tshark", "-l", "-i", dev,
+        ])
+        .args(["-f", filter, "-c", &count.to_string(), "-T", "fields"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("cannot run tshark (tests/setup.sh installs it)");
+        let c = Capture { child, out, err };
+        let ready = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&c.err).is_ok_and(|e| e.contains("Capturing on"))
+        });
+        assert!(
+            ready,
+            "tshark did not start: {}",
+            std::fs::read_to_string(&c.err).unwrap_or_default()
+        );
+        c
+    }
+
+    /// Waits (a few seconds at most) for the count to be reached; returns the lines.
+    fn finish(mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = (
+            std::fs::remove_file(&self.out),
+            std::fs::remove_file(&self.err),
+        );
+    }
+}
+
+/// Offsets into a VXLAN packet with option-less IPv4 headers, for capture filters: the inner
+/// IPv4 protocol and the inner TCP flags.
+const INNER_IP_PROTO: usize = 50 + 14 + 9;
+const INNER_TCP_FLAGS: usize = 50 + 14 + 20 + 13;
 
 /// The iperf3 helper's figure, printed, and checked against a floor.
 fn tcp_across(from: &Netns, to: &Netns, ip: &str, what: &str, floor_mbps: f64) -> f64 {
@@ -324,17 +370,16 @@ fn drops(stats: &Value) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// A VXLAN drop counter ("vxlan/<reason>") from `stats --json`.
-fn vxlan_drops(stats: &Value, reason: &str) -> u64 {
-    let found = stats["drops"]
+/// A drop counter ("stage/reason") from `stats --json` (reasons' names repeat across stages:
+/// conntrack and vxlan both have `fragment`).
+fn stage_drops(stats: &Value, stage: &str, reason: &str) -> u64 {
+    stats["drops"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|d| d["stage"] == "vxlan" && d["reason"] == reason);
-    match found {
-        Some(d) => d["count"].as_u64().unwrap(),
-        None => drop_count(stats, reason),
-    }
+        .find(|d| d["stage"] == stage && d["reason"] == reason)
+        .and_then(|d| d["count"].as_u64())
+        .unwrap_or_else(|| panic!("no drop reason {stage}/{reason} in {stats}"))
 }
 
 #[test]
@@ -412,7 +457,8 @@ fn two_xvs_hosts_ping_carry_tcp_resolve_and_survive_a_restart() {
     assert_eq!(learnt["remote"], b.vtep.as_str(), "{learnt}");
     assert_eq!(learnt["static"], false, "{learnt}");
 
-    // A trace of a frame to b1 names the overlay stage.
+    // trace: a frame to b1 leaves through the overlay stage toward hB's VTEP; a VXLAN flow
+    // into the uplink meets decap.
     let t = a.x.ctl(&[
         "trace",
         "net.ov",
@@ -420,9 +466,34 @@ fn two_xvs_hosts_ping_carry_tcp_resolve_and_survive_a_restart() {
             "in_port=gw,dl_src=02:00:00:00:00:09,dl_dst={b1_mac},udp,nw_src=10.200.0.11,nw_dst=10.200.0.21,tp_src=1,tp_dst=2"
         ),
     ]);
-    let t = String::from_utf8_lossy(&t.stdout);
+    let t = String::from_utf8_lossy(&t.stdout).into_owned();
     eprintln!("trace toward b1:\n{t}");
-    assert!(t.contains("vxlan"), "{t}");
+    assert!(
+        t.contains(&format!("vxlan: vni 5000: encapsulated to {}", b.vtep)),
+        "{t}"
+    );
+    let b_mac = b.x.json(&["uplink", "show"])["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a_mac = a.x.json(&["uplink", "show"])["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = a.x.ctl(&[
+        "trace",
+        "xvs.uplink",
+        &format!(
+            "in_port=ul0,dl_src={b_mac},dl_dst={a_mac},udp,nw_src={},nw_dst={},tp_src=40000,tp_dst=4789",
+            b.vtep, a.vtep
+        ),
+    ]);
+    // A flow carries no VXLAN header and inner frame: decap says so.
+    let t = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        t.contains("vxlan_decap: drop") && t.contains("truncated"),
+        "{t}"
+    );
 
     // peer del on both sides cuts the overlay; re-adding restores it.
     a.x.must(&["vtep", "peer", "del", "ov", &b.vtep]);
@@ -481,9 +552,15 @@ fn interop_with_a_kernel_vxlan_host() {
     tcp_across(&a2, &k.container, "10.200.0.31", "xvs veth -> kernel", 50.0);
 
     // The underlay carries VNI 5000 between the two VTEPs, with the containers inside.
-    let lines = capture_vxlan(&u.ns, "br0", 6, || {
-        assert!(a1.ping("10.200.0.31", 4));
-    });
+    let cap = Capture::start(
+        &u.ns,
+        "br0",
+        "udp port 4789",
+        6,
+        &["vxlan.vni", "ip.src", "ip.dst"],
+    );
+    assert!(a1.ping("10.200.0.31", 4));
+    let lines = cap.finish();
     eprintln!("tshark on the underlay:\n{}", lines.join("\n"));
     let there = format!("{VNI}\t{},10.200.0.11\t{},10.200.0.31", a.vtep, k.ip);
     let back = format!("{VNI}\t{},10.200.0.31\t{},10.200.0.11", k.ip, a.vtep);
@@ -517,8 +594,7 @@ fn a_smaller_underlay_mtu_gives_a_smaller_overlay_and_tcp_still_flows() {
     let u = Underlay::new(&p, 52, 1400);
     let a = XvsHost::new(&u, &p, "a", 1, 11, &["--vni", VNI]);
     let b = XvsHost::new(&u, &p, "b", 2, 12, &["--vni", VNI]);
-    // The kernel's container keeps a 1450 MTU over the same 1400-byte underlay: only MSS
-    // clamping (xvs clamps SYNs it decapsulates to its overlay MTU) keeps its TCP whole.
+    // The kernel's container keeps a 1450 MTU over the same 1400-byte underlay (vx0 too).
     let k = KernelHost::new(
         &u,
         &p,
@@ -562,28 +638,61 @@ fn a_smaller_underlay_mtu_gives_a_smaller_overlay_and_tcp_still_flows() {
     );
     tcp_across(&a1, &b1, "10.200.0.21", "TAP a1 -> TAP b1, MTU 1350", 50.0);
     tcp_across(&b1, &a1, "10.200.0.11", "TAP b1 -> TAP a1, MTU 1350", 50.0);
-    assert!(k.container.reaches("10.200.0.11", Duration::from_secs(10)));
-    tcp_across(
-        &k.container,
-        &a1,
-        "10.200.0.11",
-        "kernel (MTU 1450) -> xvs (MTU 1350)",
-        20.0,
+    // Neither the kernel's container (1450) nor a2, whose MTU is raised by hand past the
+    // overlay's as a guest ignoring it would, fits a 1350-byte overlay on a 1400-byte
+    // underlay: their SYNs offer 1410-byte segments, and only MSS clamping (xvs clamps SYNs
+    // it decapsulates and encapsulates to the overlay's MTU) keeps their TCP whole.
+    let a2 = a.container(&format!("{p}a2"), "10.200.0.12", "tap", "a2");
+    a2.must(&["ip", "link", "set", "eth0", "mtu", "1450"]);
+    assert!(k.container.reaches("10.200.0.12", Duration::from_secs(10)));
+    // The SYNs as sent (on the underlay: a2's, clamped by xvs's encapsulation; the kernel's,
+    // not) and as received by a2 (the kernel's, clamped by xvs's decapsulation).
+    let syns = format!(
+        "udp port 4789 and ether[{INNER_IP_PROTO}] = 6 and ether[{INNER_TCP_FLAGS}] & 2 != 0"
+    );
+    let wire = Capture::start(&u.ns, "br0", &syns, 2, &["ip.src", "tcp.options.mss_val"]);
+    let inside = Capture::start(
+        &a2,
+        "eth0",
+        "tcp[tcpflags] & tcp-syn != 0",
+        2,
+        &["ip.src", "tcp.options.mss_val"],
     );
     tcp_across(
-        &a1,
+        &k.container,
+        &a2,
+        "10.200.0.12",
+        "kernel (MTU 1450) -> xvs a2 (MTU 1450, overlay 1350)",
+        20.0,
+    );
+    let (wire, inside) = (wire.finish(), inside.finish());
+    eprintln!("SYNs on the underlay: {wire:?}; in a2: {inside:?}");
+    let a2_syn = format!("{},10.200.0.12\t1310", a.vtep);
+    let k_syn = format!("{},10.200.0.31\t1410", k.ip);
+    assert!(
+        wire.contains(&a2_syn),
+        "a2's SYN not clamped on the wire: {wire:?}"
+    );
+    assert!(wire.contains(&k_syn), "{wire:?}");
+    assert!(
+        inside.contains(&"10.200.0.31\t1310".to_string()),
+        "the kernel's SYN not clamped on its way in: {inside:?}"
+    );
+    tcp_across(
+        &a2,
         &k.container,
         "10.200.0.31",
-        "xvs (MTU 1350) -> kernel (MTU 1450)",
+        "xvs a2 (MTU 1450, overlay 1350) -> kernel (MTU 1450)",
         20.0,
     );
     let stats = a.x.json(&["stats"]);
     eprintln!(
-        "hA: vxlan/mtu_exceeded {}, vxlan/fragment {}",
-        vxlan_drops(&stats, "mtu_exceeded"),
-        vxlan_drops(&stats, "fragment")
+        "hA: vxlan/mtu_exceeded {}, vxlan/fragment {}, conntrack/fragment {}",
+        stage_drops(&stats, "vxlan", "mtu_exceeded"),
+        stage_drops(&stats, "vxlan", "fragment"),
+        stage_drops(&stats, "conntrack", "fragment"),
     );
-    drop((a1, b1));
+    drop((a1, a2, b1));
 }
 
 #[test]
@@ -708,18 +817,22 @@ fn bad_input_is_refused_and_malformed_vxlan_is_counted() {
         &COUNT.to_string(),
     ]);
     eprintln!("sent:\n{sent}");
+    // What decap checks is counted under vxlan/; UDP to another port and a fragment (its
+    // UDP header unread) are not VXLAN to the VTEP: they meet the uplink's conntrack.
     let reasons = [
-        "bad_flags",
-        "unknown_vni",
-        "truncated",
-        "bad_checksum",
-        "unknown_peer",
+        ("vxlan", "bad_flags"),
+        ("vxlan", "unknown_vni"),
+        ("vxlan", "truncated"),
+        ("vxlan", "bad_checksum"),
+        ("vxlan", "unknown_peer"),
+        ("conntrack", "no_mapping"),
+        ("conntrack", "fragment"),
     ];
     let counted = wait_until(Duration::from_secs(5), || {
         let now = a.x.json(&["stats"]);
         reasons
             .iter()
-            .all(|r| vxlan_drops(&now, r) >= vxlan_drops(&before, r) + COUNT)
+            .all(|(stage, r)| stage_drops(&now, stage, r) >= stage_drops(&before, stage, r) + COUNT)
     });
     let after = a.x.json(&["stats"]);
     let (old, new) = (drops(&before), drops(&after));
