@@ -134,6 +134,13 @@ for side in a b; do
   ctl "$side" vtep peer ls --json | python3 -c 'import json,sys
 for p in json.load(sys.stdin):
     print("host %s: peer %s (VNI %d): tx %d rx %d packets" % (sys.argv[1], p["remote"], p["vni"], p["tx_packets"], p["rx_packets"]))' "$side" >>"$WORK/peers" || true
+  # Where the underlay lost packets (the UDP row offers more than a worker takes).
+  ctl "$side" stats --json | python3 -c 'import json,sys
+for p in json.load(sys.stdin)["ports"]:
+    if p["port"] == "ul0":
+        extra = " ".join("%s %d" % kv for kv in sorted(p.get("backend", {}).items()) if kv[1])
+        print("host %s: uplink ul0: rx %d tx %d packets, rx_drops %d tx_drops %d %s" % (sys.argv[1],
+              p["rx_packets"], p["tx_packets"], p["rx_drops"], p["tx_drops"], extra))' "$side" >>"$WORK/peers" || true
 done
 
 python3 - "$KERNEL" "$XVS" "$SECS" "$WORKERS" "$PORT_TYPE" <<'EOF'
