@@ -23,10 +23,10 @@ xvs_stage::drop_reasons! {
         StaticConflict => "static_conflict", "inner source MAC has a static entry at another VTEP (not moved, as Linux does)";
         NoPeer => "no_peer", "nothing to encapsulate to: the network has no peer and the destination no remote entry";
         MtuExceeded => "mtu_exceeded", "inner frame larger than the overlay MTU (fragmentation-needed is sent for IPv4 with DF)";
-        OtherWorker => "other_worker", "overlay network runs on another worker than the uplink's VTEP (not handed over)";
         ReplicaQueueFull => "replica_queue_full", "flood or segment copy not sent: the network's queue of encapsulated copies is full";
         NoBuffer => "no_buffer", "no frame (or no headroom) left for an encapsulated copy";
         Segmented => "segmented", "TCP super-frame cut into overlay-sized segments, each sent encapsulated (the super-frame itself is consumed)";
+        Discarded => "discarded", "encapsulated copies or segments not sent: the network's tunnel went away first (never counted as made)", event;
         FdbFull => "fdb_full", "remote MAC not learnt: the remote FDB, its VNI's share or the remote VTEP's share is full", event;
     }
 }

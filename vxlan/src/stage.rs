@@ -139,9 +139,6 @@ impl Stage for DecapStage {
                     {
                         Verdict::Drop(VxlanDrop::GatewayFrame.into())
                     }
-                    Some(n) if n.worker != ctx.worker => {
-                        Verdict::Drop(VxlanDrop::OtherWorker.into())
-                    }
                     Some(n) => {
                         let f = &mut batch.frames[i];
                         ctx.pool.pull_header(f, d.outer_len);
@@ -151,7 +148,6 @@ impl Stage for DecapStage {
                             clamp_mss_to_mtu(inner, ETH_LEN, n.mtu, false);
                         }
                         let m = &mut batch.meta[i];
-                        m.enter_port = Some(TUNNEL_PORT);
                         m.tunnel_peer = Some(d.remote_ip);
                         ctx.record("vxlan_decap", || {
                             format!(
@@ -161,7 +157,15 @@ impl Stage for DecapStage {
                                 n.bridge
                             )
                         });
-                        Verdict::Patch(n.bridge)
+                        if n.worker == ctx.worker {
+                            m.enter_port = Some(TUNNEL_PORT);
+                            Verdict::Patch(n.bridge)
+                        } else {
+                            // The network runs on another worker: its chain runs there.
+                            m.bridge = n.bridge;
+                            batch.keys[i].in_port = TUNNEL_PORT;
+                            Verdict::Handoff(n.worker)
+                        }
                     }
                 },
             };
@@ -406,7 +410,7 @@ impl OverlayStage {
                 ctx.count(VxlanDrop::NoBuffer, 1);
                 continue;
             };
-            ctx.made_frame();
+            // Counted as made when released (a copy never sent was never made).
             if self.encap(c, ctx.pool, &mut copy, r) {
                 self.replicas.push_back(copy);
             } else {
@@ -427,7 +431,7 @@ impl OverlayStage {
     ) -> Result<(), VxlanDrop> {
         let room = REPLICA_QUEUE.saturating_sub(self.replicas.len());
         let mut no_buffer = 0;
-        let (made, end) = segment_into_pool(
+        let (_, end) = segment_into_pool(
             ctx.pool,
             frame,
             &frame.offload(),
@@ -441,7 +445,6 @@ impl OverlayStage {
                 }
             },
         );
-        ctx.generated += made as u64;
         ctx.count(VxlanDrop::NoBuffer, no_buffer);
         match end {
             SegmentEnd::Done => Ok(()),
@@ -703,7 +706,7 @@ impl Stage for OverlayStage {
         !self.replicas.is_empty()
     }
 
-    fn release(&mut self, _ctx: &mut StageContext<'_>, out: &mut Batch) {
+    fn release(&mut self, ctx: &mut StageContext<'_>, out: &mut Batch) {
         let Some(c) = &self.tunnel else {
             return;
         };
@@ -717,15 +720,19 @@ impl Stage for OverlayStage {
                 break;
             }
             out.verdicts[j] = Verdict::Patch(c.uplink_bridge);
+            // A copy (or segment) is made when it goes: the stage's accounting is then
+            // received + made = sent + dropped, whatever waits in the queue.
+            ctx.made_frame();
         }
     }
 
-    fn discard(&mut self, pool: &mut FramePool, _drops: &xvs_stage::drop::DropCounters) -> u64 {
-        let n = self.replicas.len() as u64;
+    fn discard(&mut self, pool: &mut FramePool, drops: &xvs_stage::drop::DropCounters) -> u64 {
+        // Copies never sent were never made: an event, not a frame drop.
+        drops.add(VxlanDrop::Discarded, self.replicas.len() as u64);
         for f in self.replicas.drain(..) {
             pool.free(f);
         }
-        n
+        0
     }
 
     fn tick(&mut self, now_ms: u64) {
@@ -994,7 +1001,7 @@ mod tests {
         {
             let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
             stage.process(&mut ctx, &mut b);
-            assert_eq!(ctx.generated, 2, "two copies made");
+            assert_eq!(ctx.generated, 0, "copies count as made when they go");
         }
         assert_eq!(b.verdicts[0], Verdict::Flood, "the local flood goes on");
         assert_eq!(pool.available(), free - 2);
@@ -1002,6 +1009,7 @@ mod tests {
         {
             let mut ctx = StageContext::new(&mut pool, &domain, &drops, 0);
             stage.release(&mut ctx, &mut out);
+            assert_eq!(ctx.generated, 2, "two copies made");
         }
         assert_eq!(out.len(), 2);
         let mut dsts: Vec<Ipv4Addr> = (0..2)

@@ -357,7 +357,8 @@ impl Engine {
                 let meta = FrameMeta {
                     bridge,
                     handed_off: true,
-                    patched_from: a.patched_from,
+                    patched_from: a.origin.patched_from,
+                    tunnel_peer: a.origin.tunnel_peer,
                     ..FrameMeta::default()
                 };
                 if let Err(f) = self.batch.push(a.frame, meta) {

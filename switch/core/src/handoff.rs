@@ -40,8 +40,18 @@ struct Slot {
     bridge: BridgeId,
     in_port: PortId,
     vlan: u16,
-    patched_from: Option<BridgeId>,
+    origin: Origin,
     out_port: Option<PortId>,
+}
+
+/// Where a handed-off frame came from, beyond its port: what the receiving worker's chain
+/// needs in the frame's metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The bridge it was patched over from on the sender, if it was.
+    pub patched_from: Option<BridgeId>,
+    /// The remote VTEP it was decapsulated from, if it was.
+    pub tunnel_peer: Option<std::net::Ipv4Addr>,
 }
 
 /// How a sender wakes a sleeping worker.
@@ -83,8 +93,8 @@ pub struct Arrival {
     pub in_port: PortId,
     /// That port's access VLAN.
     pub vlan: u16,
-    /// The bridge it was patched over from on the sender, if it was.
-    pub patched_from: Option<BridgeId>,
+    /// Where it came from (patched over, decapsulated).
+    pub origin: Origin,
     /// Already switched: send it out of this port of the receiver (a port of a replicated
     /// bridge that the receiver polls), without running a chain.
     pub out_port: Option<PortId>,
@@ -135,7 +145,7 @@ pub fn mesh(wakers: Vec<Waker>) -> Vec<Handoff> {
                     bridge: 0,
                     in_port: 0,
                     vlan: 0,
-                    patched_from: None,
+                    origin: Origin::default(),
                     out_port: None,
                 });
             }
@@ -148,8 +158,8 @@ pub fn mesh(wakers: Vec<Waker>) -> Vec<Handoff> {
 
 impl Handoff {
     /// Copies `frame` (which stays the caller's to free) onto the ring to worker `to`, which
-    /// runs `bridge`'s chain on it as if received on `in_port` (access VLAN `vlan`); `from`:
-    /// the bridge it was patched over from, if it was.
+    /// runs `bridge`'s chain on it as if received on `in_port` (access VLAN `vlan`); `origin`:
+    /// where it came from beyond that.
     #[inline]
     pub fn send(
         &mut self,
@@ -157,9 +167,9 @@ impl Handoff {
         pool: &FramePool,
         frame: &Frame,
         (bridge, in_port, vlan): (BridgeId, PortId, u16),
-        from: Option<BridgeId>,
+        origin: Origin,
     ) -> Result<(), HandoffDrop> {
-        self.send_to(to, pool, frame, (bridge, in_port, vlan), from, None)
+        self.send_to(to, pool, frame, (bridge, in_port, vlan), origin, None)
     }
 
     /// Copies `frame` onto the ring to worker `to`, which sends it out of its port `port`.
@@ -172,7 +182,14 @@ impl Handoff {
         bridge: BridgeId,
         port: PortId,
     ) -> Result<(), HandoffDrop> {
-        self.send_to(to, pool, frame, (bridge, 0, 0), None, Some(port))
+        self.send_to(
+            to,
+            pool,
+            frame,
+            (bridge, 0, 0),
+            Origin::default(),
+            Some(port),
+        )
     }
 
     #[inline]
@@ -182,7 +199,7 @@ impl Handoff {
         pool: &FramePool,
         frame: &Frame,
         (bridge, in_port, vlan): (BridgeId, PortId, u16),
-        patched_from: Option<BridgeId>,
+        origin: Origin,
         out_port: Option<PortId>,
     ) -> Result<(), HandoffDrop> {
         let ring = self
@@ -200,7 +217,7 @@ impl Handoff {
         slot.offload = frame.offload();
         (slot.bridge, slot.in_port, slot.vlan) = (bridge, in_port, vlan);
         slot.out_port = out_port;
-        slot.patched_from = patched_from;
+        slot.origin = origin;
         if let Err(slot) = ring.full.push(slot) {
             let _ = ring.free.push(slot);
             return Err(HandoffDrop::Congested);
@@ -247,7 +264,7 @@ impl Handoff {
             bridge: slot.bridge,
             in_port: slot.in_port,
             vlan: slot.vlan,
-            patched_from: slot.patched_from,
+            origin: slot.origin,
             out_port: slot.out_port,
         };
         let _ = self.inbound[ring].free.push(slot);
@@ -291,13 +308,13 @@ mod tests {
         let mut pa = FramePool::new_heap(4).unwrap();
         let mut pb = FramePool::new_heap(2).unwrap();
         let f = pa.alloc_copy(&[9; 60]).unwrap();
-        a.send(1, &pa, &f, (7, 3, 10), None).unwrap();
+        a.send(1, &pa, &f, (7, 3, 10), Origin::default()).unwrap();
         assert_eq!(
-            a.send(0, &pa, &f, (7, 3, 10), None),
+            a.send(0, &pa, &f, (7, 3, 10), Origin::default()),
             Err(HandoffDrop::NoSuchWorker)
         );
         assert_eq!(
-            a.send(5, &pa, &f, (7, 3, 10), None),
+            a.send(5, &pa, &f, (7, 3, 10), Origin::default()),
             Err(HandoffDrop::NoSuchWorker)
         );
         a.wake_receivers();
@@ -312,10 +329,10 @@ mod tests {
         assert_eq!(pb.data(&got.frame), &[9; 60]);
         pb.free(got.frame);
         for _ in 0..HANDOFF_DEPTH {
-            a.send(1, &pa, &f, (7, 3, 0), None).unwrap();
+            a.send(1, &pa, &f, (7, 3, 0), Origin::default()).unwrap();
         }
         assert_eq!(
-            a.send(1, &pa, &f, (7, 3, 0), None),
+            a.send(1, &pa, &f, (7, 3, 0), Origin::default()),
             Err(HandoffDrop::Congested)
         );
         // The receiver's pool holds 2 frames: the third waits, nothing is lost.

@@ -135,7 +135,10 @@ impl Output<'_> {
                             self.pool,
                             &frame,
                             (batch.meta[i].bridge, key.in_port, key.vlan),
-                            batch.meta[i].patched_from,
+                            crate::handoff::Origin {
+                                patched_from: batch.meta[i].patched_from,
+                                tunnel_peer: batch.meta[i].tunnel_peer,
+                            },
                         )
                     };
                     match sent {

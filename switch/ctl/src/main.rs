@@ -647,6 +647,19 @@ fn print_stats(v: &StatsView, all: bool) {
             c.tx_drops
         );
     }
+    if !v.tunnels.is_empty() {
+        println!();
+        println!(
+            "{:<16} {:>9} {:<16} {:>12} {:>12}",
+            "NETWORK", "VNI", "VTEP", "TX_PKTS", "RX_PKTS"
+        );
+        for t in &v.tunnels {
+            println!(
+                "{:<16} {:>9} {:<16} {:>12} {:>12}",
+                t.network, t.vni, t.remote, t.tx_packets, t.rx_packets
+            );
+        }
+    }
     let shown: Vec<_> = v.drops.iter().filter(|d| all || d.count > 0).collect();
     println!();
     if shown.is_empty() {

@@ -438,6 +438,9 @@ pub struct StatsView {
     pub ports: Vec<PortStatsView>,
     /// Per-reason drop counters, stage by stage, every reason listed (zeros included).
     pub drops: Vec<DropView>,
+    /// Per overlay network (VNI) and remote VTEP: frames encapsulated and decapsulated.
+    #[serde(default)]
+    pub tunnels: Vec<VtepPeerView>,
 }
 
 /// One stage's decision in `trace`.

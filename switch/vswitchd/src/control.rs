@@ -936,7 +936,11 @@ impl Switch {
                 description: r.describe().to_string(),
             })
             .collect();
-        Ok(StatsView { ports, drops })
+        Ok(StatsView {
+            ports,
+            drops,
+            tunnels: vtep::peers(&self.dp, &self.state.networks),
+        })
     }
 
     /// Prometheus text exposition of the counters.

@@ -485,3 +485,7 @@ pub fn view(
             .collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "tests/vtep.rs"]
+mod tests;

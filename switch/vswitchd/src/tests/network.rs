@@ -224,3 +224,86 @@ fn bad_creates_are_refused_before_anything_is_made() {
     networks.shutdown();
     dp.shutdown();
 }
+
+#[test]
+fn overlays_get_vnis_from_4096_up_and_room_for_the_outer_headers() {
+    use xvs_switch::datapath::DatapathConfig;
+    let mut dp = Datapath::start(DatapathConfig {
+        workers: 1,
+        pool_frames: 64,
+        umem: false,
+    })
+    .unwrap();
+    let mut networks = Networks::start(None).unwrap();
+    let mut existing = BTreeMap::new();
+    let overlay = |subnet: &str, vni: Option<u32>, uplink_mtu: Option<u16>| CreateArgs {
+        driver: Some("overlay".into()),
+        subnet: Some(subnet.into()),
+        vni,
+        uplink_mtu,
+        ..CreateArgs::default()
+    };
+    let a = networks
+        .create(
+            &mut dp,
+            &existing,
+            "a",
+            overlay("10.237.0.0/24", None, None),
+        )
+        .unwrap();
+    assert_eq!((a.vni, a.mtu, a.is_overlay()), (Some(4096), 1450, true));
+    existing.insert("a".to_string(), a);
+    let b = networks
+        .create(
+            &mut dp,
+            &existing,
+            "b",
+            overlay("10.237.1.0/24", None, Some(1400)),
+        )
+        .unwrap();
+    assert_eq!(
+        (b.vni, b.mtu),
+        (Some(4097), 1350),
+        "next VNI; uplink MTU - 50"
+    );
+    existing.insert("b".to_string(), b);
+    let err = networks
+        .create(
+            &mut dp,
+            &existing,
+            "c",
+            overlay("10.237.2.0/24", Some(4097), None),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, NetworkError::VniTaken { vni: 4097, other } if other == "b"),
+        "{err}"
+    );
+    let c = networks
+        .create(
+            &mut dp,
+            &existing,
+            "c",
+            overlay("10.237.2.0/24", Some(42), None),
+        )
+        .unwrap();
+    assert_eq!(c.vni, Some(42));
+    let bridge = networks
+        .create(
+            &mut dp,
+            &existing,
+            "d",
+            CreateArgs {
+                subnet: Some("10.237.3.0/24".into()),
+                uplink_mtu: Some(1400),
+                ..CreateArgs::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((bridge.vni, bridge.mtu), (None, 1500), "bridges keep 1500");
+    for n in ["a", "b", "c", "d"] {
+        networks.stop(&mut dp, n);
+    }
+    networks.shutdown();
+    dp.shutdown();
+}
