@@ -11,6 +11,8 @@ PKGS=(
   # topologies and clients used by the demo and the end-to-end tests
   iproute2 ethtool iputils-ping iperf3 netsniff-ng tcpdump bind9-dnsutils curl
   python3-scapy nftables dnsmasq-base procps psmisc
+  # the overlay test decodes VXLAN on the underlay
+  tshark
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(openvswitch-switch)
