@@ -19,7 +19,7 @@ xvs_stage::drop_reasons! {
         BadFlags => "bad_flags", "VXLAN flags without the I bit, or reserved bits set (dropped as Linux's vxlan_rcv does)";
         UnknownVni => "unknown_vni", "VNI of no overlay network on this host";
         UnknownPeer => "unknown_peer", "outer source is neither a peer of the network nor the VTEP of one of its static entries";
-        GatewayFrame => "gateway_frame", "frame from the network's gateway MAC crossing the tunnel (every host answers for its own gateway: it never crosses)";
+        GatewayFrame => "gateway_frame", "frame from the network's gateway MAC to or from the tunnel, not sent: every host answers for its own gateway, so its frames never cross (e.g. its stack answering a remote station's IPv6 neighbour solicitation)";
         StaticConflict => "static_conflict", "inner source MAC has a static entry at another VTEP (not moved, as Linux does)";
         NoPeer => "no_peer", "nothing to encapsulate to: the network has no peer and the destination no remote entry";
         MtuExceeded => "mtu_exceeded", "inner frame larger than the overlay MTU (fragmentation-needed is sent for IPv4 with DF)";

@@ -352,9 +352,16 @@ impl OverlayStage {
     }
 
     /// Encapsulates `frame` to `remote` in place (its checksum completed first, if partial)
-    /// with `remote`'s template, made on first use; false when it cannot be (no headroom: a
-    /// counted drop by the caller).
-    fn encap(&mut self, c: &Tunnel, pool: &FramePool, frame: &mut Frame, remote: Ipv4Addr) -> bool {
+    /// with `remote`'s template, made on first use, and counted in `remote`'s tx when `count`
+    /// (not for a trace); false when it cannot be (no headroom: a counted drop by the caller).
+    fn encap(
+        &mut self,
+        c: &Tunnel,
+        pool: &FramePool,
+        frame: &mut Frame,
+        remote: Ipv4Addr,
+        count: bool,
+    ) -> bool {
         let off = frame.offload();
         if off.needs_csum() {
             if complete_checksum(pool.data_mut(frame), &off).is_err() {
@@ -379,7 +386,9 @@ impl OverlayStage {
         if t.write(outer, inner_len, sport).is_err() {
             return false;
         }
-        self.counters.entry(remote).or_default().tx += 1;
+        if count {
+            self.counters.entry(remote).or_default().tx += 1;
+        }
         true
     }
 
@@ -411,7 +420,7 @@ impl OverlayStage {
                 continue;
             };
             // Counted as made when released (a copy never sent was never made).
-            if self.encap(c, ctx.pool, &mut copy, r) {
+            if self.encap(c, ctx.pool, &mut copy, r, true) {
                 self.replicas.push_back(copy);
             } else {
                 ctx.pool.free(copy);
@@ -437,7 +446,7 @@ impl OverlayStage {
             &frame.offload(),
             room,
             &mut |pool, mut out| {
-                if self.encap(c, pool, &mut out, remote) {
+                if self.encap(c, pool, &mut out, remote, true) {
                     self.replicas.push_back(out);
                 } else {
                     pool.free(out);
@@ -596,7 +605,12 @@ impl OverlayStage {
             format!("vni {}: encapsulated to {}", c.vni.get(), to.join(", "))
         });
         if ctx.dry_run() {
-            if !flood {
+            // The traced frame is encapsulated too (uncounted), so the uplink's chain traces
+            // the outer packet as it would go.
+            if let (false, Some(&first)) = (flood, remotes.first()) {
+                if self.encap(c, ctx.pool, &mut batch.frames[i], first, false) {
+                    batch.meta[i] = Self::outbound(c);
+                }
                 batch.verdicts[i] = Verdict::Patch(c.uplink_bridge);
             }
         } else {
@@ -644,7 +658,7 @@ impl OverlayStage {
         if !rest.is_empty() {
             self.replicate(ctx, c, &batch.frames[i], rest);
         }
-        if self.encap(c, ctx.pool, &mut batch.frames[i], first) {
+        if self.encap(c, ctx.pool, &mut batch.frames[i], first, true) {
             batch.meta[i] = Self::outbound(c);
             batch.verdicts[i] = Verdict::Patch(c.uplink_bridge);
         } else {

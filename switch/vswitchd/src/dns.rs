@@ -316,7 +316,11 @@ impl LocalService for Resolver {
             m.queries = query.queries.clone();
         };
         if let Some(addr) = arpa_addr(&name) {
-            let back = self.names.read().ok().and_then(|t| t.reverse(network, addr));
+            let back = self
+                .names
+                .read()
+                .ok()
+                .and_then(|t| t.reverse(network, addr));
             if let Some(back) = back {
                 let mut m = Message::response(query.metadata.id, OpCode::Query);
                 answer(&mut m);
