@@ -281,14 +281,14 @@ fn plan(data: &[u8], key: &FlowKey) -> Result<Plan, NotAnswered> {
 /// not in 0/8 ("this network"), 127/8 (loopback), 224/4 (multicast) or 240/4 (reserved, with
 /// the limited broadcast 255.255.255.255).
 #[inline]
-fn valid_source([a, ..]: [u8; 4]) -> bool {
+pub(crate) fn valid_source([a, ..]: [u8; 4]) -> bool {
     a != 0 && a != 127 && a < 224
 }
 
 /// Whether `ip` names one host as far as this hop can tell: not multicast (224/4), not the
 /// limited broadcast.
 #[inline]
-fn unicast_destination(ip: [u8; 4]) -> bool {
+pub(crate) fn unicast_destination(ip: [u8; 4]) -> bool {
     !(224..240).contains(&ip[0]) && ip != [255; 4]
 }
 

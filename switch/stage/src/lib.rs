@@ -15,6 +15,8 @@
 //! - [`hash`]: seeded hashing of flow words and a seeded generator;
 //! - [`icmp_error`]: a frame turned in place into the ICMPv4 error a router sends its sender
 //!   (time exceeded, fragmentation needed);
+//! - [`respond`]: a request turned in place into its answer (ARP reply, ICMP echo reply, TCP
+//!   reset) by a stage answering for an address (a load balancer's virtual IP);
 //! - [`trace`]: what each stage decided for a traced frame.
 #![deny(unsafe_code)]
 
@@ -30,6 +32,7 @@ pub mod frame;
 pub mod hash;
 pub mod icmp_error;
 pub mod offload;
+pub mod respond;
 pub mod segment;
 pub mod stage;
 pub mod trace;

@@ -1,0 +1,207 @@
+//! One endpoint of an IPv4 TCP or UDP packet rewritten in place: the destination of a client's
+//! packet to its backend (DNAT), the source of the backend's reply back to the virtual IP.
+//! Checksums are updated incrementally (RFC 1624): the IPv4 header's, and the L4 one for the
+//! address (pseudo-header) and port. A partial L4 checksum (a TAP's `NEEDS_CSUM` frame: the
+//! field holds the pseudo-header sum) gets the address change only, the port being summed when
+//! the checksum is completed; a zero UDP checksum ("none") stays zero. As `xvs-nat`'s rewrite
+//! does, for one endpoint at a time.
+//!
+//! Pure byte logic: callable from any thread.
+
+use xvs_stage::checksum::{udp_field, update, update_partial};
+use xvs_stage::offload::Offload;
+use xvs_stage::wire::ipproto;
+
+/// Which end of the packet is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Source address and port.
+    Source,
+    /// Destination address and port.
+    Destination,
+}
+
+/// Why a packet cannot be rewritten (it is left unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+#[inline]
+fn get2(b: &[u8], at: usize) -> [u8; 2] {
+    match b.get(at..at + 2) {
+        Some(&[x, y]) => [x, y],
+        _ => [0, 0],
+    }
+}
+
+#[inline]
+fn put(b: &mut [u8], at: usize, v: &[u8]) {
+    if let Some(d) = b.get_mut(at..at + v.len()) {
+        d.copy_from_slice(v);
+    }
+}
+
+/// Rewrites `end` of the TCP or UDP packet at `l3`/`l4` of `frame` to `ip` and `port`,
+/// checksums kept right (see the module header). `offload` says whether its L4 checksum is
+/// partial.
+#[inline]
+pub(crate) fn rewrite(
+    frame: &mut [u8],
+    l3: usize,
+    l4: usize,
+    offload: &Offload,
+    end: End,
+    ip: [u8; 4],
+    port: u16,
+) -> Result<(), Malformed> {
+    let proto = *frame.get(l3 + 9).ok_or(Malformed)?;
+    let ck_at = l4
+        + match proto {
+            ipproto::TCP => 16,
+            ipproto::UDP => 6,
+            _ => return Err(Malformed),
+        };
+    if frame.len() < l3 + 20 || frame.len() < ck_at + 2 || l4 < l3 + 20 {
+        return Err(Malformed);
+    }
+    let (ip_at, port_at) = match end {
+        End::Source => (l3 + 12, l4),
+        End::Destination => (l3 + 16, l4 + 2),
+    };
+    let mut old_ip = [0u8; 4];
+    old_ip.copy_from_slice(&frame[ip_at..ip_at + 4]);
+    let old_port = get2(frame, port_at);
+    let new_port = port.to_be_bytes();
+    let ip_ck = update(get2(frame, l3 + 10), &old_ip, &ip);
+    let l4_ck = get2(frame, ck_at);
+    let partial = offload.needs_csum() && usize::from(offload.csum_start) == l4;
+    let l4_ck = if partial {
+        Some(update_partial(l4_ck, &old_ip, &ip))
+    } else if proto == ipproto::UDP && l4_ck == [0, 0] {
+        None
+    } else {
+        let ck = update(update(l4_ck, &old_ip, &ip), &old_port, &new_port);
+        Some(if proto == ipproto::UDP {
+            udp_field(ck)
+        } else {
+            ck
+        })
+    };
+    put(frame, l3 + 10, &ip_ck);
+    put(frame, ip_at, &ip);
+    put(frame, port_at, &new_port);
+    if let Some(ck) = l4_ck {
+        put(frame, ck_at, &ck);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+    use xvs_stage::checksum::{complete_checksum, internet_checksum};
+
+    /// Whether the IPv4 and L4 checksums of `f` are what a full recomputation gives (a zero
+    /// UDP checksum is "none"; 0xffff is TCP's other zero).
+    pub(crate) fn checksums_ok(f: &[u8]) -> bool {
+        let Ok(p) = SlicedPacket::from_ethernet(f) else {
+            return false;
+        };
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            return false;
+        };
+        let h = ip.header().to_header();
+        if h.header_checksum != h.calc_header_checksum() {
+            return false;
+        }
+        match &p.transport {
+            Some(TransportSlice::Udp(u)) => {
+                u.checksum() == 0
+                    || Ok(u.checksum()) == u.to_header().calc_checksum_ipv4(&h, u.payload())
+            }
+            Some(TransportSlice::Tcp(t)) => {
+                let want = t.to_header().calc_checksum_ipv4(&h, t.payload());
+                Ok(t.checksum()) == want || (t.checksum() == 0xffff && want == Ok(0))
+            }
+            _ => false,
+        }
+    }
+
+    fn frame(tcp: bool, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64);
+        let mut f = Vec::new();
+        if tcp {
+            b.tcp(40000, 80, 1, 1000)
+                .syn()
+                .write(&mut f, payload)
+                .unwrap();
+        } else {
+            b.udp(40000, 53).write(&mut f, payload).unwrap();
+        }
+        f
+    }
+
+    /// Turns `f`'s L4 checksum into the pseudo-header sum a `NEEDS_CSUM` frame carries.
+    pub(crate) fn make_partial(f: &mut [u8]) -> Offload {
+        let proto = f[23];
+        let ck_at = if proto == ipproto::TCP { 50 } else { 40 };
+        let mut ph = f[26..34].to_vec();
+        ph.extend_from_slice(&[0, proto]);
+        ph.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+        let sum = !u16::from_be_bytes(internet_checksum(&ph));
+        f[ck_at..ck_at + 2].copy_from_slice(&sum.to_be_bytes());
+        Offload {
+            flags: Offload::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: (ck_at - 34) as u16,
+            ..Offload::NONE
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rewrites_keep_checksums_right(
+            tcp in any::<bool>(), src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(),
+            ip in any::<[u8; 4]>(), port in any::<u16>(), source in any::<bool>(),
+            partial in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut f = frame(tcp, src, dst, &payload);
+            let off = if partial { make_partial(&mut f) } else { Offload::NONE };
+            let end = if source { End::Source } else { End::Destination };
+            prop_assert!(rewrite(&mut f, 14, 34, &off, end, ip, port).is_ok());
+            let (ip_at, port_at) = if source { (26, 34) } else { (30, 36) };
+            prop_assert_eq!(&f[ip_at..ip_at + 4], &ip);
+            prop_assert_eq!(&f[port_at..port_at + 2], &port.to_be_bytes());
+            prop_assert!(complete_checksum(&mut f, &off).is_ok());
+            prop_assert!(checksums_ok(&f));
+        }
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_stays_zero_and_short_frames_are_refused() {
+        let mut f = frame(false, [10, 0, 0, 5], [10, 0, 0, 100], b"q");
+        f[40..42].fill(0);
+        rewrite(
+            &mut f,
+            14,
+            34,
+            &Offload::NONE,
+            End::Destination,
+            [10, 0, 0, 3],
+            5353,
+        )
+        .unwrap();
+        assert_eq!([f[40], f[41]], [0, 0]);
+        assert!(checksums_ok(&f));
+        let g = frame(true, [10, 0, 0, 5], [10, 0, 0, 100], b"");
+        for cut in 0..52 {
+            let mut h = g[..cut].to_vec();
+            let r = rewrite(&mut h, 14, 34, &Offload::NONE, End::Source, [1; 4], 1);
+            assert_eq!(r, Err(Malformed));
+            assert_eq!(h, g[..cut]);
+        }
+    }
+}
