@@ -12,7 +12,7 @@ use serde_json::Value;
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{
     self, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView,
-    StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
+    ServiceView, StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
 };
 
 /// Control the xvs virtual switch daemon (xvsd).
@@ -116,6 +116,9 @@ enum Verb {
     /// The local VXLAN tunnel endpoint of overlay networks, their peers and remote stations.
     #[command(subcommand)]
     Vtep(VtepVerb),
+    /// Virtual IPs balanced over backends (IPVS / swarm services).
+    #[command(subcommand)]
+    Service(ServiceVerb),
     /// Tracked connections (as ovs-appctl dpctl/dump-conntrack).
     #[command(name = "conntrack/show")]
     ConntrackShow,
@@ -170,6 +173,80 @@ enum VtepVerb {
     /// Static remote stations of an overlay network.
     #[command(subcommand)]
     Fdb(VtepFdbVerb),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceVerb {
+    /// Create a service: a virtual IP and port on a network, balanced over backends.
+    Create {
+        /// The service's name (SVC and tasks.SVC resolve on the network).
+        service: String,
+        /// The network.
+        #[arg(long, value_name = "NET")]
+        network: String,
+        /// The virtual IP [default: one from the network's IPAM].
+        #[arg(long, value_name = "IP")]
+        vip: Option<String>,
+        /// PROTO/PORT[:TARGET], e.g. tcp/80:8080.
+        #[arg(long, value_name = "PROTO/PORT[:TARGET]")]
+        port: String,
+        /// rr, wrr, lc or maglev [default: rr].
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Idle timeout of its connections in seconds [default: 900 TCP, 300 UDP].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// A host port on the uplink's address that reaches the service.
+        #[arg(long, value_name = "HOSTPORT")]
+        publish: Option<u16>,
+        /// Health check of the backends: tcp[:PORT].
+        #[arg(long, value_name = "tcp[:PORT]")]
+        health: Option<String>,
+        /// Seconds between two checks of a backend [default: 5].
+        #[arg(long, value_name = "S")]
+        interval: Option<u32>,
+    },
+    /// Add a backend (an endpoint of the service's network).
+    AddBackend {
+        /// The service.
+        service: String,
+        /// IP[:PORT].
+        backend: String,
+        /// Its weight [default: 1].
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Remove a backend: its connections are reset, or with --drain kept until they end.
+    RmBackend {
+        /// The service.
+        service: String,
+        /// IP[:PORT].
+        backend: String,
+        /// Keep its connections; send new ones elsewhere.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Change a backend's weight.
+    SetWeight {
+        /// The service.
+        service: String,
+        /// IP[:PORT].
+        backend: String,
+        /// The weight.
+        weight: u32,
+    },
+    /// List the services.
+    Ls,
+    /// Show a service, its backends and their connections.
+    Inspect {
+        /// The service.
+        service: String,
+    },
+    /// Remove a service (its connections are reset).
+    Rm {
+        /// The service.
+        service: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,6 +513,59 @@ fn to_request(verb: Verb) -> Request {
                 Request::VtepFdbDel { network, mac }
             }
         },
+        Verb::Service(v) => match v {
+            ServiceVerb::Create {
+                service,
+                network,
+                vip,
+                port,
+                scheduler,
+                timeout,
+                publish,
+                health,
+                interval,
+            } => Request::ServiceCreate {
+                service,
+                network,
+                vip,
+                port,
+                scheduler,
+                timeout,
+                publish,
+                health,
+                interval,
+            },
+            ServiceVerb::AddBackend {
+                service,
+                backend,
+                weight,
+            } => Request::ServiceAddBackend {
+                service,
+                backend,
+                weight,
+            },
+            ServiceVerb::RmBackend {
+                service,
+                backend,
+                drain,
+            } => Request::ServiceRmBackend {
+                service,
+                backend,
+                drain,
+            },
+            ServiceVerb::SetWeight {
+                service,
+                backend,
+                weight,
+            } => Request::ServiceSetWeight {
+                service,
+                backend,
+                weight,
+            },
+            ServiceVerb::Ls => Request::ServiceLs,
+            ServiceVerb::Inspect { service } => Request::ServiceInspect { service },
+            ServiceVerb::Rm { service } => Request::ServiceRm { service },
+        },
         Verb::ConntrackShow => Request::ConntrackShow,
         Verb::ConntrackFlush => Request::ConntrackFlush,
         Verb::ConntrackSetTimeout { state, seconds } => {
@@ -536,6 +666,10 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
             }
         }
         Request::VtepSet { .. } | Request::VtepShow => print_vtep(&decode::<VtepView>(result)?),
+        Request::ServiceCreate { .. } => println!("{}", decode::<ServiceView>(result)?.name),
+        Request::ServiceLs => print_services(&decode::<Vec<ServiceView>>(result)?),
+        // As `docker service inspect`: JSON is the human format too.
+        Request::ServiceInspect { .. } => println!("{}", pretty(&result)),
         Request::VtepPeerLs => {
             for p in decode::<Vec<VtepPeerView>>(result)? {
                 println!("{}", peer_line(&p));
@@ -563,6 +697,25 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
         }
     }
     Ok(())
+}
+
+fn print_services(v: &[ServiceView]) {
+    println!(
+        "{:<20} {:<16} {:<16} {:<16} {:<8} {:>8} {:>8}",
+        "NAME", "NETWORK", "VIP", "PORT", "SCHED", "BACKENDS", "ACTIVE"
+    );
+    for s in v {
+        println!(
+            "{:<20} {:<16} {:<16} {:<16} {:<8} {:>8} {:>8}",
+            s.name,
+            s.network,
+            s.vip,
+            s.port,
+            s.scheduler,
+            s.backends.len(),
+            s.backends.iter().map(|b| b.active).sum::<u64>()
+        );
+    }
 }
 
 fn peer_line(p: &VtepPeerView) -> String {

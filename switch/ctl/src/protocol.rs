@@ -262,6 +262,74 @@ pub enum Request {
         /// The remote station's MAC.
         mac: String,
     },
+    /// `service create SVC --network NET --port PROTO/PORT[:TARGET] ...`
+    ServiceCreate {
+        /// The service's name (its DNS name on the network).
+        service: String,
+        /// The network its virtual IP and backends are on.
+        network: String,
+        /// The virtual IP (from the network's IPAM when not given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vip: Option<String>,
+        /// `PROTO/PORT[:TARGET]`.
+        port: String,
+        /// rr, wrr, lc or maglev.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheduler: Option<String>,
+        /// Idle timeout of its connections, in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<u64>,
+        /// A host port on the uplink's address that reaches the service (the routing mesh).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        publish: Option<u16>,
+        /// `tcp[:PORT]`: the backends' health check.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<String>,
+        /// Seconds between two health checks of a backend.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval: Option<u32>,
+    },
+    /// `service add-backend SVC IP[:PORT] [--weight W]`
+    ServiceAddBackend {
+        /// The service.
+        service: String,
+        /// `IP[:PORT]`.
+        backend: String,
+        /// Its weight (1 when not given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight: Option<u32>,
+    },
+    /// `service rm-backend SVC IP[:PORT] [--drain]`
+    ServiceRmBackend {
+        /// The service.
+        service: String,
+        /// `IP[:PORT]`.
+        backend: String,
+        /// Keep its connections, send new ones elsewhere.
+        #[serde(default)]
+        drain: bool,
+    },
+    /// `service set-weight SVC IP[:PORT] W`
+    ServiceSetWeight {
+        /// The service.
+        service: String,
+        /// `IP[:PORT]`.
+        backend: String,
+        /// The new weight.
+        weight: u32,
+    },
+    /// `service ls`
+    ServiceLs,
+    /// `service inspect SVC`
+    ServiceInspect {
+        /// The service.
+        service: String,
+    },
+    /// `service rm SVC`
+    ServiceRm {
+        /// The service.
+        service: String,
+    },
     /// Liveness check; replies with the daemon's version.
     Ping,
 }
@@ -665,6 +733,46 @@ pub struct VtepFdbView {
     pub ip: Option<String>,
     /// Seconds since it was learnt or last seen (0 for static entries).
     pub age_s: u64,
+}
+
+/// A service in `service ls` / `service inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Its name.
+    pub name: String,
+    /// Its network.
+    pub network: String,
+    /// The virtual IP.
+    pub vip: String,
+    /// `PROTO/PORT[:TARGET]`.
+    pub port: String,
+    /// The scheduler.
+    pub scheduler: String,
+    /// Idle timeout of its connections, in seconds.
+    pub timeout_s: u64,
+    /// The host port on the uplink that reaches it.
+    pub publish: Option<u16>,
+    /// The health check (`tcp:PORT every Ns`), if any.
+    pub health: Option<String>,
+    /// Its backends.
+    pub backends: Vec<BackendView>,
+}
+
+/// A backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendView {
+    /// `IP:PORT`.
+    pub addr: String,
+    /// Its weight.
+    pub weight: u32,
+    /// `active`, `draining` or `removed`.
+    pub state: String,
+    /// `up` or `down`.
+    pub health: String,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections ever opened.
+    pub total: u64,
 }
 
 #[cfg(test)]

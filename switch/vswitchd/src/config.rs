@@ -176,6 +176,9 @@ pub struct State {
     /// The local VTEP of overlay networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep: Option<VtepConf>,
+    /// Services by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, crate::service::ServiceConf>,
 }
 
 impl Default for State {
@@ -186,6 +189,7 @@ impl Default for State {
             networks: BTreeMap::new(),
             uplink: None,
             vtep: None,
+            services: BTreeMap::new(),
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::network::{self, ConnectArgs, CreateArgs, Networks};
 use crate::uplink::{self, UplinkError};
 use crate::validate::{self, Object};
 use crate::vtep::{self, VtepError};
-use crate::{publish, routing};
+use crate::{publish, routing, service};
 
 /// The daemon's switch: configuration, store, datapath and the networks' runtime.
 pub struct Switch {
@@ -43,6 +43,8 @@ pub struct Switch {
     uplink: Option<uplink::Uplink>,
     /// Connection tracking limits.
     conntrack: uplink::ConntrackLimits,
+    /// The services as the load balancer keeps them.
+    services: service::Services,
 }
 
 /// Daemon options the switch needs.
@@ -151,13 +153,15 @@ impl Switch {
             }
         }
         let (restored, dropped) = networks.restore(&mut dp, &mut port_errors, &saved.networks);
-        routing::refresh(&dp, &restored, running.as_ref(), saved.vtep.as_ref());
+        let mut services = service::Services::new(dp.worker_count() as u16);
+        let kept_services = services.restore(&saved.services, &restored);
         let sw = Switch {
             state: State {
                 bridges: saved.bridges,
                 networks: restored,
                 uplink: saved.uplink,
                 vtep: saved.vtep,
+                services: kept_services,
                 ..State::default()
             },
             store,
@@ -166,15 +170,26 @@ impl Switch {
             networks,
             uplink: running,
             conntrack: options.conntrack,
+            services,
         };
+        sw.refresh_routes();
+        for (name, conf) in &sw.state.services {
+            sw.push_service(name, conf);
+        }
         if dropped && let Err(e) = sw.store.save(&sw.state) {
             tracing::error!("cannot save state after restore: {e}");
         }
         Ok(sw)
     }
 
-    /// Retries configured ports that are not running (their interface may have appeared).
+    /// Retries configured ports that are not running (their interface may have appeared),
+    /// and lets go of drained backends.
     pub fn retry(&mut self) {
+        for name in self.services.reap(self.dp.now_ms()) {
+            if let Some(conf) = self.state.services.get(&name) {
+                self.push_service(&name, conf);
+            }
+        }
         if self.port_errors.is_empty() {
             return;
         }
@@ -202,12 +217,7 @@ impl Switch {
     /// Pushes the routing snapshot (networks, endpoints, published ports, uplink) to the
     /// datapath after a change.
     fn refresh_routes(&self) {
-        routing::refresh(
-            &self.dp,
-            &self.state.networks,
-            self.uplink.as_ref(),
-            self.state.vtep.as_ref(),
-        );
+        routing::refresh(&self.dp, &self.state, self.uplink.as_ref());
     }
 
     /// Saves the state; if that fails, runs `rollback` to undo the change just made.
@@ -427,6 +437,75 @@ impl Switch {
             ),
             Request::NetworkLs => Ok(self.network_ls()),
             Request::VtepSet { local, port } => self.vtep_set(&local, port),
+            Request::ServiceCreate {
+                service,
+                network,
+                vip,
+                port,
+                scheduler,
+                timeout,
+                publish,
+                health,
+                interval,
+            } => self.service_create(
+                &service,
+                service::CreateArgs {
+                    network,
+                    vip,
+                    port,
+                    scheduler,
+                    timeout,
+                    publish,
+                    health,
+                    interval,
+                },
+            ),
+            Request::ServiceAddBackend {
+                service,
+                backend,
+                weight,
+            } => {
+                let conf = self.service_conf(&service)?;
+                let net = network::lookup(&self.state.networks, &conf.network)?;
+                let next = self
+                    .services
+                    .add_backend(&service, &conf, net, &backend, weight)?;
+                self.replace_service(&service, conf, next)
+            }
+            Request::ServiceRmBackend {
+                service,
+                backend,
+                drain,
+            } => {
+                let conf = self.service_conf(&service)?;
+                let now = self.dp.now_ms();
+                let next = self
+                    .services
+                    .remove_backend(&service, &conf, &backend, drain, now)?;
+                self.replace_service(&service, conf, next)
+            }
+            Request::ServiceSetWeight {
+                service,
+                backend,
+                weight,
+            } => {
+                let conf = self.service_conf(&service)?;
+                let next = self.services.set_weight(&service, &conf, &backend, weight)?;
+                self.replace_service(&service, conf, next)
+            }
+            Request::ServiceLs => Ok(Reply::success(
+                &self
+                    .state
+                    .services
+                    .iter()
+                    .map(|(n, c)| self.services.view(n, c))
+                    .collect::<Vec<_>>(),
+            )),
+            Request::ServiceInspect { service } => {
+                let conf = self.service_conf(&service)?;
+                Ok(Reply::success(&self.services.view(&service, &conf)))
+            }
+            Request::ServiceRm { service } => self.service_rm(&service),
             Request::VtepShow => {
                 let v = self.state.vtep.as_ref().ok_or(VtepError::NotSet)?;
                 Ok(Reply::success(&vtep::view(
@@ -566,6 +645,117 @@ impl Switch {
         Ok(Reply::success(&self.uplink_view(&conf)))
     }
 
+    /// The configuration of service `name`.
+    fn service_conf(&self, name: &str) -> Result<service::ServiceConf, Error> {
+        self.state
+            .services
+            .get(name)
+            .cloned()
+            .ok_or_else(|| service::ServiceFault::NoSuchService(name.to_string()).into())
+    }
+
+    /// Every published host port and what has it (endpoints and services).
+    fn published_in_use(&self) -> Vec<(publish::PortBinding, String)> {
+        let mut v: Vec<(publish::PortBinding, String)> = self
+            .state
+            .networks
+            .iter()
+            .flat_map(|(n, c)| {
+                c.endpoints.iter().flat_map(move |e| {
+                    e.publish
+                        .iter()
+                        .map(move |b| (*b, format!("endpoint {} on network {n}", e.sandbox)))
+                })
+            })
+            .collect();
+        for (name, s) in &self.state.services {
+            if let Some(b) = s.binding() {
+                v.push((b, format!("service {name}")));
+            }
+        }
+        v
+    }
+
+    /// Pushes service `name` to the datapath and the DNS.
+    fn push_service(&self, name: &str, conf: &service::ServiceConf) {
+        if let Ok(mut names) = self.networks.names().write() {
+            self.services.push(&self.dp, &mut names, name, conf);
+        }
+    }
+
+    fn service_create(&mut self, name: &str, args: service::CreateArgs) -> Result<Reply, Error> {
+        let in_use = self.published_in_use();
+        let (conf, pool) = self.services.create(
+            &self.state.services,
+            &self.state.networks,
+            &in_use,
+            name,
+            args,
+        )?;
+        let network = conf.network.clone();
+        let old_pool = self
+            .state
+            .networks
+            .get_mut(&network)
+            .map(|n| std::mem::replace(&mut n.pool, pool));
+        self.state.services.insert(name.to_string(), conf.clone());
+        self.save_or_rollback(|s| {
+            s.state.services.remove(name);
+            s.services.remove(name);
+            if let (Some(n), Some(p)) = (s.state.networks.get_mut(&network), old_pool) {
+                n.pool = p;
+            }
+        })
+        .map_err(Error::ServiceNotSaved)?;
+        self.push_service(name, &conf);
+        self.refresh_routes();
+        Ok(Reply::success(&self.services.view(name, &conf)))
+    }
+
+    /// Records service `name`'s new configuration `next` (its backends changed) and pushes
+    /// it; if it cannot be saved, the service is made again from `old`.
+    fn replace_service(
+        &mut self,
+        name: &str,
+        old: service::ServiceConf,
+        next: service::ServiceConf,
+    ) -> Result<Reply, Error> {
+        self.state.services.insert(name.to_string(), next.clone());
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.services.insert(name.to_string(), old.clone());
+            self.services.rebuild(name, &old);
+            self.push_service(name, &old);
+            return Err(Error::ServiceNotSaved(e));
+        }
+        self.push_service(name, &next);
+        Ok(Reply::done())
+    }
+
+    fn service_rm(&mut self, name: &str) -> Result<Reply, Error> {
+        let conf = self.service_conf(name)?;
+        self.state.services.remove(name);
+        if conf.vip_allocated
+            && let Some(n) = self.state.networks.get_mut(&conf.network)
+        {
+            n.pool.release(conf.vip());
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.services.insert(name.to_string(), conf.clone());
+            if let Some(n) = self.state.networks.get_mut(&conf.network)
+                && conf.vip_allocated
+            {
+                let _ = n.pool.allocate(Some(conf.vip()));
+            }
+            return Err(Error::ServiceNotSaved(e));
+        }
+        if let Ok(mut names) = self.networks.names().write() {
+            service::Services::unpush(&self.dp, &mut names, name, &conf);
+        }
+        self.services.remove(name);
+        self.refresh_routes();
+        Ok(Reply::done())
+    }
+
     fn vtep_set(&mut self, local: &str, port: Option<u16>) -> Result<Reply, Error> {
         let conf = vtep::configure(local, port, self.state.uplink.as_ref())?;
         let old = self.state.vtep.replace(conf);
@@ -624,6 +814,19 @@ impl Switch {
 
     fn network_rm(&mut self, name: &str) -> Result<Reply, Error> {
         let conf = network::lookup(&self.state.networks, name)?;
+        let services: Vec<String> = self
+            .state
+            .services
+            .iter()
+            .filter(|(_, s)| s.network == name)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !services.is_empty() {
+            return Err(Error::NetworkHasServices {
+                network: name.to_string(),
+                services,
+            });
+        }
         self.networks.remove(&mut self.dp, name, conf)?;
         self.state.networks.remove(name);
         self.refresh_routes();
@@ -680,18 +883,7 @@ impl Switch {
             .iter()
             .map(|s| publish::parse(s))
             .collect::<Result<Vec<_>, _>>()?;
-        let in_use: Vec<(publish::PortBinding, String)> = self
-            .state
-            .networks
-            .iter()
-            .flat_map(|(n, c)| {
-                c.endpoints.iter().flat_map(move |e| {
-                    e.publish
-                        .iter()
-                        .map(move |b| (*b, format!("endpoint {} on network {n}", e.sandbox)))
-                })
-            })
-            .collect();
+        let in_use = self.published_in_use();
         Ok(publish::allocate(&requests, &in_use)?)
     }
 

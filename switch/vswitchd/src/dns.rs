@@ -64,8 +64,6 @@ impl NameTable {
     }
 
     /// Removes `name` (whatever it points at) from `network`.
-    // Services (`SVC`, `tasks.SVC`) use it; they land in the next slice.
-    #[allow(dead_code)]
     pub fn remove_name(&mut self, network: &str, name: &str) {
         let name = normalise(name);
         if let Some(names) = self.networks.get_mut(network) {
@@ -77,8 +75,6 @@ impl NameTable {
     }
 
     /// Replaces what `name` points at in `network` (none: the name goes).
-    // Services (`SVC`, `tasks.SVC`) use it; they land in the next slice.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn set(&mut self, network: &str, name: &str, addrs: &[Ipv4Addr]) {
         let names = self.networks.entry(network.to_string()).or_default();
         if addrs.is_empty() {

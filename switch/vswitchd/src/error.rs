@@ -27,6 +27,20 @@ pub enum Error {
     /// An uplink request refused or failed.
     #[error(transparent)]
     Uplink(#[from] crate::uplink::UplinkError),
+    /// A service request refused.
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceFault),
+    /// A service change that could not be saved, and was undone.
+    #[error("service not changed: cannot save state: {0}")]
+    ServiceNotSaved(#[source] StoreError),
+    /// `network rm` of a network with services.
+    #[error("network {network} has services: {}; service rm them first", .services.join(", "))]
+    NetworkHasServices {
+        /// The network.
+        network: String,
+        /// Its services.
+        services: Vec<String>,
+    },
     /// A VTEP request refused.
     #[error(transparent)]
     Vtep(#[from] crate::vtep::VtepError),

@@ -13,6 +13,7 @@ mod network;
 mod publish;
 mod routing;
 mod server;
+mod service;
 mod uplink;
 mod validate;
 mod vtep;

@@ -20,7 +20,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use xvs_ctl::protocol::{EndpointView, NetworkView};
 use xvs_switch::chain::Chain;
-use xvs_switch::classify::Mac;
+use xvs_switch::classify::{ClassifyStage, Mac};
+use xvs_switch::l2::L2Stage;
+use xvs_switch::route::RouteStage;
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::gateway::GatewayHandle;
 use xvs_switch::port::pipe::pipe;
@@ -356,11 +358,19 @@ impl Networks {
             dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
             dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
             let gw = conf.pool.gateway;
-            let mut chain = Chain::network(
-                Default::default(),
-                mac_for(gw),
-                crate::routing::route_config(name, conf, &BTreeMap::new(), None),
-            );
+            // classify → lb (services' VIPs) → l2 → route (→ vxlan).
+            let worker = dp.bridge_worker(&bridge).unwrap_or(0);
+            let mut chain = Chain::new(vec![
+                Box::new(ClassifyStage),
+                Box::new(xvs_lb::LbStage::new(worker)),
+                Box::new(L2Stage::new(Default::default()).with_router(mac_for(gw))),
+                Box::new(RouteStage::new(crate::routing::route_config(
+                    name,
+                    conf,
+                    &BTreeMap::new(),
+                    None,
+                ))),
+            ]);
             if conf.is_overlay() {
                 // Its tunnel arrives with the routing snapshot (vtep::push).
                 chain = chain.then(Box::new(xvs_vxlan::OverlayStage::new()));
@@ -383,6 +393,11 @@ impl Networks {
         if let Ok(mut t) = self.names.write() {
             t.remove_network(name);
         }
+    }
+
+    /// The DNS name table of every network.
+    pub fn names(&self) -> &Arc<RwLock<NameTable>> {
+        &self.names
     }
 
     /// Makes the DNS names of `ep` resolve in `network`.

@@ -80,7 +80,6 @@ pub struct PortBinding {
 impl PortBinding {
     /// Whether `self` and `other` cannot both exist: same protocol and host port, and host
     /// addresses that overlap (`None` overlaps every address). The rule [`allocate`] keeps.
-    #[cfg(test)]
     pub fn clashes_with(&self, other: &PortBinding) -> bool {
         self.proto == other.proto
             && self.host_port == other.host_port

@@ -12,11 +12,14 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 use xvs_nat::{DnatRule, NatStage, Published};
+use xvs_lb::{LbConfig, LbStage};
+use xvs_switch::classify::Mac;
 use xvs_switch::datapath::Datapath;
 use xvs_switch::route::{RouteConfig, RouteStage, UplinkRoute};
 use xvs_switch::router::{RouterStage, Zone};
 
-use crate::config::{NetworkConf, VtepConf};
+use crate::config::{NetworkConf, State};
+use crate::service::ServiceConf;
 use crate::network::{GATEWAY_PORT, bridge_of, mac_for};
 use crate::publish::PortBinding;
 use crate::uplink::{UPLINK_BRIDGE, Uplink};
@@ -64,9 +67,21 @@ pub fn rule_of(b: &PortBinding, ip: Ipv4Addr, zone: u16) -> DnatRule {
     }
 }
 
-/// Every published port, as conntrack's rules.
-pub fn published(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) -> Published {
+/// Every published port (endpoints' and services'), as conntrack's rules.
+pub fn published(
+    dp: &Datapath,
+    all: &BTreeMap<String, NetworkConf>,
+    services: &BTreeMap<String, ServiceConf>,
+) -> Published {
     let mut p = Published::new();
+    for (name, s) in services {
+        let (Some(b), Some(zone)) = (s.binding(), zone_of(dp, &s.network)) else {
+            continue;
+        };
+        if let Err(e) = p.publish(rule_of(&b, s.vip(), zone)) {
+            tracing::warn!("published port {b} of service {name} not applied: {e}");
+        }
+    }
     for (name, conf) in all {
         let Some(zone) = zone_of(dp, name) else {
             continue;
@@ -82,21 +97,47 @@ pub fn published(dp: &Datapath, all: &BTreeMap<String, NetworkConf>) -> Publishe
     p
 }
 
-/// Pushes the snapshot to every network's route stage (and an overlay's tunnel) and, with an
-/// uplink, to every worker's router, conntrack and decap stages.
-pub fn refresh(
-    dp: &Datapath,
-    all: &BTreeMap<String, NetworkConf>,
-    uplink: Option<&Uplink>,
-    vtep: Option<&VtepConf>,
-) {
-    crate::vtep::push(dp, all, uplink, vtep);
+/// Every address on network `conf` and its MAC: its endpoints, an overlay's static stations
+/// with an address, and its services' VIPs (answered with the gateway's MAC).
+fn stations(
+    name: &str,
+    conf: &NetworkConf,
+    services: &BTreeMap<String, ServiceConf>,
+) -> HashMap<Ipv4Addr, Mac> {
+    let mut m: HashMap<Ipv4Addr, Mac> = conf
+        .endpoints
+        .iter()
+        .map(|e| (e.ip, Mac(e.mac)))
+        .chain(
+            conf.remotes
+                .iter()
+                .filter_map(|r| r.ip.map(|ip| (ip, Mac(r.mac)))),
+        )
+        .collect();
+    for s in services.values().filter(|s| s.network == name) {
+        m.insert(s.vip(), mac_for(conf.pool.gateway));
+    }
+    m
+}
+
+/// Pushes the snapshot to every network's route and lb stages (and an overlay's tunnel)
+/// and, with an uplink, to every worker's router, conntrack and decap stages.
+pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
+    let all = &state.networks;
+    crate::vtep::push(dp, all, uplink, state.vtep.as_ref());
     for (name, conf) in all {
         let config = route_config(name, conf, all, uplink);
-        if let Err(e) =
-            dp.with_stage::<RouteStage, _>(&bridge_of(name), move |r, _| r.set_config(config))
-        {
+        let bridge = bridge_of(name);
+        if let Err(e) = dp.with_stage::<RouteStage, _>(&bridge, move |r, _| r.set_config(config)) {
             tracing::warn!("cannot update the routes of network {name}: {e}");
+        }
+        let lb = LbConfig {
+            gateway_mac: mac_for(conf.pool.gateway),
+            stations: Arc::new(stations(name, conf, &state.services)),
+            ..LbConfig::default()
+        };
+        if let Err(e) = dp.with_stage::<LbStage, _>(&bridge, move |l, _| l.set_config(lb)) {
+            tracing::warn!("cannot update the services of network {name}: {e}");
         }
     }
     if uplink.is_none() {
@@ -119,11 +160,7 @@ pub fn refresh(
             Zone {
                 bridge: id,
                 gateway_mac: mac_for(conf.pool.gateway),
-                endpoints: conf
-                    .endpoints
-                    .iter()
-                    .map(|e| (e.ip, xvs_switch::classify::Mac(e.mac)))
-                    .collect(),
+                endpoints: stations(name, conf, &state.services).into_iter().collect(),
                 worker,
                 local_port: dp.port_id(&bridge, GATEWAY_PORT).unwrap_or(0),
             },
@@ -131,7 +168,7 @@ pub fn refresh(
     }
     let zones = Arc::new(zones);
     let workers = Arc::new(workers);
-    let rules = published(dp, all);
+    let rules = published(dp, all, &state.services);
     let pushed = dp
         .with_stage_each::<RouterStage, _>(UPLINK_BRIDGE, move |r, _| {
             let mut c = r.config().clone();

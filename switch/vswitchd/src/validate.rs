@@ -21,6 +21,8 @@ pub enum Object {
     Bridge,
     /// A network (`network create`); its bridge is `net.NAME`, so it is shorter.
     Network,
+    /// A service (`service create`): a DNS label too (`tasks.NAME` must fit).
+    Service,
 }
 
 impl Object {
@@ -29,6 +31,7 @@ impl Object {
         match self {
             Object::Bridge => 64,
             Object::Network => 48,
+            Object::Service => 57,
         }
     }
 }
@@ -38,6 +41,7 @@ impl fmt::Display for Object {
         f.write_str(match self {
             Object::Bridge => "bridge",
             Object::Network => "network",
+            Object::Service => "service",
         })
     }
 }
