@@ -317,6 +317,56 @@ impl LbStage {
         drop_frame(ctx, batch, i, reason);
     }
 
+    /// Ends TCP session `s` at both ends from its segment `i` (travelling `dir`): the sender
+    /// gets a RST from where it sent to (as [`Self::refuse`]), and a copy of the segment goes
+    /// on, translated as the session says, turned into the RST its sender would send, to the
+    /// other end. Without room for the copy (pool or batch full) only the sender is reset;
+    /// the other end's next segment finds no session and draws its own RST.
+    fn reset_both(
+        &self,
+        ctx: &mut StageContext<'_>,
+        batch: &mut Batch,
+        i: usize,
+        s: &Session,
+        dir: Dir,
+    ) {
+        if !ctx.dry_run()
+            && self.answers()
+            && let Some(copy) = ctx.pool.clone_frame(&batch.frames[i])
+        {
+            let j = batch.len();
+            match batch.push(copy, batch.meta[i]) {
+                Err(copy) => ctx.pool.free(copy),
+                Ok(()) => {
+                    ctx.made_frame();
+                    batch.keys[j] = batch.keys[i];
+                    let translated = match dir {
+                        Dir::Original => dnat(ctx, batch, j, s.backend, s.backend_port, s.station),
+                        Dir::Reply => undnat(ctx, batch, j, s.vip, s.vip_port),
+                    };
+                    let l3 = usize::from(batch.keys[j].l3_offset);
+                    let l4 = usize::from(batch.keys[j].l4_offset);
+                    let frame = &mut batch.frames[j];
+                    let reset = if translated {
+                        respond::tcp_reset_onward(ctx.pool.data_mut(frame), l3, l4).ok()
+                    } else {
+                        None
+                    };
+                    match reset {
+                        Some(len) => {
+                            frame.set_len(len);
+                            frame.set_offload(Offload::NONE);
+                            batch.keys[j].l4_offset = (l3 + 20) as u16;
+                        }
+                        None => drop_frame(ctx, batch, j, LbDrop::Malformed),
+                    }
+                }
+            }
+        }
+        ctx.record("lb", || "both ends are sent a RST".into());
+        self.refuse(ctx, batch, i, LbDrop::BackendRemoved);
+    }
+
     /// Frame `i`, IPv4.
     #[inline]
     fn ipv4(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) {
@@ -377,16 +427,20 @@ impl LbStage {
                     ctx.record("lb", || {
                         format!("{t}: its backend {backend} was removed: connection ended")
                     });
+                    if s.proto == ipproto::TCP {
+                        if !dry_run {
+                            self.end(id);
+                        }
+                        self.reset_both(ctx, batch, i, &s, dir);
+                        return true;
+                    }
                     match dir {
                         Dir::Original => {
                             if !dry_run {
                                 self.end(id);
                             }
-                            if s.proto != ipproto::TCP {
-                                // No connection to reset: the datagram goes to a new backend.
-                                return false;
-                            }
-                            self.refuse(ctx, batch, i, LbDrop::BackendRemoved);
+                            // No connection to reset: the datagram goes to a new backend.
+                            return false;
                         }
                         Dir::Reply => drop_frame(ctx, batch, i, LbDrop::BackendRemoved),
                     }
@@ -472,8 +526,10 @@ impl LbStage {
             && flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
                 != tcp_flags::SYN
         {
+            // A connection xvs does not know (expired, or from before a restart): the client
+            // is told at once rather than left to time out; a RST is only dropped.
             ctx.record("lb", || format!("{t}: not a SYN and no connection"));
-            return drop_frame(ctx, batch, i, LbDrop::NoSession);
+            return self.refuse(ctx, batch, i, LbDrop::NoSession);
         }
         if ctx.dry_run() {
             return self.preview(ctx, batch, i, t, &skey);

@@ -89,6 +89,25 @@ fn to_vip(sport: u16, flags: u8) -> Vec<u8> {
     })
 }
 
+/// A frame's TCP flags and sequence number.
+struct TcpOf {
+    rst: bool,
+    ack: bool,
+    seq: u32,
+}
+
+fn tcp_of(f: &[u8]) -> TcpOf {
+    let p = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(TransportSlice::Tcp(t)) = &p.transport else {
+        panic!("not TCP")
+    };
+    TcpOf {
+        rst: t.rst(),
+        ack: t.ack(),
+        seq: t.sequence_number(),
+    }
+}
+
 /// Backend `n`'s segment back to the client's `dport`.
 fn from_backend(n: u8, dport: u16, flags: u8) -> Vec<u8> {
     tcp(Seg {
@@ -120,6 +139,8 @@ struct Out {
     verdict: Verdict,
     key: FlowKey,
     made: u64,
+    /// Frames the stage added to the batch: bytes and verdict.
+    extra: Vec<(Vec<u8>, Verdict)>,
 }
 
 impl Out {
@@ -233,6 +254,9 @@ impl Net {
             verdict: b.verdicts[0],
             key: b.keys[0],
             made,
+            extra: (1..b.len())
+                .map(|i| (self.pool.data(&b.frames[i]).to_vec(), b.verdicts[i]))
+                .collect(),
         };
         b.free_all(&mut self.pool);
         // As the engine does: a verdict's drop is counted when the frame is let go.
@@ -496,15 +520,18 @@ fn an_outside_clients_rst_goes_back_the_way_it_came() {
 #[test]
 fn refusals_without_a_session_or_a_service() {
     let mut net = Net::new(1);
+    // A segment of a connection the stage does not know is answered with a RST (the
+    // client learns at once that it is gone); a RST of one is only dropped.
+    for flags in [ACK, SYN | ACK] {
+        let out = net.run(&to_vip(40000, flags), CLIENT_PORT);
+        assert_eq!((out.verdict, out.made), (Verdict::Output(CLIENT_PORT), 1));
+        assert_eq!(out.ip(), (VIP, CLIENT));
+    }
     assert_eq!(
-        net.run(&to_vip(40000, ACK), CLIENT_PORT).verdict,
+        net.run(&to_vip(40000, RST | ACK), CLIENT_PORT).verdict,
         dropped(LbDrop::NoSession)
     );
-    assert_eq!(
-        net.run(&to_vip(40000, SYN | ACK), CLIENT_PORT).verdict,
-        dropped(LbDrop::NoSession)
-    );
-    assert_eq!(net.count(LbDrop::NoSession), 2);
+    assert_eq!(net.count(LbDrop::NoSession), 3);
     // Port 81: no service; TCP gets a RST, a RST nothing.
     let mut f = to_vip(40000, SYN);
     f[36..38].copy_from_slice(&81u16.to_be_bytes());
@@ -597,10 +624,13 @@ fn an_expired_session_found_by_a_packet_is_ended_there() {
     net.run(&to_vip(40000, SYN), CLIENT_PORT);
     net.run(&from_backend(0, 40000, SYN | ACK), backend_port(0));
     net.now += 30_000;
+    let out = net.run(&to_vip(40000, ACK), CLIENT_PORT);
     assert_eq!(
-        net.run(&to_vip(40000, ACK), CLIENT_PORT).verdict,
-        dropped(LbDrop::NoSession)
+        out.verdict,
+        Verdict::Output(CLIENT_PORT),
+        "answered with a RST"
     );
+    assert_eq!(net.count(LbDrop::NoSession), 1);
     assert_eq!((net.stage.len(), net.active()[0]), (0, 0));
 }
 
@@ -632,21 +662,52 @@ fn a_backend_removed_without_drain_has_its_connections_reset() {
         .remove_backend("10.0.0.2".parse().unwrap(), false, net.now)
         .unwrap();
     net.push();
-    // The backend's packets are dropped; the client's next one is answered with a RST.
+    // The backend's next segment ends the connection at both ends: the backend gets a RST
+    // from the client's address, the client a RST from the VIP in the backend's sequence.
+    let out = net.run(&from_backend(0, 40000, ACK), backend_port(0));
     assert_eq!(
-        net.run(&from_backend(0, 40000, ACK), backend_port(0))
-            .verdict,
-        dropped(LbDrop::BackendRemoved)
+        (out.verdict, out.made),
+        (Verdict::Output(backend_port(0)), 2)
     );
+    let to_backend = tcp_of(&out.bytes);
+    assert_eq!(out.ip(), (CLIENT, backend_ip(0)));
+    assert!(to_backend.rst && !to_backend.ack && checksums_ok(&out.bytes));
+    let [(to_client, v)] = &out.extra[..] else {
+        panic!("one RST onward: {:?}", out.extra)
+    };
+    assert_eq!(*v, Verdict::Next, "switched on to the client");
+    assert_eq!(&to_client[26..34], &[VIP, CLIENT].concat()[..]);
+    let t = tcp_of(to_client);
+    assert!(t.rst && !t.ack && checksums_ok(to_client));
+    assert_eq!(t.seq, 5000, "SEQ = the backend's own");
+    assert_eq!(net.stage.len(), 0, "the session ended");
+    // The client's later segment finds no session: a RST from the VIP.
     let out = net.run(&to_vip(40000, ACK), CLIENT_PORT);
     assert_eq!((out.verdict, out.made), (Verdict::Output(CLIENT_PORT), 1));
+    assert_eq!(net.count(LbDrop::BackendRemoved), 1);
+    assert_eq!(net.count(LbDrop::NoSession), 1);
+    // Removed while the client speaks first: the same, the other way round.
+    let mut net = Net::new(2);
+    net.run(&to_vip(40000, SYN), CLIENT_PORT);
+    net.run(&from_backend(0, 40000, SYN | ACK), backend_port(0));
+    net.service
+        .remove_backend("10.0.0.2".parse().unwrap(), false, net.now)
+        .unwrap();
+    net.push();
+    let out = net.run(&to_vip(40000, ACK), CLIENT_PORT);
+    assert_eq!((out.verdict, out.made), (Verdict::Output(CLIENT_PORT), 2));
     let p = SlicedPacket::from_ethernet(&out.bytes).unwrap();
     let Some(TransportSlice::Tcp(t)) = &p.transport else {
         panic!()
     };
     assert!(t.rst() && !t.ack());
     assert_eq!(t.sequence_number(), 5000, "SEQ = the segment's ACK");
-    assert_eq!(net.count(LbDrop::BackendRemoved), 2);
+    let [(to_backend, Verdict::Next)] = &out.extra[..] else {
+        panic!("one RST onward: {:?}", out.extra)
+    };
+    assert_eq!(&to_backend[26..34], &[CLIENT, backend_ip(0)].concat()[..]);
+    assert!(tcp_of(to_backend).rst);
+    assert_eq!(net.count(LbDrop::BackendRemoved), 1);
     assert_eq!(net.stage.len(), 0, "the session ended");
     assert_eq!(
         net.service.reap(net.now),
@@ -849,7 +910,7 @@ fn a_batch_keeps_the_frame_accounting() {
         [
             Verdict::Next,
             Verdict::Output(CLIENT_PORT),
-            dropped(LbDrop::NoSession),
+            Verdict::Output(CLIENT_PORT),
             Verdict::Output(CLIENT_PORT),
             Verdict::Output(CLIENT_PORT),
             Verdict::Next,

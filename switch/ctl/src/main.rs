@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{
-    self, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ShowView,
-    ServiceView, StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
+    self, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ServiceView,
+    ShowView, StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
 };
 
 /// Control the xvs virtual switch daemon (xvsd).

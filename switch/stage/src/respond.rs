@@ -178,31 +178,87 @@ pub fn echo_reply(frame: &mut [u8], l3: usize, l4: usize, mac: Mac) -> Result<()
 /// new length (`l3 +` [`RESET_HEADERS_LEN`]) is returned for the caller to set, with its
 /// offload state cleared (the checksums are complete). Never answers a reset.
 pub fn tcp_reset(frame: &mut [u8], l3: usize, l4: usize, mac: Mac) -> Result<usize, NoAnswer> {
-    let (ihl, total, src, dst) = ipv4(frame, l3)?;
-    if frame.get(l3 + 9) != Some(&ipproto::TCP) || l4 != l3 + ihl {
-        return Err(NoAnswer::NotRequest);
-    }
-    let tcp: [u8; 20] = get(frame, l4).ok_or(NoAnswer::Malformed)?;
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    if doff < 20 || ihl + doff > total {
-        return Err(NoAnswer::Malformed);
-    }
-    let flags = tcp[13];
-    if flags & tcp_flags::RST != 0 {
-        return Err(NoAnswer::Reset);
-    }
-    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-    let (r_seq, r_ack, r_flags) = if flags & tcp_flags::ACK != 0 {
-        (ack, 0, tcp_flags::RST)
+    let seg = Segment::read(frame, l3, l4)?;
+    let (r_seq, r_ack, r_flags) = if seg.flags & tcp_flags::ACK != 0 {
+        (seg.ack, 0, tcp_flags::RST)
     } else {
-        let data = (total - ihl - doff) as u32;
-        let len =
-            data + u32::from(flags & tcp_flags::SYN != 0) + u32::from(flags & tcp_flags::FIN != 0);
-        (0, seq.wrapping_add(len), tcp_flags::RST | tcp_flags::ACK)
+        let len = seg.data
+            + u32::from(seg.flags & tcp_flags::SYN != 0)
+            + u32::from(seg.flags & tcp_flags::FIN != 0);
+        (
+            0,
+            seg.seq.wrapping_add(len),
+            tcp_flags::RST | tcp_flags::ACK,
+        )
     };
-    let [s0, s1, s2, s3] = dst;
-    let [d0, d1, d2, d3] = src;
+    turn_ethernet(frame, mac);
+    let back = Segment {
+        src: seg.dst,
+        dst: seg.src,
+        sport: seg.dport,
+        dport: seg.sport,
+        ..seg
+    };
+    Ok(write_reset(frame, l3, &back, r_seq, r_ack, r_flags))
+}
+
+/// Turns the TCP segment at `l3`/`l4` into the reset its sender would send in its place to
+/// abort the connection: the same addresses, ports and MACs, `<SEQ=SEG.SEQ><CTL=RST>` (in the
+/// receiver's window, so it is accepted). For a middlebox ending a connection at both ends:
+/// one end gets [`tcp_reset`] of a segment, the other this of a copy. Same headers, length
+/// and offload rules as [`tcp_reset`]; never for a reset.
+pub fn tcp_reset_onward(frame: &mut [u8], l3: usize, l4: usize) -> Result<usize, NoAnswer> {
+    let seg = Segment::read(frame, l3, l4)?;
+    Ok(write_reset(frame, l3, &seg, seg.seq, 0, tcp_flags::RST))
+}
+
+/// What a reset is made from: a TCP segment's addresses, ports, numbers and flags.
+#[derive(Clone, Copy)]
+struct Segment {
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    /// Payload bytes.
+    data: u32,
+}
+
+impl Segment {
+    /// The IPv4 TCP segment at `l3`/`l4`, unless malformed or a reset.
+    fn read(frame: &[u8], l3: usize, l4: usize) -> Result<Segment, NoAnswer> {
+        let (ihl, total, src, dst) = ipv4(frame, l3)?;
+        if frame.get(l3 + 9) != Some(&ipproto::TCP) || l4 != l3 + ihl {
+            return Err(NoAnswer::NotRequest);
+        }
+        let tcp: [u8; 20] = get(frame, l4).ok_or(NoAnswer::Malformed)?;
+        let doff = usize::from(tcp[12] >> 4) * 4;
+        if doff < 20 || ihl + doff > total {
+            return Err(NoAnswer::Malformed);
+        }
+        if tcp[13] & tcp_flags::RST != 0 {
+            return Err(NoAnswer::Reset);
+        }
+        Ok(Segment {
+            src,
+            dst,
+            sport: [tcp[0], tcp[1]],
+            dport: [tcp[2], tcp[3]],
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+            flags: tcp[13],
+            data: (total - ihl - doff) as u32,
+        })
+    }
+}
+
+/// Writes at `l3` a reset from `s.src`:`s.sport` to `s.dst`:`s.dport` with `seq`, `ack` and
+/// `flags` (full checksums, DF, TTL [`ANSWER_TTL`]); returns the frame's new length.
+fn write_reset(frame: &mut [u8], l3: usize, s: &Segment, seq: u32, ack: u32, flags: u8) -> usize {
+    let [s0, s1, s2, s3] = s.src;
+    let [d0, d1, d2, d3] = s.dst;
     let mut ip = [
         0x45,
         0,
@@ -226,11 +282,12 @@ pub fn tcp_reset(frame: &mut [u8], l3: usize, l4: usize, mac: Mac) -> Result<usi
         d3,
     ];
     [ip[10], ip[11]] = internet_checksum(&ip);
-    let [q0, q1, q2, q3] = r_seq.to_be_bytes();
-    let [a0, a1, a2, a3] = r_ack.to_be_bytes();
+    let [q0, q1, q2, q3] = seq.to_be_bytes();
+    let [a0, a1, a2, a3] = ack.to_be_bytes();
+    let [p0, p1] = s.sport;
+    let [p2, p3] = s.dport;
     let mut rst = [
-        tcp[2], tcp[3], tcp[0], tcp[1], q0, q1, q2, q3, a0, a1, a2, a3, 0x50, r_flags, 0, 0, 0, 0,
-        0, 0,
+        p0, p1, p2, p3, q0, q1, q2, q3, a0, a1, a2, a3, 0x50, flags, 0, 0, 0, 0, 0, 0,
     ];
     let sum = Csum::default()
         .add_bytes(&ip[12..20])
@@ -238,10 +295,9 @@ pub fn tcp_reset(frame: &mut [u8], l3: usize, l4: usize, mac: Mac) -> Result<usi
         .add_be16(20)
         .add_bytes(&rst);
     [rst[16], rst[17]] = sum.field();
-    turn_ethernet(frame, mac);
     put(frame, l3, &ip);
     put(frame, l3 + 20, &rst);
-    Ok(l3 + RESET_HEADERS_LEN)
+    l3 + RESET_HEADERS_LEN
 }
 
 #[cfg(test)]
@@ -428,5 +484,34 @@ mod tests {
         for cut in 0..f.len() {
             assert!(tcp_reset(&mut f[..cut].to_vec(), 14, 34, GW).is_err());
         }
+    }
+
+    #[test]
+    fn onward_reset_keeps_the_direction_and_the_sequence() {
+        let mut f = segment(false, Some(77), false, b"some data");
+        let macs = f[..12].to_vec();
+        let n = tcp_reset_onward(&mut f, 14, 34).unwrap();
+        f.truncate(n);
+        assert_eq!(&f[..12], &macs[..], "MACs are kept");
+        let p = SlicedPacket::from_ethernet(&f).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!()
+        };
+        let h = ip.header().to_header();
+        assert_eq!((h.source, h.destination), (CLIENT, VIP));
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let Some(TransportSlice::Tcp(t)) = &p.transport else {
+            panic!()
+        };
+        assert_eq!((t.source_port(), t.destination_port()), (40000, 80));
+        assert_eq!(
+            Ok(t.checksum()),
+            t.to_header().calc_checksum_ipv4(&h, t.payload())
+        );
+        assert_eq!((t.sequence_number(), t.rst(), t.ack()), (1000, true, false));
+        assert!(t.payload().is_empty());
+        let mut rst = segment(false, Some(1), false, b"");
+        rst[34 + 13] |= tcp_flags::RST;
+        assert_eq!(tcp_reset_onward(&mut rst, 14, 34), Err(NoAnswer::Reset));
     }
 }

@@ -490,7 +490,9 @@ impl Switch {
                 weight,
             } => {
                 let conf = self.service_conf(&service)?;
-                let next = self.services.set_weight(&service, &conf, &backend, weight)?;
+                let next = self
+                    .services
+                    .set_weight(&service, &conf, &backend, weight)?;
                 self.replace_service(&service, conf, next)
             }
             Request::ServiceLs => Ok(Reply::success(

@@ -21,13 +21,13 @@ use std::sync::{Arc, OnceLock, RwLock};
 use xvs_ctl::protocol::{EndpointView, NetworkView};
 use xvs_switch::chain::Chain;
 use xvs_switch::classify::{ClassifyStage, Mac};
-use xvs_switch::l2::L2Stage;
-use xvs_switch::route::RouteStage;
 use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::gateway::GatewayHandle;
+use xvs_switch::l2::L2Stage;
 use xvs_switch::port::pipe::pipe;
 use xvs_switch::port::tap::TapPort;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
+use xvs_switch::route::RouteStage;
 
 use crate::config::{EndpointConf, EndpointPortType, NetworkConf, UnknownPortType};
 use crate::dns::{NameTable, Resolver};

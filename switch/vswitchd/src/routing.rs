@@ -11,17 +11,17 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
-use xvs_nat::{DnatRule, NatStage, Published};
 use xvs_lb::{LbConfig, LbStage};
+use xvs_nat::{DnatRule, NatStage, Published};
 use xvs_switch::classify::Mac;
 use xvs_switch::datapath::Datapath;
 use xvs_switch::route::{RouteConfig, RouteStage, UplinkRoute};
 use xvs_switch::router::{RouterStage, Zone};
 
 use crate::config::{NetworkConf, State};
-use crate::service::ServiceConf;
 use crate::network::{GATEWAY_PORT, bridge_of, mac_for};
 use crate::publish::PortBinding;
+use crate::service::ServiceConf;
 use crate::uplink::{UPLINK_BRIDGE, Uplink};
 
 /// The route stage's view of network `name`: its gateway and subnet, `--internal`, every

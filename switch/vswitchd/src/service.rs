@@ -185,7 +185,10 @@ pub struct CreateArgs {
     pub interval: Option<u32>,
 }
 
-fn parse_health(h: Option<&str>, interval: Option<u32>) -> Result<Option<HealthConf>, ServiceFault> {
+fn parse_health(
+    h: Option<&str>,
+    interval: Option<u32>,
+) -> Result<Option<HealthConf>, ServiceFault> {
     let Some(h) = h else {
         return match interval {
             Some(_) => Err(ServiceFault::IntervalWithoutHealth),
@@ -307,10 +310,9 @@ impl Services {
             health,
             backends: Vec::new(),
         };
-        if let Some((other, _)) = existing
-            .iter()
-            .find(|(_, c)| c.vip() == vip && c.spec.port.proto == port.proto && c.spec.port.port == port.port)
-        {
+        if let Some((other, _)) = existing.iter().find(|(_, c)| {
+            c.vip() == vip && c.spec.port.proto == port.proto && c.spec.port.port == port.port
+        }) {
             return Err(ServiceFault::SameKey {
                 other: other.clone(),
                 vip,
@@ -429,8 +431,7 @@ impl Services {
     pub fn reap(&mut self, now_ms: u64) -> Vec<String> {
         self.running
             .iter_mut()
-            .filter(|(_, s)| !s.reap(now_ms).is_empty())
-            .map(|(n, _)| n.clone())
+            .filter_map(|(n, s)| (!s.reap(now_ms).is_empty()).then(|| n.clone()))
             .collect()
     }
 
