@@ -297,6 +297,53 @@ fn schedulers_split_keep_client_address_resolve_and_publish() {
     want.sort();
     assert_eq!(tasks, want, "tasks.rr");
 
+    // trace: the lb decision for a new flow (which backend, and why), making no session.
+    let inspect = w.x.json(&["network", "inspect", "web"]);
+    let client = inspect["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["address"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{}/", w.client_ip))
+        })
+        .cloned()
+        .unwrap();
+    let neigh = w.client.must(&["ip", "neigh", "show", &vip]);
+    let vip_mac = neigh
+        .split_whitespace()
+        .skip_while(|t| *t != "lladdr")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let before = w.inspect("rr");
+    let trace = w.x.json(&[
+        "trace",
+        inspect["bridge"].as_str().unwrap(),
+        &format!(
+            "in_port={},dl_src={},dl_dst={},tcp,nw_src={},nw_dst={vip},tp_src=40000,tp_dst=80",
+            client["port"].as_str().unwrap(),
+            client["mac"].as_str().unwrap(),
+            vip_mac,
+            w.client_ip
+        ),
+    ]);
+    let lb = trace["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "lb")
+        .cloned()
+        .unwrap_or_else(|| panic!("no lb step: {trace}"));
+    eprintln!("trace: {trace}");
+    assert!(
+        lb.to_string().contains("backend 10.") && lb.to_string().contains(":8080"),
+        "{trace}"
+    );
+    assert_eq!(w.inspect("rr"), before, "trace made no connection");
+
     // wrr: in proportion to the weights.
     let vip = w.service("wrr", &["--scheduler", "wrr"]);
     for (ip, weight) in ips.iter().zip(["1", "2", "3"]) {
@@ -319,7 +366,12 @@ fn schedulers_split_keep_client_address_resolve_and_publish() {
         }
         let s = split(&w.client, &format!("http://{vip}/"), 300);
         eprintln!("{sched} split: {s:?}");
-        assert_eq!(count(&s, "error"), 0, "{sched} split {s:?}");
+        assert_eq!(
+            count(&s, "error"),
+            0,
+            "{sched} split {s:?}; drops: {}",
+            w.x.json(&["stats"])["drops"]
+        );
         for b in ["b0", "b1", "b2"] {
             assert!(count(&s, b) >= 40, "{sched} split {s:?}");
         }
@@ -526,4 +578,62 @@ fn restart_restores_and_bad_requests_change_nothing() {
         .client
         .sh(&["curl", "-s", "-m", "2", &format!("http://{vip}/")]);
     assert_ne!(out.status.code(), Some(0), "the VIP is gone");
+}
+
+#[test]
+fn a_backend_that_stops_answering_is_taken_out_by_its_health_check() {
+    let p = unique_prefix("svh");
+    let mut w = World::new(&p, 53);
+    let ips = w.backend_ips();
+    let vip = w.service("web", &["--health", "tcp", "--interval", "1"]);
+    for ip in &ips {
+        w.x.must(&["service", "add-backend", "web", ip]);
+    }
+    let health = |w: &World| -> Vec<String> {
+        w.inspect("web")["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["health"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(w.inspect("web")["health"], "tcp every 1s");
+    // b1's server stops: within a few checks it is down, takes nothing, leaves tasks.web.
+    w.backends[1].0.must(&["pkill", "-f", "name_server.py b1 "]);
+    let down = wait_until(Duration::from_secs(6), || {
+        health(&w) == ["up", "down", "up"]
+    });
+    assert!(down, "b1 not marked down: {:?}", health(&w));
+    let s = split(&w.client, &format!("http://{vip}/"), 30);
+    assert_eq!(
+        (count(&s, "b0"), count(&s, "b1"), count(&s, "b2")),
+        (15, 0, 15),
+        "{s:?}"
+    );
+    let mut tasks: Vec<String> = w
+        .client
+        .dig(&w.gateway, "tasks.web", false)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    tasks.sort();
+    let mut want = vec![ips[0].clone(), ips[2].clone()];
+    want.sort();
+    assert_eq!(tasks, want, "tasks.web leaves the down backend out");
+    // It answers again: back in.
+    let log = w.x.dir.join("b1-again.log");
+    let server = w.backends[1].0.spawn(&[
+        "timeout",
+        "300",
+        "python3",
+        script("name_server.py").to_str().unwrap(),
+        "b1",
+        BACKEND_PORT,
+        log.to_str().unwrap(),
+    ]);
+    w._servers.push(server);
+    let up = wait_until(Duration::from_secs(6), || health(&w) == ["up", "up", "up"]);
+    assert!(up, "b1 not back: {:?}", health(&w));
+    let s = split(&w.client, &format!("http://{vip}/"), 30);
+    assert_eq!(count(&s, "b1"), 10, "{s:?}");
 }

@@ -7,7 +7,7 @@
 //! blocks) a datapath worker; the control thread talks to it through [`GatewayHandle`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -91,6 +91,12 @@ enum GwCmd {
         network: String,
         to: ReplyTo,
         msg: Vec<u8>,
+    },
+    Probe {
+        network: String,
+        target: SocketAddrV4,
+        timeout_ms: u64,
+        done: Sender<bool>,
     },
     Stop,
 }
@@ -194,6 +200,21 @@ impl GatewayHandle {
             to,
             msg,
         });
+    }
+
+    /// A health check: `network`'s gateway opens a TCP connection to `target` and closes it
+    /// (a RST) once established. The answer comes on the returned channel: true if it was
+    /// established within `timeout_ms`, false if refused, timed out, or the network has no
+    /// gateway (then at once).
+    pub fn probe(&self, network: &str, target: SocketAddrV4, timeout_ms: u64) -> Receiver<bool> {
+        let (done, answer) = crossbeam_channel::bounded(1);
+        self.send(GwCmd::Probe {
+            network: network.to_string(),
+            target,
+            timeout_ms,
+            done,
+        });
+        answer
     }
 
     /// Counters of `network`'s gateway.
@@ -319,6 +340,19 @@ struct TcpConn {
     inbox: Vec<u8>,
 }
 
+/// A health check under way: its socket, when it gives up, and where the answer goes (none
+/// once given: the socket lingers a round for its RST to leave).
+struct Probe {
+    handle: SocketHandle,
+    deadline: Instant,
+    done: Option<Sender<bool>>,
+}
+
+/// Health checks at once per gateway; more are answered "down" at once (a bounded table).
+const MAX_PROBES: usize = 256;
+/// Buffers of a probe's socket (it sends and keeps nothing).
+const PROBE_BUFFER: usize = 64;
+
 struct Gateway {
     iface: Interface,
     device: PipeDevice,
@@ -326,6 +360,9 @@ struct Gateway {
     udp: SocketHandle,
     tcp: Vec<TcpConn>,
     ip: Ipv4Addr,
+    probes: Vec<Probe>,
+    /// The next local port a probe tries (49152-65535, in turn).
+    probe_port: u16,
 }
 
 impl Gateway {
@@ -377,7 +414,66 @@ impl Gateway {
             udp,
             tcp,
             ip,
+            probes: Vec::new(),
+            probe_port: 49152 + (u32::from(ip) % 16384) as u16,
         }
+    }
+
+    /// Starts a health check of `target` (see [`GatewayHandle::probe`]).
+    fn probe(&mut self, target: SocketAddrV4, timeout_ms: u64, done: Sender<bool>, now: Instant) {
+        if self.probes.len() >= MAX_PROBES {
+            let _ = done.send(false);
+            return;
+        }
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; PROBE_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; PROBE_BUFFER]),
+        );
+        self.probe_port = if self.probe_port == u16::MAX {
+            49152
+        } else {
+            self.probe_port + 1
+        };
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*target.ip()), target.port());
+        if sock
+            .connect(self.iface.context(), remote, self.probe_port)
+            .is_err()
+        {
+            let _ = done.send(false);
+            return;
+        }
+        self.probes.push(Probe {
+            handle: self.sockets.add(sock),
+            deadline: now + smoltcp::time::Duration::from_millis(timeout_ms),
+            done: Some(done),
+        });
+    }
+
+    /// Answers the health checks that are decided, and lets go of finished ones.
+    fn check_probes(&mut self, now: Instant) {
+        let sockets = &mut self.sockets;
+        self.probes.retain_mut(|p| {
+            let sock = sockets.get_mut::<tcp::Socket>(p.handle);
+            let Some(done) = p.done.take() else {
+                // Answered last round; its RST has gone out.
+                sockets.remove(p.handle);
+                return false;
+            };
+            let answer = match sock.state() {
+                tcp::State::Established => Some(true),
+                tcp::State::Closed => Some(false),
+                _ if now >= p.deadline => Some(false),
+                _ => None,
+            };
+            match answer {
+                Some(up) => {
+                    let _ = done.send(up);
+                    sock.abort();
+                }
+                None => p.done = Some(done),
+            }
+            true
+        });
     }
 
     fn poll(&mut self, network: &str, now: Instant, service: &mut dyn LocalService) {
@@ -438,6 +534,9 @@ impl Gateway {
             if !did {
                 break;
             }
+        }
+        if !self.probes.is_empty() {
+            self.check_probes(now);
         }
         self.iface.poll(now, &mut self.device, &mut self.sockets);
     }
@@ -527,6 +626,17 @@ impl GatewayThread {
                             gw.reply(to, &msg);
                         }
                     }
+                    GwCmd::Probe {
+                        network,
+                        target,
+                        timeout_ms,
+                        done,
+                    } => match self.gateways.get_mut(&network) {
+                        Some(gw) => gw.probe(target, timeout_ms, done, now),
+                        None => {
+                            let _ = done.send(false);
+                        }
+                    },
                     GwCmd::Stop => return,
                 }
             }
@@ -537,6 +647,11 @@ impl GatewayThread {
                 gw.poll(name, now, self.service.as_mut());
                 if let Some(d) = gw.iface.poll_delay(now, &gw.sockets) {
                     timeout_ms = timeout_ms.min(d.total_millis() as i64);
+                }
+                if let Some(p) = gw.probes.iter().map(|p| p.deadline).min() {
+                    // A probe's deadline, or the next round for one that lingers.
+                    let left = if p > now { (p - now).total_millis() } else { 0 };
+                    timeout_ms = timeout_ms.min(left.max(1) as i64);
                 }
                 let _ = gw.ip;
             }
@@ -615,5 +730,72 @@ mod tests {
         let c = gw.counters("n1").unwrap();
         assert_eq!(c.arp.load(Relaxed), 2);
         gw.stop();
+    }
+
+    /// The network side of a probe: answers the gateway's ARP for the backend, then its SYN
+    /// with a SYN-ACK (`accept`) or a RST; returns the probe's answer.
+    fn probe_against(accept: bool) -> bool {
+        use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+        let mut gw = GatewayHandle::spawn(Box::new(Echo)).unwrap();
+        let (mut port, end) = pipe().unwrap();
+        let gw_mac = [2, 0, 0, 0, 0, 1];
+        let backend_mac = [2, 0, 0, 0, 0, 7];
+        gw.add("n1", Mac(gw_mac), Ipv4Addr::new(10, 1, 0, 1), 24, end);
+        let answer = gw.probe("n1", "10.1.0.7:8080".parse().unwrap(), 2000);
+        let mut pool = FramePool::new_heap(64).unwrap();
+        let mut burst = Burst::new();
+        let mut result = None;
+        for _ in 0..20 {
+            for f in wait_frames(&mut port, &mut pool) {
+                let mut reply = Vec::new();
+                if f[12..14] == [0x08, 0x06] {
+                    // ARP request for the backend: reply.
+                    reply.extend_from_slice(&gw_mac);
+                    reply.extend_from_slice(&backend_mac);
+                    reply.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+                    reply.extend_from_slice(&backend_mac);
+                    reply.extend_from_slice(&[10, 1, 0, 7]);
+                    reply.extend_from_slice(&gw_mac);
+                    reply.extend_from_slice(&[10, 1, 0, 1]);
+                } else {
+                    let p = SlicedPacket::from_ethernet(&f).unwrap();
+                    let Some(TransportSlice::Tcp(t)) = p.transport else {
+                        continue;
+                    };
+                    if !t.syn() {
+                        continue;
+                    }
+                    let b = PacketBuilder::ethernet2(backend_mac, gw_mac)
+                        .ipv4([10, 1, 0, 7], [10, 1, 0, 1], 64)
+                        .tcp(8080, t.source_port(), 9000, 64000);
+                    let b = if accept {
+                        b.syn().ack(t.sequence_number() + 1)
+                    } else {
+                        b.rst().ack(t.sequence_number() + 1)
+                    };
+                    b.write(&mut reply, b"").unwrap();
+                }
+                burst.push(pool.alloc_copy(&reply).unwrap());
+                port.tx_burst(&mut pool, &mut burst);
+            }
+            if let Ok(r) = answer.try_recv() {
+                result = Some(r);
+                break;
+            }
+        }
+        gw.stop();
+        result.expect("the probe answered")
+    }
+
+    #[test]
+    fn a_probe_is_up_when_established_and_down_when_refused_or_unknown() {
+        assert!(probe_against(true));
+        assert!(!probe_against(false));
+        let gw = GatewayHandle::spawn(Box::new(Echo)).unwrap();
+        let answer = gw.probe("nowhere", "10.1.0.7:80".parse().unwrap(), 1000);
+        assert_eq!(
+            answer.recv_timeout(std::time::Duration::from_secs(1)),
+            Ok(false)
+        );
     }
 }

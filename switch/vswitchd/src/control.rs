@@ -24,6 +24,7 @@ use xvs_switch::port::{PortSpec, PortType, XdpMode};
 use crate::config::{BridgeConf, NetworkConf, PortConf, State, Store, StoreError};
 use crate::error::Error;
 use crate::flow;
+use crate::health::HealthChecks;
 use crate::network::{self, ConnectArgs, CreateArgs, Networks};
 use crate::uplink::{self, UplinkError};
 use crate::validate::{self, Object};
@@ -45,6 +46,8 @@ pub struct Switch {
     conntrack: uplink::ConntrackLimits,
     /// The services as the load balancer keeps them.
     services: service::Services,
+    /// Health checks of their backends.
+    health: HealthChecks,
 }
 
 /// Daemon options the switch needs.
@@ -171,6 +174,7 @@ impl Switch {
             uplink: running,
             conntrack: options.conntrack,
             services,
+            health: HealthChecks::default(),
         };
         sw.refresh_routes();
         for (name, conf) in &sw.state.services {
@@ -180,6 +184,25 @@ impl Switch {
             tracing::error!("cannot save state after restore: {e}");
         }
         Ok(sw)
+    }
+
+    /// Runs the services' health checks that are due (often: a check is one message to the
+    /// gateways' thread), and pushes services whose backends changed health.
+    pub fn check_health(&mut self) {
+        if self.state.services.values().all(|c| c.health.is_none()) {
+            return;
+        }
+        let changed = self.health.tick(
+            self.networks.gateway(),
+            &mut self.services,
+            &self.state.services,
+            self.dp.now_ms(),
+        );
+        for name in changed {
+            if let Some(conf) = self.state.services.get(&name) {
+                self.push_service(&name, conf);
+            }
+        }
     }
 
     /// Retries configured ports that are not running (their interface may have appeared),

@@ -7,6 +7,7 @@ mod control;
 mod dns;
 mod error;
 mod flow;
+mod health;
 mod ipam;
 mod netns;
 mod network;
@@ -172,6 +173,23 @@ fn run(args: Args) -> Result<(), StartError> {
                 }
             })
         };
+        let health = {
+            let sw = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let sw = sw.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(mut s) = sw.lock() {
+                            s.check_health();
+                        }
+                    })
+                    .await;
+                }
+            })
+        };
         let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
         let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
         tokio::select! {
@@ -180,6 +198,7 @@ fn run(args: Args) -> Result<(), StartError> {
         }
         server.abort();
         retry.abort();
+        health.abort();
         let sw = shared.clone();
         tokio::task::spawn_blocking(move || {
             if let Ok(mut s) = sw.lock() {

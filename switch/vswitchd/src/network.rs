@@ -291,6 +291,11 @@ impl Networks {
         &mut self.gateway
     }
 
+    /// The gateways' thread, to send it health checks.
+    pub fn gateway(&self) -> &GatewayHandle {
+        &self.gateway
+    }
+
     /// Starts the gateways' thread with the embedded DNS, which forwards names no network
     /// knows to `dns_upstream`.
     pub fn start(dns_upstream: Option<SocketAddr>) -> Result<Networks, NetworkError> {

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 use xvs_ctl::protocol::{BackendView, ServiceView};
 use xvs_lb::{
-    BackendAddr, LbStage, ParseError, SchedulerKind, Service, ServiceError, ServicePort,
+    BackendAddr, Health, LbStage, ParseError, SchedulerKind, Service, ServiceError, ServicePort,
     ServiceSpec,
 };
 use xvs_switch::datapath::Datapath;
@@ -424,6 +424,14 @@ impl Services {
             b.weight = weight;
         }
         Ok(next)
+    }
+
+    /// A health check's verdict on a backend of service `name`; true if it changed.
+    pub fn set_health(&mut self, name: &str, addr: SocketAddr, health: Health) -> bool {
+        self.running
+            .get_mut(name)
+            .and_then(|s| s.set_health(BackendAddr::from(addr), health).ok())
+            .unwrap_or(false)
     }
 
     /// Lets go of drained and reset backends whose connections are gone; true if any went
