@@ -13,6 +13,9 @@
 #   container sees the real client address; conntrack/show lists the connections.
 # Part 4 (overlays): a VXLAN network between xvs and a Linux kernel vxlan device standing for
 #   another host: ping both ways, iperf3, vtep show.
+# Part 5 (services): a virtual IP on network web balanced over three backends that answer
+#   their own names: from web1 (round robin), by DNS (the VIP, tasks.www), from the outside
+#   through the service's published port; each backend sees the real client; drain.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -35,6 +38,7 @@ cleanup() {
     "$XVSCTL" network disconnect web "${P}web2" >/dev/null 2>&1
     "$XVSCTL" network disconnect web "${P}web3" >/dev/null 2>&1
     "$XVSCTL" network disconnect ov "${P}ov1" >/dev/null 2>&1
+    for i in 1 2 3; do "$XVSCTL" network disconnect web "${P}svc$i" >/dev/null 2>&1; done
     kill -TERM "$XVSD_PID" 2>/dev/null; wait "$XVSD_PID" 2>/dev/null
   fi
   for ns in $(ip netns list | awk '{print $1}' | grep "^$P"); do
@@ -176,6 +180,38 @@ done
 run ip netns exec "${P}ov1" timeout 20 iperf3 -c 10.252.0.20 -t 2
 run "$XVSCTL" vtep show
 run "$XVSCTL" network disconnect ov "${P}ov1"
+
+echo; echo "== part 5: a service: a virtual IP on network web over three backends"
+# Three backends on web, each an HTTP server answering its own name and logging its clients.
+for i in 1 2 3; do
+  ip netns add "${P}svc$i"
+  ip -n "${P}svc$i" link set lo up
+  "$XVSCTL" network connect web "${P}svc$i" --ip "10.251.0.10$i" --name "svc$i" >/dev/null
+  timeout 60 ip netns exec "${P}svc$i" python3 "$ROOT/tests/scripts/name_server.py" "svc$i" 8080 \
+    "$WORK/svc$i.log" >/dev/null 2>&1 & disown
+done
+for i in 1 2 3; do
+  for _ in $(seq 50); do
+    ip netns exec "${P}svc$i" ss -ltn | grep -q ':8080 ' && break
+    sleep 0.1
+  done
+done
+run "$XVSCTL" service create www --network web --port tcp/80:8080 --publish 8088 --health tcp --interval 2
+for i in 1 2 3; do run "$XVSCTL" service add-backend www "10.251.0.10$i"; done
+VIP=$("$XVSCTL" service inspect www --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["vip"])')
+run ip netns exec "${P}web2" dig +short @10.251.0.1 www          # the VIP
+run ip netns exec "${P}web2" dig +short @10.251.0.1 tasks.www    # the backends
+echo; echo "\$ six requests from web1 to http://$VIP/ (round robin):"
+for _ in $(seq 6); do ip netns exec "${P}web1" curl -s -m 5 "http://$VIP/"; done
+echo; echo "\$ three requests from the outside to xvs's published port 8088:"
+for _ in $(seq 3); do ip netns exec "${P}out" curl -s -m 5 http://198.18.77.9:8088/; done
+echo "svc1's log (the clients' own addresses: web1, then the outside):"; cat "$WORK/svc1.log"
+run "$XVSCTL" service rm-backend www 10.251.0.101 --drain
+echo; echo "\$ three requests after svc1 is drained:"
+for _ in $(seq 3); do ip netns exec "${P}web1" curl -s -m 5 "http://$VIP/"; done
+run "$XVSCTL" service inspect www
+run "$XVSCTL" service rm www
+for i in 1 2 3; do "$XVSCTL" network disconnect web "${P}svc$i" >/dev/null; done
 run "$XVSCTL" uplink del
 
 echo; echo "== demo done; cleaning up (xvsd log: last lines)"

@@ -520,7 +520,11 @@ impl LbStage {
             return true;
         }
         if !dry_run && let Some(m) = self.sessions.get_mut(id) {
+            let was = m.state;
             m.track(dir, flags);
+            if m.state == SessionState::Closing && was != SessionState::Closing {
+                count_closed(&self.services, m);
+            }
             m.last_ms = now;
             m.expires_ms = now.saturating_add(m.timeout_ms(idle_ms));
             if dir == Dir::Original {
@@ -670,8 +674,16 @@ impl LbStage {
     }
 }
 
-/// Counts a session's backend closed.
+/// Counts a session's backend closed as the session ends, unless it was when the connection
+/// closed (a session in [`SessionState::Closing`] lingers for its last segments, but is no
+/// longer one of the backend's active connections, as IPVS's ActiveConn leaves it out).
 fn close(services: &WorkerServices, s: &Session) {
+    if s.state != SessionState::Closing {
+        count_closed(services, s);
+    }
+}
+
+fn count_closed(services: &WorkerServices, s: &Session) {
     if let Some(b) = services.get(&s.service()) {
         b.closed(s.backend_ref);
     }
