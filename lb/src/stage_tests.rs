@@ -644,7 +644,11 @@ fn a_closed_connection_lingers_ten_seconds_and_its_port_may_be_reused() {
     net.run(&from_backend(0, 40000, FIN | ACK), backend_port(0));
     let v = net.stage.sessions(net.now);
     assert_eq!((v[0].state, v[0].timeout_s), (SessionState::Closing, 10));
-    assert_eq!(net.active(), [0, 0], "a closed connection is active no more");
+    assert_eq!(
+        net.active(),
+        [0, 0],
+        "a closed connection is active no more"
+    );
     // A new SYN from the same port is a new connection (the next backend in turn).
     let out = net.run(&to_vip(40000, SYN), CLIENT_PORT);
     assert_eq!(out.ip().1, backend_ip(1));

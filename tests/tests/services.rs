@@ -566,6 +566,19 @@ fn restart_restores_and_bad_requests_change_nothing() {
     let s = split(&w.outside, &format!("http://{}:8082/", w.uplink_ip()), 6);
     assert_eq!(count(&s, "error"), 0, "published after restart {s:?}");
 
+    // A backend's endpoint leaves the network: it leaves the service (as a swarm task).
+    w.x.must(&["network", "disconnect", "web", &format!("{p}b1")]);
+    let inspect = w.inspect("web");
+    let active: Vec<&Value> = inspect["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "{inspect}");
+    let s = split(&w.client, &format!("http://{vip}/"), 6);
+    assert_eq!(count(&s, "b0"), 6, "{s:?}");
+
     // rm twice: the second is refused; the published port is free again.
     w.x.must(&["service", "rm", "web"]);
     let e = w.x.refused(&["service", "rm", "web"]);

@@ -702,6 +702,41 @@ impl Switch {
     }
 
     /// Pushes service `name` to the datapath and the DNS.
+    /// An endpoint at `ip` left `network`: it is no backend of the network's services any
+    /// more (as a swarm task that ends); its connections are reset.
+    fn forget_backend(&mut self, network: &str, ip: std::net::Ipv4Addr) {
+        let now = self.dp.now_ms();
+        let hit: Vec<(String, service::ServiceConf)> = self
+            .state
+            .services
+            .iter()
+            .filter(|(_, c)| c.network == network && c.backends.iter().any(|b| b.addr.ip() == ip))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        for (name, mut conf) in hit {
+            let gone: Vec<String> = conf
+                .backends
+                .iter()
+                .filter(|b| b.addr.ip() == ip)
+                .map(|b| b.addr.to_string())
+                .collect();
+            for addr in gone {
+                match self
+                    .services
+                    .remove_backend(&name, &conf, &addr, false, now)
+                {
+                    Ok(next) => {
+                        tracing::info!("service {name}: backend {addr} left network {network}");
+                        conf = next;
+                    }
+                    Err(e) => tracing::warn!("service {name}: cannot drop backend {addr}: {e}"),
+                }
+            }
+            self.push_service(&name, &conf);
+            self.state.services.insert(name, conf);
+        }
+    }
+
     fn push_service(&self, name: &str, conf: &service::ServiceConf) {
         if let Ok(mut names) = self.networks.names().write() {
             self.services.push(&self.dp, &mut names, name, conf);
@@ -1009,6 +1044,7 @@ impl Switch {
         }
         network::update_resolv_conf(&self.state.networks, sandbox);
         self.refresh_routes();
+        self.forget_backend(network, ep.ip);
         self.store
             .save(&self.state)
             .map_err(Error::DisconnectedNotSaved)?;
