@@ -614,8 +614,11 @@ impl LbStage {
         };
         s.expires_ms = now.saturating_add(s.timeout_ms(idle_ms));
         if let Some((other, _)) = self.sessions.lookup(&s.reply()) {
+            // A closed connection lingering for its last segments gives way: the client
+            // reused its port toward another VIP on the same backend (clients do, as the
+            // destinations differ), and the backend takes the new SYN over its TIME_WAIT.
             match self.sessions.get(other) {
-                Some(o) if o.expires_ms > now => {
+                Some(o) if o.expires_ms > now && o.state != SessionState::Closing => {
                     ctx.record("lb", || {
                         format!("{t}: replies would clash with a connection")
                     });

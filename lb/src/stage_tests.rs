@@ -858,6 +858,14 @@ fn a_reply_that_would_clash_is_refused() {
         net.run(&f, CLIENT_PORT).verdict,
         dropped(LbDrop::ReplyClash)
     );
+    // Once the first is closed (lingering for its last segments), the second may have its
+    // tuple: the client reused its port toward the other VIP.
+    net.run(&from_backend(0, 40000, SYN | ACK), backend_port(0));
+    net.run(&to_vip(40000, RST | ACK), CLIENT_PORT);
+    let out = net.run(&f, CLIENT_PORT);
+    assert_eq!((out.verdict, out.ip().1), (Verdict::Next, backend_ip(0)));
+    assert_eq!(net.stage.len(), 1, "the closed one gave way");
+    assert_eq!(net.count(LbDrop::ReplyClash), 1);
 }
 
 #[test]

@@ -612,7 +612,9 @@ fn a_backend_that_stops_answering_is_taken_out_by_its_health_check() {
     };
     assert_eq!(w.inspect("web")["health"], "tcp every 1s");
     // b1's server stops: within a few checks it is down, takes nothing, leaves tasks.web.
-    w.backends[1].0.must(&["pkill", "-f", "name_server.py b1 "]);
+    // (pkill sees every test's processes: the log path is this test's own.)
+    let b1_log = w.logs[1].to_str().unwrap().to_string();
+    w.backends[1].0.must(&["pkill", "-f", &b1_log]);
     let down = wait_until(Duration::from_secs(6), || {
         health(&w) == ["up", "down", "up"]
     });
