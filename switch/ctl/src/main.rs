@@ -668,8 +668,7 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
         Request::VtepSet { .. } | Request::VtepShow => print_vtep(&decode::<VtepView>(result)?),
         Request::ServiceCreate { .. } => println!("{}", decode::<ServiceView>(result)?.name),
         Request::ServiceLs => print_services(&decode::<Vec<ServiceView>>(result)?),
-        // As `docker service inspect`: JSON is the human format too.
-        Request::ServiceInspect { .. } => println!("{}", pretty(&result)),
+        Request::ServiceInspect { .. } => print_service(&decode::<ServiceView>(result)?),
         Request::VtepPeerLs => {
             for p in decode::<Vec<VtepPeerView>>(result)? {
                 println!("{}", peer_line(&p));
@@ -714,6 +713,31 @@ fn print_services(v: &[ServiceView]) {
             s.scheduler,
             s.backends.len(),
             s.backends.iter().map(|b| b.active).sum::<u64>()
+        );
+    }
+}
+
+/// One service as `ipvsadm -Ln` shows a virtual server: its line, then its backends.
+fn print_service(s: &ServiceView) {
+    let mut line = format!(
+        "service {} on {}: {} {} {} timeout {}s",
+        s.name, s.network, s.vip, s.port, s.scheduler, s.timeout_s
+    );
+    if let Some(p) = s.publish {
+        line.push_str(&format!(", published on uplink port {p}"));
+    }
+    if let Some(h) = &s.health {
+        line.push_str(&format!(", health {h}"));
+    }
+    println!("{line}");
+    println!(
+        "  {:<22} {:>6} {:<9} {:<6} {:>8} {:>8}",
+        "BACKEND", "WEIGHT", "STATE", "HEALTH", "ACTIVE", "TOTAL"
+    );
+    for b in &s.backends {
+        println!(
+            "  {:<22} {:>6} {:<9} {:<6} {:>8} {:>8}",
+            b.addr, b.weight, b.state, b.health, b.active, b.total
         );
     }
 }
