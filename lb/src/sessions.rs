@@ -142,9 +142,43 @@ pub(crate) struct Session {
     pub created_ms: u64,
     pub last_ms: u64,
     pub expires_ms: u64,
+    /// Where the two ends are, for the resets an idle timeout sends them (TCP).
+    pub ends: Ends,
+}
+
+/// A TCP connection's two ends as its segments show them: what the resets that end it on an
+/// idle timeout are made from (each end gets one in its own sequence space).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ends {
+    /// The sequence number the client sends next (SEG.SEQ + SEG.LEN of its last segment).
+    pub client_next: u32,
+    /// The same for the backend; meaningful once `backend_seen`.
+    pub backend_next: u32,
+    /// The client's MAC and the port its segments come in on.
+    pub client_mac: Mac,
+    pub client_in: u32,
+    /// The port the backend's segments come in on.
+    pub backend_in: u32,
+    /// The backend has sent a segment.
+    pub backend_seen: bool,
+    /// The client is beyond the uplink (its segments came over from another bridge): it is
+    /// not reset from here.
+    pub client_remote: bool,
 }
 
 impl Session {
+    /// Whether an idle timeout ending it should reset both ends: an open TCP connection
+    /// whose backend has answered.
+    #[inline]
+    pub fn wants_reset(&self) -> bool {
+        self.proto == ipproto::TCP
+            && matches!(
+                self.state,
+                SessionState::Established | SessionState::FinWait
+            )
+            && self.ends.backend_seen
+    }
+
     /// The client's packets: client → VIP:port.
     #[inline]
     pub fn original(&self) -> Tuple {
@@ -527,6 +561,7 @@ mod tests {
             created_ms: 0,
             last_ms: 0,
             expires_ms: 1000,
+            ends: Ends::default(),
         }
     }
 

@@ -28,11 +28,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use xvs_stage::batch::FrameMeta;
 use xvs_stage::checksum::complete_checksum;
 use xvs_stage::drop::{DropReason, ReasonSet};
 use xvs_stage::offload::Offload;
 use xvs_stage::respond::{self, tcp_flags};
 use xvs_stage::stage::{Batch, Stage, StageContext, Verdict};
+use xvs_stage::wire::BridgeId;
 use xvs_stage::wire::{Mac, ethertype, ipproto};
 
 use crate::drop::LbDrop;
@@ -40,7 +42,7 @@ use crate::hash::{DEFAULT_SEED, mix64};
 use crate::rewrite::{End, rewrite};
 use crate::services::WorkerServices;
 use crate::sessions::{
-    DEFAULT_CAPACITY, Dir, MAX_CAPACITY, Session, SessionState, SessionView, Sessions, Tuple,
+    DEFAULT_CAPACITY, Dir, Ends, MAX_CAPACITY, Session, SessionState, SessionView, Sessions, Tuple,
 };
 use crate::spec::Proto;
 use crate::table::{Disposition, ServiceKey, ServiceTable};
@@ -84,7 +86,16 @@ pub struct LbStage {
     /// looked up again.
     generation: u32,
     ticked_ms: u64,
+    /// Connections ended by their idle timeout whose two ends are still to be sent a RST
+    /// ([`Stage::release`]); at most [`MAX_ABORTS`] wait (more end silently, each end then
+    /// told at its next segment).
+    aborts: Vec<Session>,
+    /// The bridge whose frames the stage sees (from the batches it is given).
+    bridge: BridgeId,
 }
+
+/// Idle connections whose resets may wait at once.
+const MAX_ABORTS: usize = 256;
 
 /// The IPv4 address a key holds (v4-mapped).
 #[inline]
@@ -120,6 +131,8 @@ impl LbStage {
             configured: false,
             generation: 0,
             ticked_ms: 0,
+            aborts: Vec::with_capacity(MAX_ABORTS),
+            bridge: 0,
         }
     }
 
@@ -224,8 +237,65 @@ impl LbStage {
     }
 
     fn sweep(&mut self, now_ms: u64, budget: u32) {
-        let services = &self.services;
-        self.sessions.sweep(now_ms, budget, |s| close(services, s));
+        let (services, aborts) = (&self.services, &mut self.aborts);
+        self.sessions.sweep(now_ms, budget, |s| {
+            close(services, s);
+            queue_abort(aborts, s);
+        });
+    }
+
+    /// The resets that end idle connection `s` at both ends, into `out`: to the backend from
+    /// the client, in the client's sequence, and to the client from the VIP, in the
+    /// backend's (unless the client is beyond the uplink); each out of the port its end's
+    /// segments came in on. False when `out` has no room for them.
+    fn abort(&self, ctx: &mut StageContext<'_>, out: &mut Batch, s: &Session) -> bool {
+        if out.frames.capacity() - out.frames.len() < 2 {
+            return false;
+        }
+        let e = s.ends;
+        let client = (s.client.to_be_bytes(), s.client_port);
+        let resets = [
+            Some((
+                s.station,
+                e.client_mac,
+                client,
+                (s.backend.to_be_bytes(), s.backend_port),
+                e.client_next,
+                e.backend_in,
+            )),
+            (!e.client_remote && self.answers()).then_some((
+                e.client_mac,
+                self.config.gateway_mac,
+                (s.vip.to_be_bytes(), s.vip_port),
+                client,
+                e.backend_next,
+                e.client_in,
+            )),
+        ];
+        for (dst_mac, src_mac, from, to, seq, port) in resets.into_iter().flatten() {
+            let Some(mut f) = ctx.pool.alloc() else {
+                return true;
+            };
+            let buf = ctx.pool.buffer_mut(&mut f);
+            let Some(len) = respond::tcp_reset_frame(buf, dst_mac, src_mac, from, to, seq) else {
+                ctx.pool.free(f);
+                continue;
+            };
+            f.set_len(len);
+            let j = out.len();
+            let meta = FrameMeta {
+                bridge: self.bridge,
+                ..FrameMeta::default()
+            };
+            match out.push(f, meta) {
+                Ok(()) => {
+                    out.verdicts[j] = Verdict::Output(port);
+                    ctx.made_frame();
+                }
+                Err(f) => ctx.pool.free(f),
+            }
+        }
+        true
     }
 
     /// Frame `i`, an ARP request for a VIP: answered.
@@ -482,6 +552,10 @@ impl LbStage {
             }
             _ => {
                 if !dry_run {
+                    // Expired with no sweep yet: its ends are told as a sweep would.
+                    if s.expires_ms <= now {
+                        queue_abort(&mut self.aborts, &s);
+                    }
                     self.end(id);
                 }
                 return false;
@@ -522,6 +596,21 @@ impl LbStage {
         if !dry_run && let Some(m) = self.sessions.get_mut(id) {
             let was = m.state;
             m.track(dir, flags);
+            let key = &batch.keys[i];
+            match dir {
+                Dir::Original => {
+                    if let Some(n) = next_seq(ctx, batch, i) {
+                        m.ends.client_next = n;
+                    }
+                    (m.ends.client_mac, m.ends.client_in) = (key.dl_src, key.in_port);
+                }
+                Dir::Reply => {
+                    if let Some(n) = next_seq(ctx, batch, i) {
+                        (m.ends.backend_next, m.ends.backend_seen) = (n, true);
+                    }
+                    m.ends.backend_in = key.in_port;
+                }
+            }
             if m.state == SessionState::Closing && was != SessionState::Closing {
                 count_closed(&self.services, m);
             }
@@ -611,6 +700,13 @@ impl LbStage {
             created_ms: now,
             last_ms: now,
             expires_ms: 0,
+            ends: Ends {
+                client_next: next_seq(ctx, batch, i).unwrap_or(0),
+                client_mac: key.dl_src,
+                client_in: key.in_port,
+                client_remote: batch.meta[i].patched_from.is_some(),
+                ..Ends::default()
+            },
         };
         s.expires_ms = now.saturating_add(s.timeout_ms(idle_ms));
         if let Some((other, _)) = self.sessions.lookup(&s.reply()) {
@@ -675,6 +771,43 @@ impl LbStage {
             }
         }
     }
+}
+
+/// Queues the resets of `s`, ended by its idle timeout, if it is an open TCP connection
+/// (within the queue's bound: never grows).
+fn queue_abort(aborts: &mut Vec<Session>, s: &Session) {
+    if s.wants_reset() && aborts.len() < MAX_ABORTS {
+        aborts.push(*s);
+    }
+}
+
+/// The sequence number that follows TCP segment `i` (SEG.SEQ + SEG.LEN, SYN and FIN counting
+/// one each); `None` if not TCP or too short.
+#[inline]
+fn next_seq(ctx: &StageContext<'_>, batch: &Batch, i: usize) -> Option<u32> {
+    let key = &batch.keys[i];
+    if key.nw_proto != ipproto::TCP {
+        return None;
+    }
+    let (l3, l4) = (usize::from(key.l3_offset), usize::from(key.l4_offset));
+    let f = ctx.pool.data(&batch.frames[i]);
+    let tcp: &[u8; 14] = f.get(l4..l4 + 14)?.try_into().ok()?;
+    let total = usize::from(u16::from_be_bytes([*f.get(l3 + 2)?, *f.get(l3 + 3)?]));
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    // A GSO super-frame's IP length may not cover it: the frame's own length bounds both.
+    let ip_end = if total == 0 {
+        f.len()
+    } else {
+        (l3 + total).min(f.len())
+    };
+    let data = ip_end.saturating_sub(l4 + doff) as u32;
+    let flags = tcp[13];
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    Some(
+        seq.wrapping_add(data)
+            .wrapping_add(u32::from(flags & tcp_flags::SYN != 0))
+            .wrapping_add(u32::from(flags & tcp_flags::FIN != 0)),
+    )
 }
 
 /// Counts a session's backend closed as the session ends, unless it was when the connection
@@ -793,6 +926,9 @@ impl Stage for LbStage {
         if self.services.is_empty() && self.sessions.is_empty() {
             return;
         }
+        if !batch.is_empty() {
+            self.bridge = batch.meta[0].bridge;
+        }
         if !self.sessions.is_empty() {
             self.warm(batch);
         }
@@ -805,6 +941,19 @@ impl Stage for LbStage {
                 ethertype::ARP => self.arp(ctx, batch, i),
                 _ => {}
             }
+        }
+    }
+
+    fn has_release(&self) -> bool {
+        !self.aborts.is_empty()
+    }
+
+    fn release(&mut self, ctx: &mut StageContext<'_>, out: &mut Batch) {
+        while let Some(s) = self.aborts.last().copied() {
+            if !self.abort(ctx, out, &s) {
+                break;
+            }
+            self.aborts.pop();
         }
     }
 

@@ -952,3 +952,51 @@ fn a_udp_flow_of_a_removed_backend_moves_to_another() {
     assert!(checksums_ok(&out.bytes));
     assert_eq!(net.active(), [0, 1]);
 }
+
+#[test]
+fn an_idle_timeout_resets_both_ends_in_their_own_sequence() {
+    let mut net = Net::new(1);
+    net.service.set_timeout_secs(30).unwrap();
+    net.push();
+    net.run(&to_vip(40000, SYN), CLIENT_PORT);
+    net.run(&from_backend(0, 40000, SYN | ACK), backend_port(0));
+    net.run(&to_vip(40000, ACK), CLIENT_PORT); // seq 1000 + "hello"
+    assert!(!net.stage.has_release());
+    net.stage.tick(net.now + 30_000);
+    assert_eq!(net.stage.len(), 0, "expired");
+    assert_eq!(net.active(), [0]);
+    assert!(net.stage.has_release());
+    let mut out = Batch::default();
+    let mut ctx = StageContext::new(&mut net.pool, &net.domain, &net.drops, net.now + 30_000);
+    net.stage.release(&mut ctx, &mut out);
+    assert_eq!((out.len(), ctx.generated), (2, 2));
+    assert!(!net.stage.has_release());
+    let frames: Vec<Vec<u8>> = (0..2)
+        .map(|i| net.pool.data(&out.frames[i]).to_vec())
+        .collect();
+    // To the backend, from the client, in the client's sequence.
+    assert_eq!(out.verdicts[0], Verdict::Output(backend_port(0)));
+    let f = &frames[0];
+    assert_eq!(
+        &f[..12],
+        &[&backend_mac(0).0[..], &CLIENT_MAC.0[..]].concat()[..]
+    );
+    assert_eq!(&f[26..34], &[CLIENT, backend_ip(0)].concat()[..]);
+    let t = tcp_of(f);
+    assert!(t.rst && !t.ack && checksums_ok(f));
+    assert_eq!(t.seq, 1005);
+    // To the client, from the VIP, in the backend's (its SYN counted one).
+    assert_eq!(out.verdicts[1], Verdict::Output(CLIENT_PORT));
+    let f = &frames[1];
+    assert_eq!(&f[..12], &[&CLIENT_MAC.0[..], &GW.0[..]].concat()[..]);
+    assert_eq!(&f[26..34], &[VIP, CLIENT].concat()[..]);
+    assert_eq!(u16::from_be_bytes([f[34], f[35]]), 80);
+    let t = tcp_of(f);
+    assert!(t.rst && checksums_ok(f));
+    assert_eq!(t.seq, 5001);
+    out.free_all(&mut net.pool);
+    // A connection that never got an answer, or is already closed, is not reset.
+    net.run(&to_vip(40001, SYN), CLIENT_PORT);
+    net.stage.tick(net.now + 120_000);
+    assert!(!net.stage.has_release());
+}

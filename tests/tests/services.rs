@@ -652,3 +652,31 @@ fn a_backend_that_stops_answering_is_taken_out_by_its_health_check() {
     let s = split(&w.client, &format!("http://{vip}/"), 30);
     assert_eq!(count(&s, "b1"), 10, "{s:?}");
 }
+
+#[test]
+fn an_idle_connection_is_reset_at_both_ends_when_its_timeout_ends_it() {
+    let p = unique_prefix("svi");
+    let w = World::new(&p, 54);
+    let vip = w.service("web", &["--timeout", "2"]);
+    w.x.must(&["service", "add-backend", "web", &w.backend_ips()[0]]);
+    assert_eq!(w.inspect("web")["timeout_s"], 2);
+    // A connection that says nothing: after the 2 s timeout the client is reset, not left
+    // waiting (swarm's fixed IPVS timeout leaves both ends hanging: moby#31208).
+    let script = format!(
+        "import socket,time\n\
+         s=socket.create_connection(('{vip}',80)); s.settimeout(15); t=time.time()\n\
+         try:\n    d=s.recv(1); print('eof' if not d else 'data', round(time.time()-t,1))\n\
+         except ConnectionResetError:\n    print('reset', round(time.time()-t,1))\n\
+         except socket.timeout:\n    print('hang', round(time.time()-t,1))\n"
+    );
+    let out = w.client.must(&["timeout", "30", "python3", "-c", &script]);
+    let mut words = out.split_whitespace();
+    assert_eq!(words.next(), Some("reset"), "client: {out}");
+    let after: f64 = words.next().unwrap().parse().unwrap();
+    assert!((1.5..8.0).contains(&after), "reset after {after} s");
+    // The backend's end is gone too.
+    let ss = w.backends[0]
+        .0
+        .must(&["ss", "-tnH", "state", "established", "( sport = :8080 )"]);
+    assert!(!ss.contains(&w.client_ip), "backend still holds it: {ss}");
+}

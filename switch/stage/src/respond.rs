@@ -212,6 +212,36 @@ pub fn tcp_reset_onward(frame: &mut [u8], l3: usize, l4: usize) -> Result<usize,
     Ok(write_reset(frame, l3, &seg, seg.seq, 0, tcp_flags::RST))
 }
 
+/// Writes into `buf` a whole reset frame, made from nothing (a middlebox ending an idle
+/// connection): Ethernet from `src_mac` to `dst_mac`, IPv4 `src` → `dst`, TCP `sport` →
+/// `dport` with `<SEQ=seq><CTL=RST>`, full checksums. Returns its length (14 +
+/// [`RESET_HEADERS_LEN`]), or `None` if `buf` is shorter.
+pub fn tcp_reset_frame(
+    buf: &mut [u8],
+    dst_mac: Mac,
+    src_mac: Mac,
+    (src, sport): ([u8; 4], u16),
+    (dst, dport): ([u8; 4], u16),
+    seq: u32,
+) -> Option<usize> {
+    let len = 14 + RESET_HEADERS_LEN;
+    let frame = buf.get_mut(..len)?;
+    frame[..6].copy_from_slice(&dst_mac.0);
+    frame[6..12].copy_from_slice(&src_mac.0);
+    frame[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    let seg = Segment {
+        src,
+        dst,
+        sport: sport.to_be_bytes(),
+        dport: dport.to_be_bytes(),
+        seq,
+        ack: 0,
+        flags: tcp_flags::RST,
+        data: 0,
+    };
+    Some(write_reset(frame, 14, &seg, seq, 0, tcp_flags::RST))
+}
+
 /// What a reset is made from: a TCP segment's addresses, ports, numbers and flags.
 #[derive(Clone, Copy)]
 struct Segment {
