@@ -144,6 +144,9 @@ pub(crate) struct Session {
     pub expires_ms: u64,
     /// Where the two ends are, for the resets an idle timeout sends them (TCP).
     pub ends: Ends,
+    /// The client was given itself as the backend: its packets also get the VIP as their
+    /// source (a host drops packets from its own address), so replies come back to the VIP.
+    pub hairpin: bool,
 }
 
 /// A TCP connection's two ends as its segments show them: what the resets that end it on an
@@ -177,6 +180,7 @@ impl Session {
                 SessionState::Established | SessionState::FinWait
             )
             && self.ends.backend_seen
+            && !self.hairpin
     }
 
     /// The client's packets: client → VIP:port.
@@ -196,7 +200,7 @@ impl Session {
     pub fn reply(&self) -> Tuple {
         Tuple {
             src: self.backend,
-            dst: self.client,
+            dst: if self.hairpin { self.vip } else { self.client },
             sport: self.backend_port,
             dport: self.client_port,
             proto: self.proto,
@@ -562,6 +566,7 @@ mod tests {
             last_ms: 0,
             expires_ms: 1000,
             ends: Ends::default(),
+            hairpin: false,
         }
     }
 

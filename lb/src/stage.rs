@@ -402,6 +402,7 @@ impl LbStage {
     ) {
         if !ctx.dry_run()
             && self.answers()
+            && !s.hairpin
             && let Some(copy) = ctx.pool.clone_frame(&batch.frames[i])
         {
             let j = batch.len();
@@ -469,6 +470,53 @@ impl LbStage {
         std::hint::black_box(touched);
     }
 
+    /// Frame `i`, a hairpin client's packet already DNATed to itself: its source becomes the
+    /// VIP (and the gateway's MAC), and it goes back out of the port it came in on (L2 would
+    /// not send a frame back where it came from).
+    fn hairpin_out(
+        &self,
+        ctx: &mut StageContext<'_>,
+        batch: &mut Batch,
+        i: usize,
+        s: &Session,
+    ) -> bool {
+        if !undnat(ctx, batch, i, s.vip, s.client_port) {
+            return false;
+        }
+        self.hairpin_macs(ctx, batch, i, s.station);
+        true
+    }
+
+    /// Frame `i`, the reply of a hairpin connection's backend to the VIP: from VIP:port back
+    /// to the client's own address and port, out of the port it came in on.
+    fn hairpin_back(
+        &self,
+        ctx: &mut StageContext<'_>,
+        batch: &mut Batch,
+        i: usize,
+        s: &Session,
+    ) -> bool {
+        if !undnat(ctx, batch, i, s.vip, s.vip_port)
+            || !dnat(ctx, batch, i, s.client, s.client_port, s.ends.client_mac)
+        {
+            return false;
+        }
+        self.hairpin_macs(ctx, batch, i, s.ends.client_mac);
+        ctx.record("lb", || "hairpin: back to the client, from the VIP".into());
+        true
+    }
+
+    fn hairpin_macs(&self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize, dst: Mac) {
+        let gw = self.config.gateway_mac;
+        if let Some(d) = ctx.pool.data_mut(&mut batch.frames[i]).get_mut(..12) {
+            d[..6].copy_from_slice(&dst.0);
+            d[6..].copy_from_slice(&gw.0);
+        }
+        let key = &mut batch.keys[i];
+        (key.dl_dst, key.dl_src) = (dst, gw);
+        batch.verdicts[i] = Verdict::Output(key.in_port);
+    }
+
     /// Frame `i`, IPv4.
     #[inline]
     fn ipv4(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch, i: usize) {
@@ -522,6 +570,8 @@ impl LbStage {
             return false;
         };
         let flags = tcp_flags_of(ctx, batch, i);
+        // The sender's MAC as it came (a hairpin rewrite below changes the key's).
+        let sender_mac = batch.keys[i].dl_src;
         let idle_ms = match self.services.get(&s.service()) {
             Some(b) if s.expires_ms > now => {
                 if b.disposition(s.backend_ref) == Disposition::Reset {
@@ -586,7 +636,9 @@ impl LbStage {
                     }
                 }
                 dnat(ctx, batch, i, s.backend, s.backend_port, station)
+                    && (!s.hairpin || self.hairpin_out(ctx, batch, i, &s))
             }
+            Dir::Reply if s.hairpin => self.hairpin_back(ctx, batch, i, &s),
             Dir::Reply => undnat(ctx, batch, i, s.vip, s.vip_port),
         };
         if !done {
@@ -602,7 +654,7 @@ impl LbStage {
                     if let Some(n) = next_seq(ctx, batch, i) {
                         m.ends.client_next = n;
                     }
-                    (m.ends.client_mac, m.ends.client_in) = (key.dl_src, key.in_port);
+                    (m.ends.client_mac, m.ends.client_in) = (sender_mac, key.in_port);
                 }
                 Dir::Reply => {
                     if let Some(n) = next_seq(ctx, batch, i) {
@@ -700,6 +752,7 @@ impl LbStage {
             created_ms: now,
             last_ms: now,
             expires_ms: 0,
+            hairpin: u32::from(*addr.ip()) == t.src,
             ends: Ends {
                 client_next: next_seq(ctx, batch, i).unwrap_or(0),
                 client_mac: key.dl_src,
@@ -729,7 +782,9 @@ impl LbStage {
         if let Some(b) = self.services.get(&skey) {
             b.opened(pick.backend);
         }
-        if !dnat(ctx, batch, i, s.backend, s.backend_port, mac) {
+        if !dnat(ctx, batch, i, s.backend, s.backend_port, mac)
+            || (s.hairpin && !self.hairpin_out(ctx, batch, i, &s))
+        {
             return drop_frame(ctx, batch, i, LbDrop::Malformed);
         }
         ctx.record("lb", || format!("{t}: new, backend {addr} ({})", pick.why));

@@ -1000,3 +1000,67 @@ fn an_idle_timeout_resets_both_ends_in_their_own_sequence() {
     net.stage.tick(net.now + 120_000);
     assert!(!net.stage.has_release());
 }
+
+#[test]
+fn a_backend_given_its_own_connection_gets_it_from_the_vip() {
+    let mut net = Net::new(1);
+    let me = (backend_ip(0), backend_mac(0));
+    let syn = tcp(Seg {
+        from: (me.0, 40000, me.1),
+        to: (VIP, 80, GW),
+        flags: SYN,
+        seq: 1,
+        ack: 0,
+        payload: b"",
+    });
+    let out = net.run(&syn, backend_port(0));
+    assert_eq!(
+        out.verdict,
+        Verdict::Output(backend_port(0)),
+        "back where it came from"
+    );
+    assert_eq!(out.ip(), (VIP, me.0), "from the VIP, to itself");
+    assert_eq!(out.ports(), (40000, 8080));
+    assert_eq!(out.macs(), (me.1, GW));
+    assert!(checksums_ok(&out.bytes));
+    let reply = tcp(Seg {
+        from: (me.0, 8080, me.1),
+        to: (VIP, 40000, GW),
+        flags: SYN | ACK,
+        seq: 9,
+        ack: 2,
+        payload: b"",
+    });
+    let out = net.run(&reply, backend_port(0));
+    assert_eq!(out.verdict, Verdict::Output(backend_port(0)));
+    assert_eq!(out.ip(), (VIP, me.0));
+    assert_eq!(out.ports(), (80, 40000), "from VIP:80 to the client's port");
+    assert_eq!(out.macs(), (me.1, GW));
+    assert!(checksums_ok(&out.bytes));
+    assert_eq!(
+        net.stage.sessions(net.now)[0].state,
+        SessionState::Established
+    );
+    // Later segments both ways keep their MACs (the client's is not taken from a rewrite).
+    for _ in 0..2 {
+        let ack = tcp(Seg {
+            from: (me.0, 40000, me.1),
+            to: (VIP, 80, GW),
+            flags: ACK,
+            seq: 2,
+            ack: 10,
+            payload: b"GET",
+        });
+        assert_eq!(net.run(&ack, backend_port(0)).macs(), (me.1, GW));
+        let data = tcp(Seg {
+            from: (me.0, 8080, me.1),
+            to: (VIP, 40000, GW),
+            flags: ACK,
+            seq: 10,
+            ack: 5,
+            payload: b"200",
+        });
+        let out = net.run(&data, backend_port(0));
+        assert_eq!((out.macs(), out.ports()), ((me.1, GW), (80, 40000)));
+    }
+}

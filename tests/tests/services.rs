@@ -680,3 +680,33 @@ fn an_idle_connection_is_reset_at_both_ends_when_its_timeout_ends_it() {
         .must(&["ss", "-tnH", "state", "established", "( sport = :8080 )"]);
     assert!(!ss.contains(&w.client_ip), "backend still holds it: {ss}");
 }
+
+#[test]
+fn a_backend_reaches_its_own_service_even_when_given_itself() {
+    let p = unique_prefix("svp");
+    let w = World::new(&p, 55);
+    let vip = w.service("web", &[]);
+    for ip in &w.backend_ips() {
+        w.x.must(&["service", "add-backend", "web", ip]);
+    }
+    // b0 calls its own service: one connection in three is given to b0 itself (hairpin; the
+    // source becomes the VIP, as kube-proxy's masquerade of hairpin traffic does).
+    let s = split(&w.backends[0].0, &format!("http://{vip}/"), 30);
+    assert_eq!(count(&s, "error"), 0, "{s:?}");
+    assert_eq!(
+        (count(&s, "b0"), count(&s, "b1"), count(&s, "b2")),
+        (10, 10, 10),
+        "{s:?}"
+    );
+    let own = std::fs::read_to_string(&w.logs[0]).unwrap();
+    assert!(
+        own.lines().all(|l| l.starts_with(&format!("{vip} "))),
+        "b0 saw: {own}"
+    );
+    let other = std::fs::read_to_string(&w.logs[1]).unwrap();
+    let b0_ip = &w.backend_ips()[0];
+    assert!(
+        other.lines().all(|l| l.starts_with(&format!("{b0_ip} "))),
+        "b1 saw: {other}"
+    );
+}
