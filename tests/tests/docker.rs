@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use xvs_tests::{Xvsd, sh, unique_prefix, wait_until};
 
 /// The 20.10 CLI (a newer one may come first on PATH).
@@ -223,7 +223,7 @@ fn docker_networks_through_the_xvs_plugin() {
     let plugin = unique_prefix("xvst");
     let socket = PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
     // Declared first, dropped last: dockerd and its containers go before xvsd.
-    let x = Xvsd::start(&["--docker-plugin", "--docker-plugin-name", &plugin]);
+    let mut x = Xvsd::start(&["--docker-plugin", "--docker-plugin-name", &plugin]);
     assert!(socket.exists(), "no plugin socket at {}", socket.display());
     let d = Dockerd::start();
     d.import_busybox();
@@ -264,7 +264,7 @@ fn docker_networks_through_the_xvs_plugin() {
     }
     let (ip1, ip2) = (d.ip_of("c1"), d.ip_of("c2"));
     let eps = x.json(&["network", "inspect", &name])["endpoints"].clone();
-    let eps = eps.as_array().unwrap();
+    let eps = eps.as_array().unwrap().clone();
     assert_eq!(eps.len(), 2, "{eps:?}");
     for (ep, ip) in eps.iter().zip([&ip1, &ip2]) {
         assert_eq!(ep["port_type"], "host-veth");
@@ -282,6 +282,18 @@ fn docker_networks_through_the_xvs_plugin() {
     );
     let resolv = d.must(&["exec", "c1", "cat", "/etc/resolv.conf"]);
     assert!(resolv.contains("127.0.0.11"), "{resolv}");
+
+    // xvsd restarted: it re-adopts the containers' veths from its state file.
+    x.restart();
+    assert!(socket.exists(), "no plugin socket after a restart");
+    assert!(
+        d.pings("c1", &ip2),
+        "c1 does not reach c2 after xvsd restarted"
+    );
+    assert_eq!(
+        x.json(&["network", "inspect", &name])["endpoints"],
+        json!(eps)
+    );
 
     // Docker's options become xvs's; --ip on run.
     let id2 = d.must(&[
@@ -443,4 +455,5 @@ fn docker_networks_through_the_xvs_plugin() {
     d.must(&["rm", "-f", "c3", "c4", "c5"]);
     d.must(&["network", "rm", "net2", "net3"]);
     assert!(xvs_names(&x).is_empty());
+    assert!(x.stop(), "xvsd did not stop cleanly:\n{}", x.log());
 }
