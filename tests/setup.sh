@@ -13,6 +13,8 @@ PKGS=(
   python3-scapy nftables dnsmasq-base procps psmisc
   # the overlay test decodes VXLAN on the underlay
   tshark
+  # the Docker test: a private dockerd (20.10) and an image made from busybox-static
+  docker.io busybox-static
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(openvswitch-switch)

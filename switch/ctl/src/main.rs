@@ -590,6 +590,7 @@ fn to_request(verb: Verb) -> Request {
                 icc,
                 mtu,
                 vni,
+                docker_id: None,
             },
             NetworkVerb::Ls => Request::NetworkLs,
             NetworkVerb::Inspect { network } => Request::NetworkInspect { network },
@@ -862,6 +863,11 @@ fn print_trace(v: &TraceView) {
     println!("Final action: {}", v.action);
 }
 
+/// A Docker ID as `docker network ls` prints it: its first 12 characters.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 fn print_networks(v: &[NetworkView]) {
     println!(
         "{:<20} {:<8} {:<18} {:<15} {:>9}  FLAGS",
@@ -875,6 +881,11 @@ fn print_networks(v: &[NetworkView]) {
         if !n.icc {
             flags.push("icc=false");
         }
+        let docker = n
+            .docker_id
+            .as_ref()
+            .map(|id| format!("docker={}", short_id(id)));
+        flags.extend(docker.as_deref());
         println!(
             "{:<20} {:<8} {:<18} {:<15} {:>9}  {}",
             n.name,

@@ -147,6 +147,9 @@ pub enum Request {
         /// VXLAN network identifier (overlay networks).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vni: Option<u32>,
+        /// The Docker network ID, when Docker asks for the network through the plugin.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        docker_id: Option<String>,
     },
     /// `network ls`
     NetworkLs,
@@ -181,7 +184,8 @@ pub enum Request {
         /// Published ports, `[HOSTIP:]HOSTPORT:PORT[/tcp|udp]`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         publish: Vec<String>,
-        /// `veth` (AF_XDP) or `tap`.
+        /// `veth` (AF_XDP), `tap`, or `host-veth` (a veth left in xvsd's namespace for a
+        /// container runtime to move: Docker's remote driver).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port_type: Option<String>,
     },
@@ -552,7 +556,7 @@ pub struct EndpointView {
     pub name: Option<String>,
     /// DNS aliases.
     pub aliases: Vec<String>,
-    /// `veth` (AF_XDP port) or `tap`.
+    /// `veth` (AF_XDP port), `tap` or `host-veth`.
     pub port_type: String,
     /// Published ports, `HOSTIP:HOSTPORT->PORT/PROTO` as `docker port` prints them.
     #[serde(default)]
@@ -665,6 +669,9 @@ pub struct NetworkView {
     pub mtu: u32,
     /// VNI (overlay).
     pub vni: Option<u32>,
+    /// The Docker network ID, for a network Docker made through the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
     /// The switch bridge carrying it.
     pub bridge: String,
     /// Gateway counters: arp, icmp_echo, dns requests, frames.

@@ -78,6 +78,10 @@ pub enum EndpointPortType {
     Veth,
     /// A TAP with virtio-net headers and offloads as the sandbox's interface itself.
     Tap,
+    /// A veth pair left whole in xvsd's namespace, the switch side attached through AF_XDP:
+    /// a container runtime (Docker's remote driver model) moves the other end into the
+    /// container itself and configures it there.
+    HostVeth,
 }
 
 impl EndpointPortType {
@@ -86,13 +90,14 @@ impl EndpointPortType {
         match self {
             EndpointPortType::Veth => "veth",
             EndpointPortType::Tap => "tap",
+            EndpointPortType::HostVeth => "host-veth",
         }
     }
 }
 
 /// A `--port-type` that is neither `veth` nor `tap`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown port type {0:?} (veth or tap)")]
+#[error("unknown port type {0:?} (veth, tap or host-veth)")]
 pub struct UnknownPortType(pub String);
 
 impl std::str::FromStr for EndpointPortType {
@@ -101,6 +106,7 @@ impl std::str::FromStr for EndpointPortType {
         match s {
             "veth" => Ok(EndpointPortType::Veth),
             "tap" => Ok(EndpointPortType::Tap),
+            "host-veth" => Ok(EndpointPortType::HostVeth),
             other => Err(UnknownPortType(other.to_string())),
         }
     }
@@ -130,6 +136,9 @@ pub struct NetworkConf {
     /// An overlay's static remote stations (`vtep fdb add`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remotes: Vec<RemoteConf>,
+    /// The Docker network ID, for a network Docker made through the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
 }
 
 impl NetworkConf {

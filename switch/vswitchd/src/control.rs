@@ -21,7 +21,9 @@ use xvs_switch::datapath::{Datapath, DatapathError};
 use xvs_switch::fdb::FdbConfig;
 use xvs_switch::port::{PortSpec, PortType, XdpMode};
 
-use crate::config::{BridgeConf, NetworkConf, PortConf, State, Store, StoreError};
+use crate::config::{
+    BridgeConf, EndpointPortType, NetworkConf, PortConf, State, Store, StoreError,
+};
 use crate::error::Error;
 use crate::flow;
 use crate::health::HealthChecks;
@@ -445,6 +447,7 @@ impl Switch {
                 icc,
                 mtu,
                 vni,
+                docker_id,
             } => self.network_create(
                 &network,
                 CreateArgs {
@@ -456,6 +459,7 @@ impl Switch {
                     mtu,
                     vni,
                     uplink_mtu: self.uplink.as_ref().map(|u| u.mtu),
+                    docker_id,
                 },
             ),
             Request::NetworkLs => Ok(self.network_ls()),
@@ -921,7 +925,9 @@ impl Switch {
         })
         .map_err(Error::EndpointNotSaved)?;
         self.networks.register_names(network, &ep);
-        network::update_resolv_conf(&self.state.networks, sandbox);
+        if ep.port_type != EndpointPortType::HostVeth {
+            network::update_resolv_conf(&self.state.networks, sandbox);
+        }
         self.refresh_routes();
         Ok(Reply::success(&network::endpoint_view(network, &conf, &ep)))
     }
@@ -1042,7 +1048,9 @@ impl Switch {
             n.pool.release(ep.ip);
             n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
         }
-        network::update_resolv_conf(&self.state.networks, sandbox);
+        if ep.port_type != EndpointPortType::HostVeth {
+            network::update_resolv_conf(&self.state.networks, sandbox);
+        }
         self.refresh_routes();
         self.forget_backend(network, ep.ip);
         self.store

@@ -5,6 +5,7 @@
 mod config;
 mod control;
 mod dns;
+mod docker;
 mod error;
 mod flow;
 mod health;
@@ -55,6 +56,12 @@ struct Args {
     /// Connections one endpoint may hold at most (as OVS zone limits).
     #[arg(long, default_value_t = 1 << 16, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     conntrack_endpoint_limit: u32,
+    /// Serve Docker's remote network driver and IPAM driver on /run/docker/plugins/NAME.sock.
+    #[arg(long)]
+    docker_plugin: bool,
+    /// The plugin's name (`docker network create -d NAME`).
+    #[arg(long, default_value = "xvs", value_parser = parse_plugin_name)]
+    docker_plugin_name: String,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -64,6 +71,21 @@ fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse::<std::net::SocketAddr>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
         .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+}
+
+fn parse_plugin_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a plugin name: 1-64 letters, digits, '-', '_' or '.'"
+        ))
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -128,6 +150,13 @@ fn run(args: Args) -> Result<(), StartError> {
     rt.block_on(async move {
         let listener = server::bind(&socket)?;
         let _guard = server::SocketGuard(socket.clone());
+        let plugin = if args.docker_plugin {
+            let path = docker::serve::socket_of(&args.docker_plugin_name);
+            let l = docker::serve::bind_plugin(&args.docker_plugin_name)?;
+            Some((l, server::SocketGuard(path)))
+        } else {
+            None
+        };
         let dp = Datapath::start(DatapathConfig {
             workers,
             pool_frames: args.pool_frames,
@@ -154,6 +183,16 @@ fn run(args: Args) -> Result<(), StartError> {
             args.state_dir.display()
         );
         let server = tokio::spawn(server::serve(listener, shared.clone()));
+        let (plugin, _plugin_guard) = match plugin {
+            Some((l, guard)) => {
+                tracing::info!("Docker plugin listening on {}", guard.0.display());
+                (
+                    Some(tokio::spawn(docker::serve::serve(l, shared.clone()))),
+                    Some(guard),
+                )
+            }
+            None => (None, None),
+        };
         if let Some(addr) = args.metrics.clone() {
             tokio::spawn(server::serve_metrics(addr, shared.clone()));
         }
@@ -197,6 +236,9 @@ fn run(args: Args) -> Result<(), StartError> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
         server.abort();
+        if let Some(p) = plugin {
+            p.abort();
+        }
         retry.abort();
         health.abort();
         let sw = shared.clone();

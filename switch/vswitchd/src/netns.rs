@@ -271,21 +271,7 @@ pub fn create_endpoint(spec: &EndpointSpec) -> Result<u32, NetError> {
                 netlink_error(format!("cannot create veth {}", spec.host_ifname), &e)
             });
         }
-        let index = match link_index(&host, &spec.host_ifname).await {
-            Ok(Some(index)) => index,
-            Ok(None) => {
-                return Err(NetError::Netlink {
-                    what: format!("veth {} vanished after creation", spec.host_ifname),
-                    reason: Errno::ENODEV.desc().to_string(),
-                });
-            }
-            Err(e) => {
-                return Err(netlink_error(
-                    format!("cannot find {}", spec.host_ifname),
-                    &e,
-                ));
-            }
-        };
+        let index = created_index(&host, &spec.host_ifname).await?;
         match configure_sandbox_side(spec, &ns).await {
             Ok(()) => Ok(index),
             Err(err) => {
@@ -300,6 +286,82 @@ pub fn create_endpoint(spec: &EndpointSpec) -> Result<u32, NetError> {
             }
         }
     })
+}
+
+/// A veth pair made whole in xvsd's namespace, for a container runtime to move one end of
+/// into its container (Docker's remote driver: Join names that end, Docker moves, renames and
+/// addresses it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVethSpec {
+    /// The switch side (at most 15 characters).
+    pub host_ifname: String,
+    /// The container side, until the runtime moves and renames it.
+    pub peer_ifname: String,
+    /// The container side's MAC address.
+    pub mac: Mac,
+    /// MTU of both sides.
+    pub mtu: u32,
+}
+
+/// Creates a [`HostVethSpec`] pair and returns the switch side's ifindex: the switch side
+/// up, the container side with its MAC and MTU and tx checksum offload off (its frames
+/// leave through AF_XDP, which needs full checksums; the setting moves with the device).
+/// Any failure after the pair exists deletes it again.
+pub fn create_host_veth(spec: &HostVethSpec) -> Result<u32, NetError> {
+    validate::ifname(&spec.host_ifname)?;
+    validate::ifname(&spec.peer_ifname)?;
+    if !(MIN_MTU..=MAX_MTU).contains(&spec.mtu) {
+        return Err(NetError::BadMtu(spec.mtu));
+    }
+    if spec.mac.is_multicast() || spec.mac == Mac::default() {
+        return Err(NetError::BadMac(spec.mac));
+    }
+    on_worker_thread(move || async move {
+        let host = connect("xvsd's namespace")?;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(spec.peer_ifname.clone())
+            .address(spec.mac.0.to_vec())
+            .mtu(spec.mtu)
+            .build();
+        let pair = LinkVeth::new(&spec.host_ifname, &spec.peer_ifname)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .mtu(spec.mtu)
+            .up()
+            .build();
+        host.link().add(pair).execute().await.map_err(|e| {
+            netlink_error(
+                format!(
+                    "cannot create veth {}/{}",
+                    spec.host_ifname, spec.peer_ifname
+                ),
+                &e,
+            )
+        })?;
+        let index = created_index(&host, &spec.host_ifname).await?;
+        let peer = &spec.peer_ifname;
+        if let Err(source) = xvs_switch::port::netdev::set_tx_checksum(peer, false) {
+            if let Err(e) = host.link().del(index).execute().await {
+                tracing::warn!("cannot remove veth {peer}: {}", describe(&e));
+            }
+            return Err(NetError::Io {
+                what: format!("cannot turn tx checksum offload off on {peer}"),
+                source,
+            });
+        }
+        Ok(index)
+    })
+}
+
+/// The index of veth `name`, just created in xvsd's namespace.
+async fn created_index(host: &Handle, name: &str) -> Result<u32, NetError> {
+    match link_index(host, name).await {
+        Ok(Some(index)) => Ok(index),
+        Ok(None) => Err(NetError::Netlink {
+            what: format!("veth {name} vanished after creation"),
+            reason: Errno::ENODEV.desc().to_string(),
+        }),
+        Err(e) => Err(netlink_error(format!("cannot find {name}"), &e)),
+    }
 }
 
 /// Enters the sandbox (for good: the calling thread is the operation's own) and configures

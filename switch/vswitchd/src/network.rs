@@ -48,6 +48,9 @@ pub const OVERLAY_OVERHEAD: u32 = 50;
 pub const BRIDGE_PREFIX: &str = "net.";
 /// Prefix of the switch-side interfaces xvsd creates for endpoints (orphans are found by it).
 pub const HOST_IFNAME_PREFIX: &str = "xvs";
+/// Prefix of the container side of a `host-veth` endpoint while it is in xvsd's namespace
+/// (the same hash as its switch side follows it).
+pub const PEER_IFNAME_PREFIX: &str = "xvc";
 /// Name of a network's gateway port on its bridge.
 pub const GATEWAY_PORT: &str = "gw";
 /// The endpoint kind `network connect` makes without `--port-type`: a TAP with offloads. In the
@@ -111,6 +114,23 @@ pub enum NetworkError {
     /// `--ip` that is not an IPv4 address.
     #[error("invalid address {0:?}: not an IPv4 address")]
     BadAddress(String),
+    /// A Docker network ID that is not 1-128 letters and digits.
+    #[error("invalid Docker network ID {0:?}: must be 1-128 letters and digits")]
+    BadDockerId(String),
+    /// A Docker network ID another network already has.
+    #[error("Docker network {id} is already network {other}")]
+    DockerIdTaken {
+        /// The ID.
+        id: String,
+        /// The network that has it.
+        other: String,
+    },
+    /// A `host-veth` endpoint's label that cannot name it.
+    #[error("invalid sandbox label {0:?} for a host-veth endpoint")]
+    BadLabel(String),
+    /// `--ifname` of a `host-veth` endpoint that xvsd's namespace already has.
+    #[error("interface {0} already exists in xvsd's namespace")]
+    HostIfnameTaken(String),
     /// An MTU the endpoints cannot have.
     #[error("MTU {0} is out of range ({MIN_MTU}-{MAX_MTU})")]
     Mtu(u32),
@@ -229,6 +249,8 @@ pub struct CreateArgs {
     pub vni: Option<u32>,
     /// The uplink's MTU, if there is one (an overlay's default MTU is 50 below it).
     pub uplink_mtu: Option<u16>,
+    /// The Docker network ID, when Docker asks through the plugin.
+    pub docker_id: Option<String>,
 }
 
 /// The VNI of a new overlay network: `asked` if free and in range, else the first free one
@@ -435,6 +457,15 @@ impl Networks {
             }
             return kept;
         }
+        if ep.port_type == EndpointPortType::HostVeth && !netns::link_exists(&ep.host_ifname) {
+            // The runtime's container (and the pair with it) is gone: nothing to recreate.
+            tracing::warn!(
+                "endpoint {} of {network} ({}): its veth is gone; removing it",
+                ep.host_ifname,
+                ep.sandbox
+            );
+            return false;
+        }
         if !netns::link_exists(&ep.host_ifname) {
             let Ok(sandbox) = netns::resolve_sandbox(&ep.sandbox) else {
                 tracing::warn!(
@@ -476,6 +507,20 @@ impl Networks {
         validate::name(Object::Network, name)?;
         if existing.contains_key(name) {
             return Err(NetworkError::Exists(name.to_string()));
+        }
+        if let Some(id) = &args.docker_id {
+            if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(NetworkError::BadDockerId(id.clone()));
+            }
+            if let Some((other, _)) = existing
+                .iter()
+                .find(|(_, n)| n.docker_id.as_deref() == Some(id))
+            {
+                return Err(NetworkError::DockerIdTaken {
+                    id: id.clone(),
+                    other: other.clone(),
+                });
+            }
         }
         let driver = args.driver.unwrap_or_else(|| BRIDGE_DRIVER.into());
         let vni = match driver.as_str() {
@@ -519,6 +564,7 @@ impl Networks {
             endpoints: Vec::new(),
             peers: Vec::new(),
             remotes: Vec::new(),
+            docker_id: args.docker_id,
         };
         self.start_network(dp, name, &conf)?;
         Ok(conf)
@@ -580,6 +626,7 @@ impl Networks {
             icc: conf.icc,
             mtu: conf.mtu,
             vni: conf.vni,
+            docker_id: conf.docker_id.clone(),
             bridge: bridge_of(name),
             gateway_counters: counters,
             endpoints: conf
@@ -641,6 +688,9 @@ pub fn connect(
     for n in args.name.iter().chain(args.aliases.iter()) {
         validate::dns_name(n)?;
     }
+    if port_type == EndpointPortType::HostVeth {
+        return connect_host_veth(dp, network, conf, sandbox_arg, args);
+    }
     let sandbox = netns::resolve_sandbox(sandbox_arg)?;
     let ifname = match args.ifname {
         Some(i) => {
@@ -665,12 +715,7 @@ pub fn connect(
             chosen.ok_or(NetworkError::NoFreeIfname)?
         }
     };
-    let want = match &args.ip {
-        Some(s) => Some(parse_ip(s, NetworkError::BadAddress)?),
-        None => None,
-    };
-    let mut pool = conf.pool.clone();
-    let ip = pool.allocate(want)?;
+    let (ip, pool) = take_address(conf, args.ip.as_deref())?;
     let ep = EndpointConf {
         sandbox: sandbox_arg.to_string(),
         ifname: ifname.clone(),
@@ -684,6 +729,83 @@ pub fn connect(
     };
     attach_new_endpoint(dp, network, conf, &ep, sandbox)?;
     Ok((ep, pool))
+}
+
+/// The address `ip` asks for, taken from `conf`'s pool (or the next free one); returns
+/// the address and the pool with it taken.
+fn take_address(conf: &NetworkConf, ip: Option<&str>) -> Result<(Ipv4Addr, Pool), NetworkError> {
+    let want = match ip {
+        Some(s) => Some(parse_ip(s, NetworkError::BadAddress)?),
+        None => None,
+    };
+    let mut pool = conf.pool.clone();
+    let ip = pool.allocate(want)?;
+    Ok((ip, pool))
+}
+
+/// A `network connect --port-type host-veth`: the sandbox is a label (Docker's endpoint), not
+/// a namespace; the veth pair is made whole in xvsd's namespace and its container side
+/// (`--ifname`, else `xvc` and the switch side's hash) is left there for the runtime to move.
+fn connect_host_veth(
+    dp: &mut Datapath,
+    network: &str,
+    conf: &NetworkConf,
+    label: &str,
+    args: ConnectArgs,
+) -> Result<(EndpointConf, Pool), NetworkError> {
+    if validate::namespace_name(label).is_err() || label.len() > 128 {
+        return Err(NetworkError::BadLabel(label.to_string()));
+    }
+    let host = host_ifname(network, label, "");
+    let peer = match args.ifname.clone() {
+        Some(i) => {
+            validate::ifname(&i)?;
+            if netns::link_exists(&i) {
+                return Err(NetworkError::HostIfnameTaken(i));
+            }
+            i
+        }
+        None => format!("{PEER_IFNAME_PREFIX}{}", &host[HOST_IFNAME_PREFIX.len()..]),
+    };
+    let (ip, pool) = take_address(conf, args.ip.as_deref())?;
+    let ep = EndpointConf {
+        sandbox: label.to_string(),
+        ifname: peer,
+        host_ifname: host,
+        mac: mac_for(ip).0,
+        ip,
+        name: args.name,
+        aliases: args.aliases,
+        port_type: EndpointPortType::HostVeth,
+        publish: args.bindings,
+    };
+    attach_host_veth(dp, network, conf, &ep)?;
+    Ok((ep, pool))
+}
+
+/// Makes a `host-veth` endpoint's pair and attaches its switch side; on failure nothing of
+/// it is left.
+fn attach_host_veth(
+    dp: &mut Datapath,
+    network: &str,
+    conf: &NetworkConf,
+    ep: &EndpointConf,
+) -> Result<(), NetworkError> {
+    if netns::link_exists(&ep.host_ifname) {
+        // A leftover from an earlier failure or crash: it is ours, replace it.
+        let _ = netns::delete_endpoint(&ep.host_ifname);
+    }
+    netns::create_host_veth(&netns::HostVethSpec {
+        host_ifname: ep.host_ifname.clone(),
+        peer_ifname: ep.ifname.clone(),
+        mac: Mac(ep.mac),
+        mtu: conf.mtu,
+    })?;
+    if let Err(e) = dp.add_port(&bridge_of(network), afxdp_spec(&ep.host_ifname), 0) {
+        let _ = netns::delete_endpoint(&ep.host_ifname);
+        return Err(NetworkError::Attach(e));
+    }
+    Ok(())
 }
 
 /// Re-adopts a TAP endpoint: opens its persistent TAP in the sandbox again, or makes it
@@ -735,6 +857,7 @@ fn attach_new_endpoint(
     let bridge = bridge_of(network);
     let spec = endpoint_spec(conf, ep, sandbox);
     match ep.port_type {
+        EndpointPortType::HostVeth => attach_host_veth(dp, network, conf, ep)?,
         EndpointPortType::Veth => {
             if netns::link_exists(&ep.host_ifname) {
                 // A leftover from an earlier failure or crash: it is ours, replace it.
@@ -769,7 +892,10 @@ pub fn remove_endpoint(
         let _ = dp.del_port(&bridge_of(network), &ep.host_ifname);
     }
     let removed = match ep.port_type {
-        EndpointPortType::Veth => netns::delete_endpoint(&ep.host_ifname),
+        // The container side goes with it, wherever the runtime has put it.
+        EndpointPortType::Veth | EndpointPortType::HostVeth => {
+            netns::delete_endpoint(&ep.host_ifname)
+        }
         EndpointPortType::Tap => match netns::resolve_sandbox(&ep.sandbox) {
             Ok(sandbox) => netns::delete_tap_endpoint(&sandbox, &ep.ifname),
             // The sandbox is gone, and its TAP with it.

@@ -29,12 +29,19 @@ fn save_load_roundtrip_and_corruption() {
 
 #[test]
 fn endpoint_port_types() {
-    for t in [EndpointPortType::Veth, EndpointPortType::Tap] {
+    for t in [
+        EndpointPortType::Veth,
+        EndpointPortType::Tap,
+        EndpointPortType::HostVeth,
+    ] {
         assert_eq!(t.name().parse::<EndpointPortType>(), Ok(t));
     }
     let e = "vhost".parse::<EndpointPortType>().unwrap_err();
     assert_eq!(e, UnknownPortType("vhost".into()));
-    assert_eq!(e.to_string(), r#"unknown port type "vhost" (veth or tap)"#);
+    assert_eq!(
+        e.to_string(),
+        r#"unknown port type "vhost" (veth, tap or host-veth)"#
+    );
 }
 
 #[test]

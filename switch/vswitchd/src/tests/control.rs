@@ -224,6 +224,7 @@ fn create(network: &str, subnet: Option<&str>) -> Request {
         icc: None,
         mtu: None,
         vni: None,
+        docker_id: None,
     }
 }
 

@@ -123,7 +123,11 @@ fn messages() {
         ),
         (
             NetworkError::from(UnknownPortType("vhost".into())),
-            "unknown port type \"vhost\" (veth or tap)".into(),
+            "unknown port type \"vhost\" (veth, tap or host-veth)".into(),
+        ),
+        (
+            NetworkError::BadDockerId("c72d/".into()),
+            "invalid Docker network ID \"c72d/\": must be 1-128 letters and digits".into(),
         ),
         (
             NetworkError::from(NameError::DnsName("bad..name".into())),

@@ -14,6 +14,7 @@ fn overlay() -> NetworkConf {
         endpoints: Vec::new(),
         peers: Vec::new(),
         remotes: Vec::new(),
+        docker_id: None,
     }
 }
 

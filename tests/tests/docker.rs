@@ -1,0 +1,459 @@
+//! Docker end to end: xvsd serving the remote network and IPAM driver (`--docker-plugin`) to a
+//! private dockerd (its own data and exec roots and socket, no iptables, no bridge), and
+//! containers of a busybox image made here: two containers on an xvs network ping each other
+//! by address and by name (Docker's own embedded DNS, 127.0.0.11 in the container), Docker's
+//! options (--internal, enable_icc=false, mtu, --ip) become the xvs network's, xvs's IPAM
+//! driver hands out addresses, `docker network rm` is refused while containers are attached
+//! and removes the xvs network after, and malformed requests to the plugin socket get an Err.
+//! dockerd, its containers and its directories are removed at the end, even on failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use xvs_tests::{Xvsd, sh, unique_prefix, wait_until};
+
+/// The 20.10 CLI (a newer one may come first on PATH).
+const DOCKER: &str = "/usr/bin/docker";
+
+/// A private dockerd; removes its containers, networks, mounts and directories on drop.
+struct Dockerd {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        assert!(
+            Path::new("/usr/sbin/dockerd").exists() && Path::new(DOCKER).exists(),
+            "docker.io is not installed: bash tests/setup.sh installs it"
+        );
+        let dir = std::env::temp_dir().join(format!("xvs-docker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let arg = |p: &str| dir.join(p).display().to_string();
+        let child = Command::new("/usr/sbin/dockerd")
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--bridge=none",
+            ])
+            .args(["--data-root", &arg("data")])
+            .args(["--exec-root", &arg("exec")])
+            .args(["--pidfile", &arg("docker.pid")])
+            .args(["-H", &format!("unix://{}", arg("docker.sock"))])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start dockerd");
+        let d = Dockerd {
+            child: Some(child),
+            dir,
+        };
+        let up = wait_until(Duration::from_secs(30), || d.sh(&["version"]).0);
+        assert!(up, "dockerd did not come up:\n{}", d.log());
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// Runs the docker CLI against this daemon (at most 90 s): success, stdout, stderr.
+    fn sh(&self, args: &[&str]) -> (bool, String, String) {
+        let host = format!("unix://{}", self.dir.join("docker.sock").display());
+        let mut full = vec!["timeout", "90", DOCKER, "-H", &host];
+        full.extend_from_slice(args);
+        let out = sh(&full);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    }
+
+    fn must(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.sh(args);
+        assert!(ok, "docker {args:?} failed: {out} {err}");
+        out
+    }
+
+    /// Imports the busybox image `bb`: busybox-static in a rootfs with its applets linked.
+    fn import_busybox(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+            .expect("no /bin/busybox: bash tests/setup.sh installs busybox-static");
+        let list = sh(&["/bin/busybox", "--list"]);
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+            }
+        }
+        let tar = self.dir.join("rootfs.tar");
+        let (tar_s, root_s) = (tar.display().to_string(), root.display().to_string());
+        xvs_tests::must(&["tar", "-C", &root_s, "-cf", &tar_s, "."]);
+        self.must(&["import", "-c", "ENV PATH=/bin", &tar_s, "bb"]);
+    }
+
+    /// A container's address on its (only) network.
+    fn ip_of(&self, container: &str) -> String {
+        self.must(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            container,
+        ])
+    }
+
+    /// Whether `from` pings `to` (one echo, 2 s), retried for a few seconds.
+    fn pings(&self, from: &str, to: &str) -> bool {
+        wait_until(Duration::from_secs(8), || {
+            self.sh(&["exec", from, "ping", "-c", "1", "-W", "2", to]).0
+        })
+    }
+
+    /// Whether `from` pings `to` (three echoes, none answered).
+    fn blocked(&self, from: &str, to: &str) -> bool {
+        !self.sh(&["exec", from, "ping", "-c", "3", "-W", "1", to]).0
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- dockerd log (last lines) ---");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        let (_, ids, _) = self.sh(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.sh(&["rm", "-f", id]);
+        }
+        let (_, nets, _) = self.sh(&["network", "ls", "-q", "--filter", "type=custom"]);
+        for n in nets.split_whitespace() {
+            let _ = self.sh(&["network", "rm", n]);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = sh(&["kill", "-TERM", &child.id().to_string()]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The containerd dockerd started, if it outlived dockerd.
+        let pidfile = self.dir.join("exec/containerd/containerd.pid");
+        if let Ok(pid) = std::fs::read_to_string(pidfile) {
+            let _ = sh(&["kill", "-KILL", pid.trim()]);
+        }
+        // Mounts left under the roots (overlays, namespace files), deepest first.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let prefix = self.dir.display().to_string();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = sh(&["umount", "-l", m]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The xvs network Docker network `id` became.
+fn xvs_network(x: &Xvsd, id: &str) -> Option<Value> {
+    let nets = x.json(&["network", "ls"]);
+    nets.as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["docker_id"] == id)
+        .cloned()
+}
+
+/// The names of xvs's networks.
+fn xvs_names(x: &Xvsd) -> Vec<String> {
+    let nets = x.json(&["network", "ls"]);
+    nets.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// POSTs `body` to the plugin socket: HTTP status and answer.
+fn plugin_post(socket: &Path, call: &str, body: &str) -> (String, Value) {
+    let out = sh(&[
+        "curl",
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "--unix-socket",
+        &socket.display().to_string(),
+        "-H",
+        "Content-Type: application/vnd.docker.plugins.v1+json",
+        "-d",
+        body,
+        &format!("http://plugin/{call}"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (
+        status.to_string(),
+        serde_json::from_str(answer).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn docker_networks_through_the_xvs_plugin() {
+    let plugin = unique_prefix("xvst");
+    let socket = PathBuf::from(format!("/run/docker/plugins/{plugin}.sock"));
+    // Declared first, dropped last: dockerd and its containers go before xvsd.
+    let mut x = Xvsd::start(&["--docker-plugin", "--docker-plugin-name", &plugin]);
+    assert!(socket.exists(), "no plugin socket at {}", socket.display());
+    let d = Dockerd::start();
+    d.import_busybox();
+
+    // A network: Docker's ID kept in xvs's network, which is an ordinary xvs network.
+    let id = d.must(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--subnet",
+        "10.170.0.0/24",
+        "net1",
+    ]);
+    let net = xvs_network(&x, &id).expect("xvsctl network ls does not show Docker's network");
+    assert_eq!(net["subnet"], "10.170.0.0/24");
+    assert_eq!(net["gateway"], "10.170.0.1");
+    let name = net["name"].as_str().unwrap().to_string();
+    assert_eq!(name, id[..12]);
+    assert!(
+        x.must(&["network", "ls"])
+            .contains(&format!("docker={}", &id[..12]))
+    );
+
+    // Two containers: by address, by name (Docker's DNS), the gateway (xvs's).
+    for c in ["c1", "c2"] {
+        d.must(&[
+            "run",
+            "-d",
+            "--name",
+            c,
+            "--network",
+            "net1",
+            "bb",
+            "sleep",
+            "300",
+        ]);
+    }
+    let (ip1, ip2) = (d.ip_of("c1"), d.ip_of("c2"));
+    let eps = x.json(&["network", "inspect", &name])["endpoints"].clone();
+    let eps = eps.as_array().unwrap().clone();
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    for (ep, ip) in eps.iter().zip([&ip1, &ip2]) {
+        assert_eq!(ep["port_type"], "host-veth");
+        assert_eq!(ep["address"], format!("{ip}/24"));
+        assert!(ep["sandbox"].as_str().unwrap().starts_with("docker:"));
+    }
+    let link = d.must(&["exec", "c1", "ip", "link", "show", "eth0"]);
+    assert!(link.contains(eps[0]["mac"].as_str().unwrap()), "{link}");
+    assert!(d.pings("c1", &ip2), "c1 does not reach c2 at {ip2}");
+    assert!(d.pings("c2", &ip1), "c2 does not reach c1 at {ip1}");
+    assert!(d.pings("c1", "c2"), "c1 does not reach c2 by name");
+    assert!(
+        d.pings("c1", "10.170.0.1"),
+        "c1 does not reach xvs's gateway"
+    );
+    let resolv = d.must(&["exec", "c1", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("127.0.0.11"), "{resolv}");
+
+    // xvsd restarted: it re-adopts the containers' veths from its state file.
+    x.restart();
+    assert!(socket.exists(), "no plugin socket after a restart");
+    assert!(
+        d.pings("c1", &ip2),
+        "c1 does not reach c2 after xvsd restarted"
+    );
+    assert_eq!(
+        x.json(&["network", "inspect", &name])["endpoints"],
+        json!(eps)
+    );
+
+    // Docker's options become xvs's; --ip on run.
+    let id2 = d.must(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--subnet",
+        "10.170.1.0/24",
+        "--internal",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "-o",
+        "mtu=1400",
+        "net2",
+    ]);
+    let net2 = xvs_network(&x, &id2).unwrap();
+    assert_eq!(net2["internal"], true);
+    assert_eq!(net2["icc"], false);
+    assert_eq!(net2["mtu"], 1400);
+    d.must(&[
+        "run",
+        "-d",
+        "--name",
+        "c3",
+        "--network",
+        "net2",
+        "--ip",
+        "10.170.1.50",
+        "bb",
+        "sleep",
+        "300",
+    ]);
+    d.must(&[
+        "run",
+        "-d",
+        "--name",
+        "c4",
+        "--network",
+        "net2",
+        "bb",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(d.ip_of("c3"), "10.170.1.50");
+    let mtu = d.must(&["exec", "c3", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu, "1400");
+    assert!(d.pings("c3", "10.170.1.1"), "c3 does not reach its gateway");
+    assert!(d.blocked("c3", &d.ip_of("c4")), "icc=false let c3 reach c4");
+
+    // xvs's IPAM driver.
+    let id3 = d.must(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "--subnet",
+        "10.170.2.0/24",
+        "net3",
+    ]);
+    let net3 = xvs_network(&x, &id3).unwrap();
+    assert_eq!(net3["gateway"], "10.170.2.1");
+    d.must(&[
+        "run",
+        "-d",
+        "--name",
+        "c5",
+        "--network",
+        "net3",
+        "bb",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(d.ip_of("c5"), "10.170.2.2");
+    assert!(d.pings("c5", "10.170.2.1"), "c5 does not reach its gateway");
+
+    // `-p` arrives in CreateEndpoint and becomes the endpoint's published port in xvs.
+    d.must(&[
+        "run",
+        "-d",
+        "--name",
+        "c6",
+        "--network",
+        "net3",
+        "-p",
+        "8080:80",
+        "bb",
+        "sleep",
+        "300",
+    ]);
+    let eps3 = x.json(&["network", "inspect", net3["name"].as_str().unwrap()])["endpoints"].clone();
+    let published: Vec<&Value> = eps3
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["publish"].as_array().unwrap())
+        .collect();
+    assert_eq!(published, vec!["0.0.0.0:8080->80/tcp"], "{eps3}");
+    d.must(&["rm", "-f", "c6"]);
+    let eps3 = x.json(&["network", "inspect", net3["name"].as_str().unwrap()])["endpoints"].clone();
+    assert_eq!(eps3.as_array().unwrap().len(), 1, "{eps3}");
+
+    // Refused while containers are attached; removed from xvs after.
+    let (ok, _, err) = d.sh(&["network", "rm", "net1"]);
+    assert!(!ok && err.contains("active endpoints"), "{err}");
+    assert!(xvs_network(&x, &id).is_some());
+    let ports: Vec<String> = eps
+        .iter()
+        .map(|e| e["port"].as_str().unwrap().to_string())
+        .collect();
+    d.must(&["rm", "-f", "c1", "c2"]);
+    d.must(&["network", "rm", "net1"]);
+    assert!(xvs_network(&x, &id).is_none(), "xvs still has net1");
+    for p in &ports {
+        assert!(
+            !Path::new("/sys/class/net").join(p).exists(),
+            "endpoint veth {p} left behind"
+        );
+    }
+
+    // Malformed and unknown requests straight to the plugin: an Err, nothing changed.
+    let before = xvs_names(&x);
+    let (status, answer) =
+        plugin_post(&socket, "NetworkDriver.CreateNetwork", r#"{"NetworkID": 5"#);
+    assert_eq!(status, "400");
+    let err = answer["Err"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("malformed NetworkDriver.CreateNetwork"),
+        "{answer}"
+    );
+    let (status, answer) = plugin_post(&socket, "NetworkDriver.Frobnicate", "{}");
+    assert_eq!(status, "400");
+    assert!(
+        answer["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Frobnicate")
+    );
+    let (status, answer) = plugin_post(
+        &socket,
+        "NetworkDriver.CreateNetwork",
+        r#"{"NetworkID":"abc","Options":{"com.docker.network.generic":{"colour":"blue"}},"IPv4Data":[],"IPv6Data":[]}"#,
+    );
+    assert_eq!(status, "200");
+    assert!(
+        answer["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{answer}"
+    );
+    assert_eq!(xvs_names(&x), before);
+    let (status, answer) = plugin_post(&socket, "Plugin.Activate", "");
+    assert_eq!(status, "200");
+    assert_eq!(answer["Implements"][0], "NetworkDriver");
+
+    d.must(&["rm", "-f", "c3", "c4", "c5"]);
+    d.must(&["network", "rm", "net2", "net3"]);
+    assert!(xvs_names(&x).is_empty());
+    assert!(x.stop(), "xvsd did not stop cleanly:\n{}", x.log());
+}
