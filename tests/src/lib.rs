@@ -139,10 +139,14 @@ impl Netns {
             .success()
     }
 
-    /// `dig +short` for `name` at `server` (over TCP if `tcp`): the answer, or "" for none.
     /// A bounded iperf3 TCP run (`secs` seconds) from this namespace to an `iperf3 -s -1`
-    /// started in `server` at `ip`; it must complete. Returns bits/s received.
+    /// started in `server` at `ip`; it must complete. Returns bits/s received. Runs of one
+    /// test binary go one at a time: its tests run in parallel on two cores, where several
+    /// bulk transfers beside busy-polling workers starved each other into TCP collapse (a
+    /// 13-24 Mbit/s overlay run that gives 1 Gbit/s alone).
     pub fn iperf3_to(&self, server: &Netns, ip: &str, secs: u32) -> f64 {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let mut child = server.spawn(&["iperf3", "-s", "-1"]);
         let listening = wait_until(Duration::from_secs(5), || {
             String::from_utf8_lossy(&server.sh(&["ss", "-ltn"]).stdout).contains(":5201")
@@ -174,6 +178,7 @@ impl Netns {
             .expect("no bits_per_second in iperf3's report")
     }
 
+    /// `dig +short` for `name` at `server` (over TCP if `tcp`): the answer, or "" for none.
     pub fn dig(&self, server: &str, name: &str, tcp: bool) -> String {
         let at = format!("@{server}");
         let mut args = vec!["dig", "+short", "+time=2", "+tries=2", &at, name];
