@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use xvs_tests::{Xvsd, sh, unique_prefix, wait_until};
+use xvs_tests::{Netns, Xvsd, sh, unique_prefix, veth, wait_until};
 
 /// The 20.10 CLI (a newer one may come first on PATH).
 const DOCKER: &str = "/usr/bin/docker";
@@ -372,7 +372,13 @@ fn docker_networks_through_the_xvs_plugin() {
     assert_eq!(d.ip_of("c5"), "10.170.2.2");
     assert!(d.pings("c5", "10.170.2.1"), "c5 does not reach its gateway");
 
-    // `-p` arrives in CreateEndpoint and becomes the endpoint's published port in xvs.
+    // `-p` arrives in CreateEndpoint and becomes the endpoint's published port in xvs,
+    // reached from an outside namespace through xvs's uplink (on a veth of the test's own);
+    // the container's server sees the outside's own address.
+    let outside = Netns::new(&format!("{plugin}o"));
+    let up_if = format!("{}u", &plugin[..plugin.len().min(13)]);
+    let _up = veth(&up_if, &outside, "eth0", "198.18.70.2/24");
+    x.must(&["uplink", "set", &up_if, "--ip", "198.18.70.9/24"]);
     d.must(&[
         "run",
         "-d",
@@ -383,9 +389,26 @@ fn docker_networks_through_the_xvs_plugin() {
         "-p",
         "8080:80",
         "bb",
-        "sleep",
-        "300",
+        "sh",
+        "-c",
+        "mkdir /w && echo hello > /w/index.html && exec httpd -f -vv -p 80 -h /w",
     ]);
+    let mut body = String::new();
+    let answered = wait_until(Duration::from_secs(10), || {
+        let out = outside.sh(&["curl", "-s", "-m", "2", "http://198.18.70.9:8080/"]);
+        body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        body == "hello"
+    });
+    assert!(
+        answered,
+        "published port from outside: {body:?}\n{}",
+        x.log()
+    );
+    let (_, out, err) = d.sh(&["logs", "c6"]);
+    assert!(
+        format!("{out}{err}").contains("198.18.70.2"),
+        "c6's server did not see the outside's address: {out}{err}"
+    );
     let eps3 = x.json(&["network", "inspect", net3["name"].as_str().unwrap()])["endpoints"].clone();
     let published: Vec<&Value> = eps3
         .as_array()
@@ -395,6 +418,7 @@ fn docker_networks_through_the_xvs_plugin() {
         .collect();
     assert_eq!(published, vec!["0.0.0.0:8080->80/tcp"], "{eps3}");
     d.must(&["rm", "-f", "c6"]);
+    x.must(&["uplink", "del"]);
     let eps3 = x.json(&["network", "inspect", net3["name"].as_str().unwrap()])["endpoints"].clone();
     assert_eq!(eps3.as_array().unwrap().len(), 1, "{eps3}");
 
