@@ -372,6 +372,30 @@ fn docker_networks_through_the_xvs_plugin() {
     assert_eq!(d.ip_of("c5"), "10.170.2.2");
     assert!(d.pings("c5", "10.170.2.1"), "c5 does not reach its gateway");
 
+    // A running container joins a second xvs network and leaves it.
+    d.must(&["network", "connect", "net3", "c1"]);
+    let links = d.must(&["exec", "c1", "ip", "-o", "addr", "show"]);
+    assert!(
+        links.contains("10.170.2."),
+        "c1 has no address on net3: {links}"
+    );
+    assert!(
+        d.pings("c1", "10.170.2.2"),
+        "c1 does not reach c5 over net3"
+    );
+    let n3 = net3["name"].as_str().unwrap().to_string();
+    let count = |x: &Xvsd| {
+        x.json(&["network", "inspect", &n3])["endpoints"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(count(&x), 2);
+    d.must(&["network", "disconnect", "net3", "c1"]);
+    assert_eq!(count(&x), 1, "c1's net3 endpoint is gone");
+    let links = d.must(&["exec", "c1", "ip", "-o", "addr", "show"]);
+    assert!(!links.contains("10.170.2."), "c1 kept net3: {links}");
+    assert!(d.pings("c1", &ip2), "c1 lost net1 when it left net3");
+
     // `-p` arrives in CreateEndpoint and becomes the endpoint's published port in xvs,
     // reached from an outside namespace through xvs's uplink (on a veth of the test's own);
     // the container's server sees the outside's own address.
