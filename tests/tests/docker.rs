@@ -33,7 +33,20 @@ impl Dockerd {
         let dir = std::env::temp_dir().join(format!("xvs-docker-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let mut d = Dockerd { child: None, dir };
+        d.spawn();
+        d
+    }
+
+    /// Starts dockerd on the directory (`--live-restore`: containers outlive a restart of
+    /// the daemon, as in production) and waits until it answers.
+    fn spawn(&mut self) {
+        let dir = &self.dir;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .unwrap();
         let arg = |p: &str| dir.join(p).display().to_string();
         let child = Command::new("/usr/sbin/dockerd")
             .args([
@@ -42,6 +55,7 @@ impl Dockerd {
                 "--ip-forward=false",
                 "--ip-masq=false",
                 "--bridge=none",
+                "--live-restore",
             ])
             .args(["--data-root", &arg("data")])
             .args(["--exec-root", &arg("exec")])
@@ -52,13 +66,27 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("cannot start dockerd");
-        let d = Dockerd {
-            child: Some(child),
-            dir,
-        };
-        let up = wait_until(Duration::from_secs(30), || d.sh(&["version"]).0);
-        assert!(up, "dockerd did not come up:\n{}", d.log());
-        d
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(30), || self.sh(&["version"]).0);
+        assert!(up, "dockerd did not come up:\n{}", self.log());
+    }
+
+    /// Stops dockerd (SIGTERM, 20 s at most) and starts it again on the same directory.
+    fn restart(&mut self) {
+        self.stop_daemon();
+        self.spawn();
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = sh(&["kill", "-TERM", &child.id().to_string()]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn log(&self) -> String {
@@ -143,15 +171,7 @@ impl Drop for Dockerd {
         for n in nets.split_whitespace() {
             let _ = self.sh(&["network", "rm", n]);
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = sh(&["kill", "-TERM", &child.id().to_string()]);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_daemon();
         // The containerd dockerd started, if it outlived dockerd.
         let pidfile = self.dir.join("exec/containerd/containerd.pid");
         if let Ok(pid) = std::fs::read_to_string(pidfile) {
@@ -225,7 +245,7 @@ fn docker_networks_through_the_xvs_plugin() {
     // Declared first, dropped last: dockerd and its containers go before xvsd.
     let mut x = Xvsd::start(&["--docker-plugin", "--docker-plugin-name", &plugin]);
     assert!(socket.exists(), "no plugin socket at {}", socket.display());
-    let d = Dockerd::start();
+    let mut d = Dockerd::start();
     d.import_busybox();
 
     // A network: Docker's ID kept in xvs's network, which is an ordinary xvs network.
@@ -293,6 +313,20 @@ fn docker_networks_through_the_xvs_plugin() {
     assert_eq!(
         x.json(&["network", "inspect", &name])["endpoints"],
         json!(eps)
+    );
+
+    // dockerd restarted (live-restore): the containers keep their addresses and endpoints,
+    // and traffic goes on.
+    d.restart();
+    assert_eq!((d.ip_of("c1"), d.ip_of("c2")), (ip1.clone(), ip2.clone()));
+    assert!(
+        d.pings("c1", &ip2),
+        "c1 does not reach c2 after dockerd restarted"
+    );
+    assert_eq!(
+        x.json(&["network", "inspect", &name])["endpoints"],
+        json!(eps),
+        "dockerd's restart changed xvs's endpoints"
     );
 
     // Docker's options become xvs's; --ip on run.
