@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use xvs_tests::{Netns, Xvsd, bin_dir, unique_prefix};
+use xvs_tests::{Netns, Xvsd, bin_dir, unique_prefix, veth_between, wait_until};
 
 const CNI_PATH: &str = "/usr/lib/cni";
 
@@ -484,4 +484,122 @@ fn cni_delegates_ipam_to_host_local() {
     );
     assert!(!data.join("pods").join("10.241.6.100").exists());
     assert_eq!(endpoints(&x), Vec::<Value>::new());
+}
+
+/// `runtimeConfig.portMappings` become published ports on the uplink: an outside namespace
+/// reaches the container's server through the uplink's address, the server sees the client's
+/// own address, and DEL takes the mapping away.
+#[test]
+fn cni_port_mappings_are_reached_from_outside() {
+    let p = unique_prefix("cp");
+    let host = Netns::new(&format!("{p}h"));
+    let outside = Netns::new(&format!("{p}o"));
+    veth_between(
+        &host,
+        "up0",
+        Some("198.18.71.1/24"),
+        &outside,
+        "eth0",
+        "198.18.71.2/24",
+    );
+    let x = Xvsd::start_in(&host, &[]);
+    x.must(&["uplink", "set", "up0", "--ip", "198.18.71.9/24"]);
+    x.must(&["network", "create", "pods", "--subnet", "10.241.7.0/24"]);
+    let ns = Netns::new(&format!("{p}a"));
+    let c = Container {
+        id: format!("{p}-web"),
+        ns: &ns,
+    };
+    let mut conf = conf(&x, "1.0.0");
+    conf["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    c.ok("ADD", &conf, &[]);
+    let published = x.json(&["uplink", "show"])["published"].clone();
+    assert!(published.to_string().contains(":8080->"), "{published}");
+
+    let log = x.dir.join("web.log");
+    let cmd = format!(
+        "exec /usr/bin/python3 -m http.server 80 --bind 0.0.0.0 > {} 2>&1",
+        log.display()
+    );
+    let mut server = ns.spawn(&["timeout", "60", "sh", "-c", &cmd]);
+    let listening = wait_until(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&ns.sh(&["ss", "-ltn"]).stdout).contains(":80 ")
+    });
+    assert!(listening, "the container's server did not start");
+    let curl = || {
+        let out = outside.sh(&[
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://198.18.71.9:8080/",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || curl() == "200"),
+        "the published port did not answer: {}",
+        curl()
+    );
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(seen.contains("198.18.71.2 - -"), "the server saw: {seen}");
+
+    c.ok("DEL", &conf, &[]);
+    assert_eq!(x.json(&["uplink", "show"])["published"], json!([]));
+    assert_ne!(curl(), "200", "the port is still published after DEL");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A veth endpoint (`"portType": "veth"`) whose namespace is deleted before DEL: DEL
+/// succeeds and nothing of it is left in xvsd or on the host.
+#[test]
+fn cni_veth_endpoint_del_after_the_namespace_is_gone() {
+    let p = unique_prefix("cv");
+    let x = Xvsd::start(&[]);
+    x.must(&["network", "create", "pods", "--subnet", "10.241.8.0/24"]);
+    let mut conf = conf(&x, "1.1.0");
+    conf["portType"] = json!("veth");
+    let ns = Netns::new(&format!("{p}a"));
+    let id = format!("{p}-veth");
+    Container {
+        id: id.clone(),
+        ns: &ns,
+    }
+    .ok("ADD", &conf, &[]);
+    let eps = endpoints(&x);
+    assert_eq!(eps[0]["port_type"], "veth", "{eps:?}");
+    let port = eps[0]["port"].as_str().unwrap().to_string();
+    assert!(
+        ns.reaches("10.241.8.1", Duration::from_secs(5)),
+        "no gateway"
+    );
+    drop(ns);
+    let netns = format!("/var/run/netns/{p}a");
+    let r = plugin(
+        &xvs_cni(),
+        "DEL",
+        &[
+            ("CNI_CONTAINERID", id.as_str()),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ],
+        &conf.to_string(),
+    );
+    assert_eq!(r.code, 0, "DEL: {}", r.out);
+    assert_eq!(endpoints(&x), Vec::<Value>::new());
+    assert!(
+        !xvs_tests::sh(&["ip", "link", "show", &port])
+            .status
+            .success()
+    );
+    assert!(
+        x.json(&["show"]).to_string().find(&port).is_none(),
+        "port {port} still attached"
+    );
 }
