@@ -368,7 +368,7 @@ fn cni_bad_input_gets_spec_errors_and_leaves_nothing() {
 #[test]
 fn cni_gc_and_status() {
     let p = unique_prefix("cg");
-    let x = Xvsd::start(&[]);
+    let mut x = Xvsd::start(&[]);
     x.must(&["network", "create", "pods", "--subnet", "10.241.3.0/24"]);
     let conf = conf(&x, "1.1.0");
     let (ns1, ns2) = (Netns::new(&format!("{p}a")), Netns::new(&format!("{p}b")));
@@ -407,11 +407,25 @@ fn cni_gc_and_status() {
         50,
         "STATUS without xvsd",
     );
+    let mut other = conf.clone();
+    other["network"] = json!("nosuchnet");
+    assert_error(
+        &plugin(&xvs_cni(), "STATUS", &[], &other.to_string()),
+        50,
+        "STATUS of a network xvsd does not have",
+    );
+
+    // xvsd restarted: the endpoint keeps its container ID; CHECK and DEL find it.
+    x.restart();
+    let mut check = conf.clone();
+    check["prevResult"] = r1.clone();
+    assert_eq!(c1.ok("CHECK", &check, &[]), Value::Null);
     c1.ok("DEL", &conf, &[]);
     x.must(&["network", "disconnect", "pods", &ns3.name]);
 }
 
-/// ADD+DEL 50 times into one namespace; prints ADD's and DEL's p50/p99.
+/// ADD+DEL 50 times into one namespace; prints ADD's and DEL's p50/p99, and those of the same
+/// connect and disconnect through xvsctl (what the plugin adds).
 #[test]
 fn cni_add_latency() {
     let p = unique_prefix("cl");
@@ -432,16 +446,30 @@ fn cni_add_latency() {
         c.ok("DEL", &conf, &[]);
         del.push(t.elapsed());
     }
-    let pct = |v: &mut Vec<Duration>, q: f64| {
+    let (mut connect, mut disconnect) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        let t = Instant::now();
+        x.must(&["network", "connect", "pods", &ns.name]);
+        connect.push(t.elapsed());
+        let t = Instant::now();
+        x.must(&["network", "disconnect", "pods", &ns.name]);
+        disconnect.push(t.elapsed());
+    }
+    let ms = |v: &mut Vec<Duration>, q: f64| {
         v.sort();
-        v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)]
+        v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)].as_secs_f64() * 1e3
     };
     eprintln!(
-        "CNI ADD latency over 50 runs: p50 {:.1} ms, p99 {:.1} ms; DEL p50 {:.1} ms, p99 {:.1} ms",
-        pct(&mut add, 0.5).as_secs_f64() * 1e3,
-        pct(&mut add, 0.99).as_secs_f64() * 1e3,
-        pct(&mut del, 0.5).as_secs_f64() * 1e3,
-        pct(&mut del, 0.99).as_secs_f64() * 1e3,
+        "CNI ADD latency over 50 runs: p50 {:.1} ms, p99 {:.1} ms; DEL p50 {:.1} ms, p99 {:.1} ms \
+         (xvsctl network connect p50 {:.1} ms, p99 {:.1} ms; disconnect p50 {:.1} ms, p99 {:.1} ms)",
+        ms(&mut add, 0.5),
+        ms(&mut add, 0.99),
+        ms(&mut del, 0.5),
+        ms(&mut del, 0.99),
+        ms(&mut connect, 0.5),
+        ms(&mut connect, 0.99),
+        ms(&mut disconnect, 0.5),
+        ms(&mut disconnect, 0.99),
     );
     assert_eq!(endpoints(&x), Vec::<Value>::new());
 }
@@ -471,6 +499,9 @@ fn cni_delegates_ipam_to_host_local() {
     assert_eq!(endpoints(&x)[0]["address"], "10.241.5.100/24");
     let lease = data.join("pods").join("10.241.5.100");
     assert!(lease.exists(), "host-local kept no lease");
+    let mut check = conf.clone();
+    check["prevResult"] = r.clone();
+    assert_eq!(c.ok("CHECK", &check, &[]), Value::Null);
     c.ok("DEL", &conf, &[]);
     assert!(!lease.exists(), "DEL did not give the address back");
     assert_eq!(endpoints(&x), Vec::<Value>::new());

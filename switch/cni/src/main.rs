@@ -64,7 +64,7 @@ fn run(stdin: &[u8]) -> Result<Option<Value>, (String, CniError)> {
     match env.command {
         Command::Add => add(&conf, &env, &socket, stdin).map(Some),
         Command::Del => del(&conf, &env, &socket, stdin).map(|()| None),
-        Command::Check => check(&conf, &env, &socket).map(|()| None),
+        Command::Check => check(&conf, &env, &socket, stdin).map(|()| None),
         Command::Gc => gc(&conf, &socket).map(|()| None),
         Command::Status => status(&conf, &socket).map(|()| None),
         Command::Version => Ok(None),
@@ -237,7 +237,9 @@ fn still_there(client: &mut Client, network: &str, ep: &EndpointView) -> Result<
     Ok(inspect(client, network)?.is_some_and(|n| n.endpoints.iter().any(|e| e.port == ep.port)))
 }
 
-fn check(conf: &NetConf, env: &Env, socket: &str) -> Result<(), CniError> {
+/// CHECK: xvsd has the endpoint, the namespace has its interface with its MAC and address,
+/// and a delegated IPAM plugin agrees.
+fn check(conf: &NetConf, env: &Env, socket: &str, stdin: &[u8]) -> Result<(), CniError> {
     let mut client = connect(socket)?;
     let net = require_network(&mut client, conf.network())?;
     let ep = result::find_endpoint(&net, &env.container_id, &env.ifname).ok_or_else(|| {
@@ -251,7 +253,11 @@ fn check(conf: &NetConf, env: &Env, socket: &str) -> Result<(), CniError> {
     let netns = env.netns.as_deref().unwrap_or_default();
     let seen = interfaces_in(netns)?;
     result::check(ep, seen.get(&ep.ifname), conf.prev_result.as_ref())
-        .map_err(CniError::CheckFailed)
+        .map_err(CniError::CheckFailed)?;
+    if let Some(plugin) = conf.ipam_plugin()? {
+        delegate(plugin, env, Command::Check, stdin)?;
+    }
+    Ok(())
 }
 
 fn gc(conf: &NetConf, socket: &str) -> Result<(), CniError> {
