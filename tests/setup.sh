@@ -15,6 +15,8 @@ PKGS=(
   tshark
   # the Docker test: a private dockerd (20.10) and an image made from busybox-static
   docker.io busybox-static
+  # the CNI test: the reference plugins (tuning, portmap, host-local) in /usr/lib/cni
+  containernetworking-plugins
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(openvswitch-switch)

@@ -613,6 +613,7 @@ fn to_request(verb: Verb) -> Request {
                 ifname,
                 publish,
                 port_type,
+                container_id: None,
             },
             NetworkVerb::Disconnect { network, sandbox } => {
                 Request::NetworkDisconnect { network, sandbox }

@@ -188,6 +188,10 @@ pub enum Request {
         /// container runtime to move: Docker's remote driver).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port_type: Option<String>,
+        /// The container runtime's ID of the container (CNI_CONTAINERID), kept with the
+        /// endpoint so the runtime finds it again once the namespace is gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container_id: Option<String>,
     },
     /// `network disconnect NET SANDBOX`
     NetworkDisconnect {
@@ -561,6 +565,9 @@ pub struct EndpointView {
     /// Published ports, `HOSTIP:HOSTPORT->PORT/PROTO` as `docker port` prints them.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// The container runtime's ID of the container, when connected through CNI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// The uplink in `uplink show` (and `uplink set`'s reply).

@@ -67,6 +67,9 @@ pub struct EndpointConf {
     /// Its published ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<crate::publish::PortBinding>,
+    /// The container runtime's ID of the container (CNI_CONTAINERID), if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// The kind of interface an endpoint gives its sandbox.

@@ -620,6 +620,7 @@ impl Switch {
                 ifname,
                 publish,
                 port_type,
+                container_id,
             } => self.network_connect(
                 &network,
                 &sandbox,
@@ -631,6 +632,7 @@ impl Switch {
                     publish,
                     bindings: Vec::new(),
                     port_type,
+                    container_id,
                 },
             ),
             Request::NetworkDisconnect { network, sandbox } => {

@@ -298,6 +298,8 @@ pub struct ConnectArgs {
     pub bindings: Vec<crate::publish::PortBinding>,
     /// Port type.
     pub port_type: Option<String>,
+    /// The container runtime's ID of the container.
+    pub container_id: Option<String>,
 }
 
 /// The networks' runtime beside the datapath: the gateways' thread (ARP, ICMP and DNS of
@@ -688,6 +690,9 @@ pub fn connect(
     for n in args.name.iter().chain(args.aliases.iter()) {
         validate::dns_name(n)?;
     }
+    if let Some(id) = &args.container_id {
+        validate::name(Object::ContainerId, id)?;
+    }
     if port_type == EndpointPortType::HostVeth {
         return connect_host_veth(dp, network, conf, sandbox_arg, args);
     }
@@ -726,6 +731,7 @@ pub fn connect(
         aliases: args.aliases,
         port_type,
         publish: args.bindings,
+        container_id: args.container_id,
     };
     attach_new_endpoint(dp, network, conf, &ep, sandbox)?;
     Ok((ep, pool))
@@ -778,6 +784,7 @@ fn connect_host_veth(
         aliases: args.aliases,
         port_type: EndpointPortType::HostVeth,
         publish: args.bindings,
+        container_id: args.container_id,
     };
     attach_host_veth(dp, network, conf, &ep)?;
     Ok((ep, pool))
@@ -983,6 +990,7 @@ pub fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> En
         aliases: ep.aliases.clone(),
         port_type: ep.port_type.name().into(),
         publish: ep.publish.iter().map(ToString::to_string).collect(),
+        container_id: ep.container_id.clone(),
     }
 }
 

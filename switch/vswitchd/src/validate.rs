@@ -23,6 +23,8 @@ pub enum Object {
     Network,
     /// A service (`service create`): a DNS label too (`tasks.NAME` must fit).
     Service,
+    /// A container runtime's container ID (`CNI_CONTAINERID`) kept with an endpoint.
+    ContainerId,
 }
 
 impl Object {
@@ -32,6 +34,7 @@ impl Object {
             Object::Bridge => 64,
             Object::Network => 48,
             Object::Service => 57,
+            Object::ContainerId => 256,
         }
     }
 }
@@ -42,6 +45,7 @@ impl fmt::Display for Object {
             Object::Bridge => "bridge",
             Object::Network => "network",
             Object::Service => "service",
+            Object::ContainerId => "container ID",
         })
     }
 }

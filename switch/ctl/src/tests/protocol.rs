@@ -28,3 +28,18 @@ fn unknown_fields_and_commands_are_errors() {
     assert!(serde_json::from_str::<Request>(r#"{"cmd":"add-br","bridge":"b","x":1}"#).is_err());
     assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
 }
+
+#[test]
+fn a_connect_carries_a_container_id_only_when_given() {
+    let r: Request = serde_json::from_str(
+        r#"{"cmd":"network-connect","network":"n","sandbox":"/var/run/netns/a","container_id":"c1"}"#,
+    )
+    .unwrap();
+    let Request::NetworkConnect { container_id, .. } = &r else {
+        panic!("{r:?}");
+    };
+    assert_eq!(container_id.as_deref(), Some("c1"));
+    let old = r#"{"cmd":"network-connect","network":"n","sandbox":"a"}"#;
+    let r: Request = serde_json::from_str(old).unwrap();
+    assert_eq!(serde_json::to_string(&r).unwrap(), old);
+}

@@ -437,6 +437,7 @@ pub fn network_connect_request(c: &CreateEndpoint, network: &str) -> Result<Requ
         ifname: None,
         publish: publish_specs(&c.options)?,
         port_type: Some(EndpointPortType::HostVeth.name().to_string()),
+        container_id: None,
     })
 }
 

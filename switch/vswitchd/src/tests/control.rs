@@ -238,6 +238,7 @@ fn connect(network: &str, sandbox: &str) -> Request {
         ifname: None,
         publish: Vec::new(),
         port_type: None,
+        container_id: None,
     }
 }
 

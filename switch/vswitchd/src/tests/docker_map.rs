@@ -27,6 +27,7 @@ fn endpoint() -> EndpointView {
         aliases: vec![],
         port_type: "host-veth".into(),
         publish: vec![],
+        container_id: None,
     }
 }
 
@@ -217,6 +218,7 @@ fn create_endpoint_does_not_echo_dockers_address() {
             ifname: None,
             publish: vec![],
             port_type: Some("host-veth".into()),
+            container_id: None,
         }]
     );
 }

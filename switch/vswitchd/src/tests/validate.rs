@@ -125,3 +125,16 @@ fn messages() {
         assert_eq!(error.to_string(), text);
     }
 }
+
+#[test]
+fn container_ids() {
+    let id = "0f5e2a4c9b7d1e3f5a7c9e1b3d5f7a9c0f5e2a4c9b7d1e3f5a7c9e1b3d5f7a9c";
+    assert!(name(Object::ContainerId, id).is_ok());
+    assert!(name(Object::ContainerId, "pod_1.a-b").is_ok());
+    assert!(name(Object::ContainerId, &"c".repeat(257)).is_err());
+    assert!(name(Object::ContainerId, "").is_err());
+    assert_eq!(
+        name(Object::ContainerId, "a;b").unwrap_err().to_string(),
+        "invalid container ID name \"a;b\": use letters, digits, '-', '_' or '.'"
+    );
+}
