@@ -1,15 +1,12 @@
 //! One endpoint of an IPv4 TCP or UDP packet rewritten in place: the destination of a client's
 //! packet to its backend (DNAT), the source of the backend's reply back to the virtual IP.
-//! Checksums are updated incrementally (RFC 1624): the IPv4 header's, and the L4 one for the
-//! address (pseudo-header) and port. A partial L4 checksum (a TAP's `NEEDS_CSUM` frame: the
-//! field holds the pseudo-header sum) gets the address change only, the port being summed when
-//! the checksum is completed; a zero UDP checksum ("none") stays zero. As `xvs-nat`'s rewrite
-//! does, for one endpoint at a time.
+//! The rewrite itself (incremental checksums, partial sums, zero UDP checksums) is the one
+//! NAT uses, [`xvs_stage::rewrite`]; this reads the packet's fields and changes one end.
 //!
 //! Pure byte logic: callable from any thread.
 
-use xvs_stage::checksum::{udp_field, update, update_partial};
 use xvs_stage::offload::Offload;
+use xvs_stage::rewrite::{Fields, translate};
 use xvs_stage::wire::ipproto;
 
 /// Which end of the packet is rewritten.
@@ -26,23 +23,17 @@ pub(crate) enum End {
 pub(crate) struct Malformed;
 
 #[inline]
-fn get2(b: &[u8], at: usize) -> [u8; 2] {
-    match b.get(at..at + 2) {
-        Some(&[x, y]) => [x, y],
-        _ => [0, 0],
-    }
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 #[inline]
-fn put(b: &mut [u8], at: usize, v: &[u8]) {
-    if let Some(d) = b.get_mut(at..at + v.len()) {
-        d.copy_from_slice(v);
-    }
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
 /// Rewrites `end` of the TCP or UDP packet at `l3`/`l4` of `frame` to `ip` and `port`,
-/// checksums kept right (see the module header). `offload` says whether its L4 checksum is
-/// partial.
+/// checksums kept right. `offload` says whether its L4 checksum is partial.
 #[inline]
 pub(crate) fn rewrite(
     frame: &mut [u8],
@@ -54,45 +45,32 @@ pub(crate) fn rewrite(
     port: u16,
 ) -> Result<(), Malformed> {
     let proto = *frame.get(l3 + 9).ok_or(Malformed)?;
-    let ck_at = l4
-        + match proto {
-            ipproto::TCP => 16,
-            ipproto::UDP => 6,
-            _ => return Err(Malformed),
-        };
-    if frame.len() < l3 + 20 || frame.len() < ck_at + 2 || l4 < l3 + 20 {
+    if !matches!(proto, ipproto::TCP | ipproto::UDP) || l4 < l3 + 20 {
         return Err(Malformed);
     }
-    let (ip_at, port_at) = match end {
-        End::Source => (l3 + 12, l4),
-        End::Destination => (l3 + 16, l4 + 2),
+    let from = Fields {
+        src: u32_at(frame, l3 + 12).ok_or(Malformed)?,
+        dst: u32_at(frame, l3 + 16).ok_or(Malformed)?,
+        sport: u16_at(frame, l4).ok_or(Malformed)?,
+        dport: u16_at(frame, l4 + 2).ok_or(Malformed)?,
+        proto,
     };
-    let mut old_ip = [0u8; 4];
-    old_ip.copy_from_slice(&frame[ip_at..ip_at + 4]);
-    let old_port = get2(frame, port_at);
-    let new_port = port.to_be_bytes();
-    let ip_ck = update(get2(frame, l3 + 10), &old_ip, &ip);
-    let l4_ck = get2(frame, ck_at);
-    let partial = offload.needs_csum() && usize::from(offload.csum_start) == l4;
-    let l4_ck = if partial {
-        Some(update_partial(l4_ck, &old_ip, &ip))
-    } else if proto == ipproto::UDP && l4_ck == [0, 0] {
-        None
-    } else {
-        let ck = update(update(l4_ck, &old_ip, &ip), &old_port, &new_port);
-        Some(if proto == ipproto::UDP {
-            udp_field(ck)
-        } else {
-            ck
-        })
+    let ip = u32::from_be_bytes(ip);
+    let to = match end {
+        End::Source => Fields {
+            src: ip,
+            sport: port,
+            ..from
+        },
+        End::Destination => Fields {
+            dst: ip,
+            dport: port,
+            ..from
+        },
     };
-    put(frame, l3 + 10, &ip_ck);
-    put(frame, ip_at, &ip);
-    put(frame, port_at, &new_port);
-    if let Some(ck) = l4_ck {
-        put(frame, ck_at, &ck);
-    }
-    Ok(())
+    translate(frame, l3, l4, offload, &from, &to)
+        .map(|_| ())
+        .map_err(|_| Malformed)
 }
 
 #[cfg(test)]

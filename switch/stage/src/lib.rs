@@ -33,6 +33,7 @@ pub mod hash;
 pub mod icmp_error;
 pub mod offload;
 pub mod respond;
+pub mod rewrite;
 pub mod segment;
 pub mod stage;
 pub mod trace;
