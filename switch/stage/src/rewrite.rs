@@ -96,6 +96,7 @@ pub fn translate(
 
 /// [`translate`] for a header quoted in an ICMP error (`quoted`: the L4 header may be cut
 /// after its ports, its checksum then left alone). Shared by both.
+#[inline]
 pub fn translate_fields(
     frame: &mut [u8],
     l3: usize,
