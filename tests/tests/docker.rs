@@ -404,6 +404,29 @@ fn docker_networks_through_the_xvs_plugin() {
         "300",
     ]);
     assert_eq!(d.ip_of("c5"), "10.170.2.2");
+    // Started at once (as `docker compose up` does): xvs's IPAM gives each its own address.
+    std::thread::scope(|s| {
+        for c in ["c7", "c8"] {
+            let d = &d;
+            s.spawn(move || {
+                d.must(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    c,
+                    "--network",
+                    "net3",
+                    "bb",
+                    "sleep",
+                    "300",
+                ])
+            });
+        }
+    });
+    let (ip7, ip8) = (d.ip_of("c7"), d.ip_of("c8"));
+    assert_ne!(ip7, ip8, "two containers started at once got one address");
+    assert!(d.pings("c7", &ip8), "c7 does not reach c8");
+    d.must(&["rm", "-f", "c7", "c8"]);
     assert!(d.pings("c5", "10.170.2.1"), "c5 does not reach its gateway");
 
     // A running container joins a second xvs network and leaves it.

@@ -118,9 +118,57 @@ impl DockerError {
 /// The control callback: answers one xvs request.
 pub type Control<'a> = dyn FnMut(Request) -> Reply + 'a;
 
-/// Answers plugin call `path` with JSON `body`, asking `control` for whatever it needs.
-pub fn dispatch(path: &str, body: &[u8], control: &mut Control<'_>) -> Answer {
-    match call(path, body, control) {
+/// How long an address handed out by `IpamDriver.RequestAddress` is held for the endpoint
+/// Docker is about to create with it (then the endpoint holds it).
+const LEASE_MS: u64 = 30_000;
+/// Most addresses held at once (older ones are let go first).
+const MAX_LEASES: usize = 4096;
+
+/// Addresses xvs's IPAM driver handed out whose endpoints do not exist yet: two containers
+/// started at once (`docker compose up`) ask before either endpoint is made, and must not be
+/// given the same address. In memory only, and short-lived (the endpoint, once made, is what
+/// holds its address in xvs's state).
+#[derive(Debug, Default)]
+pub struct Leases {
+    given: std::collections::HashMap<(String, Ipv4Addr), u64>,
+}
+
+impl Leases {
+    fn held(&self, pool: &str, ip: Ipv4Addr, now_ms: u64) -> bool {
+        self.given
+            .get(&(pool.to_string(), ip))
+            .is_some_and(|&t| now_ms < t + LEASE_MS)
+    }
+
+    fn give(&mut self, pool: &str, ip: Ipv4Addr, now_ms: u64) {
+        self.given.retain(|_, t| now_ms < *t + LEASE_MS);
+        if self.given.len() >= MAX_LEASES
+            && let Some(oldest) = self
+                .given
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+        {
+            self.given.remove(&oldest);
+        }
+        self.given.insert((pool.to_string(), ip), now_ms);
+    }
+
+    fn release(&mut self, pool: &str, ip: Ipv4Addr) {
+        self.given.remove(&(pool.to_string(), ip));
+    }
+}
+
+/// Answers plugin call `path` with JSON `body` at `now_ms` (a monotonic clock), asking
+/// `control` for whatever it needs; `leases` are the IPAM driver's addresses in flight.
+pub fn dispatch(
+    path: &str,
+    body: &[u8],
+    leases: &mut Leases,
+    now_ms: u64,
+    control: &mut Control<'_>,
+) -> Answer {
+    match call(path, body, leases, now_ms, control) {
         Ok(body) => Answer { status: 200, body },
         Err(e) => Answer {
             status: e.status(),
@@ -142,7 +190,13 @@ fn parse<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<T, DockerError>
     })
 }
 
-fn call(path: &str, body: &[u8], control: &mut Control<'_>) -> Result<Value, DockerError> {
+fn call(
+    path: &str,
+    body: &[u8],
+    leases: &mut Leases,
+    now_ms: u64,
+    control: &mut Control<'_>,
+) -> Result<Value, DockerError> {
     let name = path.trim_start_matches('/');
     // Calls that take nothing still get a body that must be JSON.
     let empty = |body: &[u8]| parse::<Value>(name, body).map(|_| ());
@@ -194,10 +248,14 @@ fn call(path: &str, body: &[u8], control: &mut Control<'_>) -> Result<Value, Doc
             parse::<api::PoolRef>(name, body)?;
             Ok(json!({}))
         }
-        "IpamDriver.RequestAddress" => request_address(parse(name, body)?, control),
+        "IpamDriver.RequestAddress" => request_address(parse(name, body)?, leases, now_ms, control),
         "IpamDriver.ReleaseAddress" => {
-            // The address is released with its endpoint (or never taken: the gateway).
-            parse::<api::RequestAddress>(name, body)?;
+            // The address is released with its endpoint (or never taken: the gateway); one
+            // handed out for an endpoint never made is let go here.
+            let r = parse::<api::RequestAddress>(name, body)?;
+            if let Ok(ip) = address_part(&r.address) {
+                leases.release(&r.pool_id, ip);
+            }
             Ok(json!({}))
         }
         _ => Err(DockerError::UnknownCall(path.to_string())),
@@ -529,6 +587,8 @@ fn request_pool(r: api::RequestPool, control: &mut Control<'_>) -> Result<Value,
 
 fn request_address(
     r: api::RequestAddress,
+    leases: &mut Leases,
+    now_ms: u64,
     control: &mut Control<'_>,
 ) -> Result<Value, DockerError> {
     let subnet = subnet_of(&r.pool_id)?;
@@ -559,11 +619,12 @@ fn request_address(
         .collect();
     let first = u32::from(subnet.first_host());
     let last = u32::from(subnet.broadcast());
-    (first..last)
+    let ip = (first..last)
         .map(Ipv4Addr::from)
-        .find(|ip| !used.contains(ip))
-        .map(with_prefix)
-        .ok_or(DockerError::Exhausted(net.subnet))
+        .find(|ip| !used.contains(ip) && !leases.held(&r.pool_id, *ip, now_ms))
+        .ok_or(DockerError::Exhausted(net.subnet))?;
+    leases.give(&r.pool_id, ip, now_ms);
+    Ok(with_prefix(ip))
 }
 
 #[cfg(test)]

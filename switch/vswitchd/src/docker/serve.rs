@@ -63,6 +63,24 @@ pub async fn serve(listener: UnixListener, switch: Shared) {
     }
 }
 
+/// The IPAM driver's addresses in flight (taken under the switch's lock, as every call is).
+fn leases() -> std::sync::MutexGuard<'static, map::Leases> {
+    static LEASES: std::sync::OnceLock<std::sync::Mutex<map::Leases>> = std::sync::OnceLock::new();
+    LEASES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds on a monotonic clock (since the first call).
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 fn respond(a: Answer) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(&a.body).unwrap_or_else(|_| br#"{"Err":"encoding"}"#.to_vec());
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -99,7 +117,7 @@ async fn answer(
     tracing::debug!("docker plugin: {path} {}", String::from_utf8_lossy(&body));
     let call = path.clone();
     let answered = tokio::task::spawn_blocking(move || match switch.lock() {
-        Ok(mut sw) => map::dispatch(&call, &body, &mut |r| {
+        Ok(mut sw) => map::dispatch(&call, &body, &mut leases(), now_ms(), &mut |r| {
             sw.handle(r)
                 .unwrap_or_else(|e| xvs_ctl::protocol::Reply::failure(e.to_string()))
         }),

@@ -54,6 +54,7 @@ struct Fake {
     nets: Vec<NetworkView>,
     reply: Reply,
     sent: Vec<Request>,
+    leases: Leases,
 }
 
 impl Fake {
@@ -62,18 +63,25 @@ impl Fake {
             nets,
             reply,
             sent: vec![],
+            leases: Leases::default(),
         }
     }
 
     fn call(&mut self, path: &str, body: &str) -> Answer {
         let (nets, reply, sent) = (&self.nets, &self.reply, &mut self.sent);
-        dispatch(path, body.as_bytes(), &mut |r| match r {
-            Request::NetworkLs => Reply::success(nets),
-            other => {
-                sent.push(other);
-                reply.clone()
-            }
-        })
+        dispatch(
+            path,
+            body.as_bytes(),
+            &mut self.leases,
+            0,
+            &mut |r| match r {
+                Request::NetworkLs => Reply::success(nets),
+                other => {
+                    sent.push(other);
+                    reply.clone()
+                }
+            },
+        )
     }
 }
 
@@ -337,6 +345,18 @@ fn ipam_pools_and_addresses() {
         ok(&f.call("/IpamDriver.RequestAddress", next))["Address"],
         "10.170.0.3/24"
     );
+    // Two containers started at once: the second ask, before the first endpoint exists,
+    // gets the next address; once released (an endpoint never made), it is given again.
+    assert_eq!(
+        ok(&f.call("/IpamDriver.RequestAddress", next))["Address"],
+        "10.170.0.4/24"
+    );
+    let release = r#"{"PoolID":"10.170.0.0/24","Address":"10.170.0.4/24"}"#;
+    ok(&f.call("/IpamDriver.ReleaseAddress", release));
+    assert_eq!(
+        ok(&f.call("/IpamDriver.RequestAddress", next))["Address"],
+        "10.170.0.4/24"
+    );
     let given = r#"{"PoolID":"10.170.0.0/24","Address":"10.170.0.50","Options":null}"#;
     assert_eq!(
         ok(&f.call("/IpamDriver.RequestAddress", given))["Address"],
@@ -351,4 +371,18 @@ fn ipam_pools_and_addresses() {
 fn endpoint_label_is_the_short_id() {
     assert_eq!(label_of(EP_ID), "docker:1c4cc20f7c5d");
     assert_eq!(label_of("ab"), "docker:ab");
+}
+
+#[test]
+fn ipam_leases_expire_and_stay_bounded() {
+    let mut l = Leases::default();
+    let ip = Ipv4Addr::new(10, 170, 0, 3);
+    l.give("p", ip, 1000);
+    assert!(l.held("p", ip, 1000 + LEASE_MS - 1));
+    assert!(!l.held("p", ip, 1000 + LEASE_MS), "expired");
+    assert!(!l.held("q", ip, 1000), "per pool");
+    for i in 0..(MAX_LEASES as u32 + 10) {
+        l.give("p", Ipv4Addr::from(0x0a00_0000 + i), 2000 + u64::from(i));
+    }
+    assert!(l.given.len() <= MAX_LEASES);
 }
