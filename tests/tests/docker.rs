@@ -517,6 +517,46 @@ fn docker_networks_through_the_xvs_plugin() {
         .collect();
     assert_eq!(published, vec!["0.0.0.0:8080->80/tcp"], "{eps3}");
     d.must(&["rm", "-f", "c6"]);
+
+    // `-o driver=overlay`: an overlay network (a VNI, the VTEP on the uplink's address), its
+    // containers reaching each other on this host.
+    x.must(&["vtep", "set", "--local", "198.18.70.9"]);
+    let ov_id = d.must(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "-o",
+        "driver=overlay",
+        "--subnet",
+        "10.170.5.0/24",
+        "ovnet",
+    ]);
+    let ov = xvs_network(&x, &ov_id).unwrap();
+    assert_eq!(ov["driver"], "overlay", "{ov}");
+    assert!(ov["vni"].as_u64().is_some(), "{ov}");
+    for c in ["c9", "c10"] {
+        d.must(&[
+            "run",
+            "-d",
+            "--name",
+            c,
+            "--network",
+            "ovnet",
+            "bb",
+            "sleep",
+            "300",
+        ]);
+    }
+    let ip10 = d.ip_of("c10");
+    assert!(d.pings("c9", &ip10), "c9 does not reach c10 on the overlay");
+    assert!(
+        d.pings("c9", "10.170.5.1"),
+        "c9 does not reach the overlay's gateway"
+    );
+    d.must(&["rm", "-f", "c9", "c10"]);
+    d.must(&["network", "rm", "ovnet"]);
+    assert!(xvs_network(&x, &ov_id).is_none());
     x.must(&["uplink", "del"]);
     let eps3 = x.json(&["network", "inspect", net3["name"].as_str().unwrap()])["endpoints"].clone();
     assert_eq!(eps3.as_array().unwrap().len(), 1, "{eps3}");
