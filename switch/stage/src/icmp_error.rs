@@ -300,6 +300,32 @@ fn is_query_or_reply(ty: u8) -> bool {
     matches!(ty, 0 | 8 | 13..=18)
 }
 
+/// An IPv4 header's fields other than its addresses (no options: IHL 5).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ipv4Header {
+    pub tos: u8,
+    /// Total length.
+    pub total: u16,
+    pub id: u16,
+    pub dont_fragment: bool,
+    pub ttl: u8,
+    pub proto: u8,
+}
+
+/// A 20-byte IPv4 header from `src` to `dst`, its checksum computed: for the packets stages
+/// make (ICMP errors, TCP resets).
+pub(crate) fn ipv4_header(h: Ipv4Header, src: [u8; 4], dst: [u8; 4]) -> [u8; IPV4_HEADER_LEN] {
+    let [l0, l1] = h.total.to_be_bytes();
+    let [i0, i1] = h.id.to_be_bytes();
+    let flags = if h.dont_fragment { 0x40 } else { 0 };
+    let mut ip = [0u8; IPV4_HEADER_LEN];
+    ip[..12].copy_from_slice(&[0x45, h.tos, l0, l1, i0, i1, flags, 0, h.ttl, h.proto, 0, 0]);
+    ip[12..16].copy_from_slice(&src);
+    ip[16..].copy_from_slice(&dst);
+    [ip[10], ip[11]] = internet_checksum(&ip);
+    ip
+}
+
 /// The answer's IPv4 and ICMP headers, checksums included, for `quote`.
 fn error_headers(
     kind: IcmpError,
@@ -310,33 +336,18 @@ fn error_headers(
 ) -> [u8; ERROR_HEADERS_LEN] {
     // At most MAX_ERROR_LEN.
     let total = (ERROR_HEADERS_LEN + quote.len()).min(MAX_ERROR_LEN) as u16;
-    let [l0, l1] = total.to_be_bytes();
-    let [i0, i1] = id.to_be_bytes();
-    let [s0, s1, s2, s3] = from.octets();
-    let [d0, d1, d2, d3] = to;
-    let mut ip = [
-        0x45,
-        ERROR_TOS,
-        l0,
-        l1,
-        i0,
-        i1,
-        0,
-        0,
-        ERROR_TTL,
-        ipproto::ICMP,
-        0,
-        0,
-        s0,
-        s1,
-        s2,
-        s3,
-        d0,
-        d1,
-        d2,
-        d3,
-    ];
-    [ip[10], ip[11]] = internet_checksum(&ip);
+    let ip = ipv4_header(
+        Ipv4Header {
+            tos: ERROR_TOS,
+            total,
+            id,
+            dont_fragment: false,
+            ttl: ERROR_TTL,
+            proto: ipproto::ICMP,
+        },
+        from.octets(),
+        to,
+    );
     let (ty, code) = kind.type_code();
     let [r0, r1, r2, r3] = kind.rest_of_header();
     let mut icmp = [ty, code, 0, 0, r0, r1, r2, r3];

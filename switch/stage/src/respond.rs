@@ -9,8 +9,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checksum::{Csum, internet_checksum, update};
-use crate::icmp_error::{unicast_destination, valid_source};
+use crate::checksum::{Csum, update};
+use crate::icmp_error::{Ipv4Header, ipv4_header, unicast_destination, valid_source};
 use crate::wire::{Mac, ethertype, ipproto};
 
 /// TTL of the answers (Linux's default).
@@ -287,31 +287,18 @@ impl Segment {
 /// Writes at `l3` a reset from `s.src`:`s.sport` to `s.dst`:`s.dport` with `seq`, `ack` and
 /// `flags` (full checksums, DF, TTL [`ANSWER_TTL`]); returns the frame's new length.
 fn write_reset(frame: &mut [u8], l3: usize, s: &Segment, seq: u32, ack: u32, flags: u8) -> usize {
-    let [s0, s1, s2, s3] = s.src;
-    let [d0, d1, d2, d3] = s.dst;
-    let mut ip = [
-        0x45,
-        0,
-        0,
-        RESET_HEADERS_LEN as u8,
-        0,
-        0,
-        0x40,
-        0,
-        ANSWER_TTL,
-        ipproto::TCP,
-        0,
-        0,
-        s0,
-        s1,
-        s2,
-        s3,
-        d0,
-        d1,
-        d2,
-        d3,
-    ];
-    [ip[10], ip[11]] = internet_checksum(&ip);
+    let ip = ipv4_header(
+        Ipv4Header {
+            tos: 0,
+            total: RESET_HEADERS_LEN as u16,
+            id: 0,
+            dont_fragment: true,
+            ttl: ANSWER_TTL,
+            proto: ipproto::TCP,
+        },
+        s.src,
+        s.dst,
+    );
     let [q0, q1, q2, q3] = seq.to_be_bytes();
     let [a0, a1, a2, a3] = ack.to_be_bytes();
     let [p0, p1] = s.sport;
@@ -334,6 +321,7 @@ fn write_reset(frame: &mut [u8], l3: usize, s: &Segment, seq: u32, ack: u32, fla
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::checksum::internet_checksum;
     use etherparse::{
         ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv4Type,
         PacketBuilder, SlicedPacket, TransportSlice,
