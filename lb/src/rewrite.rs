@@ -77,35 +77,11 @@ pub(crate) fn rewrite(
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use etherparse::PacketBuilder;
     use proptest::prelude::*;
     use xvs_stage::checksum::{complete_checksum, internet_checksum};
 
-    /// Whether the IPv4 and L4 checksums of `f` are what a full recomputation gives (a zero
-    /// UDP checksum is "none"; 0xffff is TCP's other zero).
-    pub(crate) fn checksums_ok(f: &[u8]) -> bool {
-        let Ok(p) = SlicedPacket::from_ethernet(f) else {
-            return false;
-        };
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
-            return false;
-        };
-        let h = ip.header().to_header();
-        if h.header_checksum != h.calc_header_checksum() {
-            return false;
-        }
-        match &p.transport {
-            Some(TransportSlice::Udp(u)) => {
-                u.checksum() == 0
-                    || Ok(u.checksum()) == u.to_header().calc_checksum_ipv4(&h, u.payload())
-            }
-            Some(TransportSlice::Tcp(t)) => {
-                let want = t.to_header().calc_checksum_ipv4(&h, t.payload());
-                Ok(t.checksum()) == want || (t.checksum() == 0xffff && want == Ok(0))
-            }
-            _ => false,
-        }
-    }
+    pub(crate) use xvs_stage::testing::checksums_ok;
 
     fn frame(tcp: bool, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64);

@@ -61,7 +61,7 @@ pub(crate) fn translate_fields(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use etherparse::{Icmpv4Slice, PacketBuilder, SlicedPacket, TransportSlice};
+    use etherparse::PacketBuilder;
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
     use xvs_stage::checksum::{complete_checksum, internet_checksum};
@@ -87,37 +87,7 @@ pub(crate) mod tests {
         f
     }
 
-    /// Whether every checksum of `f` is what a full recomputation gives.
-    pub(crate) fn checksums_ok(f: &[u8]) -> bool {
-        let Ok(p) = SlicedPacket::from_ethernet(f) else {
-            return false;
-        };
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
-            return false;
-        };
-        let h = ip.header().to_header();
-        if h.header_checksum != h.calc_header_checksum() {
-            return false;
-        }
-        match &p.transport {
-            Some(TransportSlice::Udp(u)) => {
-                u.checksum() == 0
-                    || Ok(u.checksum()) == u.to_header().calc_checksum_ipv4(&h, u.payload())
-            }
-            Some(TransportSlice::Tcp(t)) => {
-                // 0xffff and 0 are the same ones'-complement zero; a completed partial
-                // checksum writes a computed zero as 0xffff, as Linux does.
-                let want = t.to_header().calc_checksum_ipv4(&h, t.payload());
-                Ok(t.checksum()) == want || (t.checksum() == 0xffff && want == Ok(0))
-            }
-            Some(TransportSlice::Icmpv4(i)) => icmp_ok(i),
-            _ => false,
-        }
-    }
-
-    fn icmp_ok(i: &Icmpv4Slice<'_>) -> bool {
-        internet_checksum(i.slice()) == [0, 0]
-    }
+    pub(crate) use xvs_stage::testing::checksums_ok;
 
     pub(crate) fn tuple_of(proto: u8, f: &[u8]) -> Tuple {
         let ip = |o: usize| u32::from_be_bytes([f[o], f[o + 1], f[o + 2], f[o + 3]]);

@@ -36,6 +36,8 @@ pub mod respond;
 pub mod rewrite;
 pub mod segment;
 pub mod stage;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod trace;
 pub mod verdict;
 pub mod wire;
