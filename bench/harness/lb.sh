@@ -14,7 +14,7 @@
 # web service, the connections each backend was given on both sides (nftables counters, xvs
 # backend totals) and xvs's drops (ports and non-zero drop reasons).
 #
-# The TCP rows use a one-connection bulk sender (bulk.py below), not iperf3: iperf3 opens a
+# The TCP rows use a one-connection bulk sender (bench/harness/bulk.py), not iperf3: iperf3 opens a
 # control connection and then its data connection(s), and a per-connection balancer (rr, or
 # nftables numgen) sends them to different backends, so the test never starts.
 #
@@ -84,65 +84,6 @@ wait_port() { for _ in $(seq 100); do ip netns exec "$1" ss -ltn | grep -q ":$2 
 # sum: the numbers on stdin, one a line, added.
 sum() { python3 -c 'import sys; print(sum(float(l) for l in sys.stdin if l.strip()))'; }
 
-# A connect-rate client and an accept-and-close server (Python, the same on both rows).
-cat >"$WORK/cps.py" <<'EOF'
-import socket, sys, time
-if sys.argv[1] == "server":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1024)
-    while True:
-        c, _ = s.accept()
-        try:
-            c.recv(1)
-        except OSError:
-            pass
-        c.close()
-else:
-    host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    n, end = 0, time.time() + secs
-    while time.time() < end:
-        c = socket.create_connection((host, port), timeout=2)
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        c.send(b"x"); c.recv(1); c.close(); n += 1
-    print(n / secs)
-EOF
-# A one-connection bulk TCP sender and a counting receiver (a thread per connection). The
-# client sends 1 MiB writes for SECS, half-closes, and prints the Gbit/s the receiver counted
-# from its first byte to the end of the stream (as iperf3's sum_received).
-cat >"$WORK/bulk.py" <<'EOF'
-import socket, sys, threading, time
-def serve(c):
-    buf = memoryview(bytearray(1 << 20)); n, t0 = 0, None
-    while True:
-        k = c.recv_into(buf)
-        if not k:
-            break
-        if t0 is None:
-            t0 = time.monotonic()
-        n += k
-    c.sendall(b"%d %f\n" % (n, time.monotonic() - t0 if t0 else 0.0)); c.close()
-if sys.argv[1] == "server":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(64)
-    while True:
-        c, _ = s.accept()
-        threading.Thread(target=serve, args=(c,), daemon=True).start()
-else:
-    host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    c = socket.create_connection((host, port), timeout=10)
-    data, end = bytes(1 << 20), time.monotonic() + secs
-    while time.monotonic() < end:
-        c.sendall(data)
-    c.shutdown(socket.SHUT_WR)
-    reply = b""
-    while not reply.endswith(b"\n"):
-        k = c.recv(100)
-        if not k:
-            break
-        reply += k
-    n, t = reply.split()
-    print(int(n) * 8 / float(t) / 1e9 if float(t) else 0)
-EOF
 
 # once CLIENT_NS CMD... -> CMD's output; on failure a warning and 0 (the row reads 0).
 once() {
@@ -174,16 +115,16 @@ measure() {
   local c=$1 vip=$2 cvip=$3 b
   shift 3
   for b in "$@"; do
-    ip netns exec "$b" timeout "$LIFE" python3 "$WORK/bulk.py" server 5201 >/dev/null 2>&1 &
-    ip netns exec "$b" timeout "$LIFE" python3 "$WORK/cps.py" server 7000 >/dev/null 2>&1 &
+    ip netns exec "$b" timeout "$LIFE" python3 "$ROOT/bench/harness/bulk.py" server 5201 >/dev/null 2>&1 &
+    ip netns exec "$b" timeout "$LIFE" python3 "$ROOT/bench/harness/cps.py" server 7000 >/dev/null 2>&1 &
   done
   for b in "$@"; do wait_port "$b" 5201; wait_port "$b" 7000; done
   local tcp1 tcp3 cps cps4
-  tcp1=$(once "$c" python3 "$WORK/bulk.py" client "$vip" 80 "$SECS")
-  tcp3=$(parallel 3 "$c" python3 "$WORK/bulk.py" client "$vip" 80 "$SECS")
-  cps=$(once "$c" python3 "$WORK/cps.py" client "$cvip" 81 "$SECS")
+  tcp1=$(once "$c" python3 "$ROOT/bench/harness/bulk.py" client "$vip" 80 "$SECS")
+  tcp3=$(parallel 3 "$c" python3 "$ROOT/bench/harness/bulk.py" client "$vip" 80 "$SECS")
+  cps=$(once "$c" python3 "$ROOT/bench/harness/cps.py" client "$cvip" 81 "$SECS")
   split_after 1
-  cps4=$(parallel 4 "$c" python3 "$WORK/cps.py" client "$cvip" 81 "$SECS")
+  cps4=$(parallel 4 "$c" python3 "$ROOT/bench/harness/cps.py" client "$cvip" 81 "$SECS")
   split_after 4
   echo "$tcp1 $tcp3 $cps $cps4"
 }

@@ -61,28 +61,6 @@ pair() {
 gbps() { python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)'; }
 wait_port() { for _ in $(seq 100); do ip netns exec "$1" ss -ltn | grep -q ":$2 " && return; sleep 0.05; done; }
 
-# A connect-rate client and an accept-and-close server (Python, the same on both rows).
-cat >"$WORK/cps.py" <<'EOF'
-import socket, sys, time
-if sys.argv[1] == "server":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", int(sys.argv[2]))); s.listen(1024)
-    while True:
-        c, _ = s.accept()
-        try:
-            c.recv(1)
-        except OSError:
-            pass
-        c.close()
-else:
-    host, port, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    n, end = 0, time.time() + secs
-    while time.time() < end:
-        c = socket.create_connection((host, port), timeout=2)
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-        c.send(b"x"); c.recv(1); c.close(); n += 1
-    print(n / secs)
-EOF
 
 # measure OUTSIDE_NS OUTSIDE_IP CONTAINER_NS PUBLISHED_IP -> "tcp1 tcp4 udp_pps ping_ms in_tcp cps"
 measure() {
@@ -100,10 +78,10 @@ s=json.load(sys.stdin)["end"]["sum"]; print((s["packets"]-s["lost_packets"])/s["
   ip netns exec "$c" iperf3 -s -D -p 5201 >/dev/null; wait_port "$c" 5201
   r=$(ip netns exec "$o" timeout 60 iperf3 -c "$pub" -p 8080 -t "$SECS" -J | gbps)
   local intcp=$r
-  ip netns exec "$c" timeout 120 python3 "$WORK/cps.py" server 7000 >/dev/null 2>&1 &
+  ip netns exec "$c" timeout 120 python3 "$ROOT/bench/harness/cps.py" server 7000 >/dev/null 2>&1 &
   wait_port "$c" 7000
   local cps
-  cps=$(ip netns exec "$o" timeout 60 python3 "$WORK/cps.py" client "$pub" 8081 "$SECS")
+  cps=$(ip netns exec "$o" timeout 60 python3 "$ROOT/bench/harness/cps.py" client "$pub" 8081 "$SECS")
   echo "$tcp1 $tcp4 $udp $ping $intcp $cps"
 }
 
@@ -132,10 +110,10 @@ if [ -x /usr/sbin/docker-proxy ]; then
     -container-ip 10.150.1.2 -container-port 5201 3>/dev/null &
   ip netns exec "${P}kr" /usr/sbin/docker-proxy -proto tcp -host-ip 198.18.60.1 -host-port 8091 \
     -container-ip 10.150.1.2 -container-port 7001 3>/dev/null &
-  ip netns exec "${P}kc" timeout 120 python3 "$WORK/cps.py" server 7001 >/dev/null 2>&1 &
+  ip netns exec "${P}kc" timeout 120 python3 "$ROOT/bench/harness/cps.py" server 7001 >/dev/null 2>&1 &
   wait_port "${P}kr" 8090; wait_port "${P}kr" 8091; wait_port "${P}kc" 7001
   ptcp=$(ip netns exec "${P}ko" timeout 60 iperf3 -c 198.18.60.1 -p 8090 -t "$SECS" -J | gbps)
-  pcps=$(ip netns exec "${P}ko" timeout 60 python3 "$WORK/cps.py" client 198.18.60.1 8091 "$SECS")
+  pcps=$(ip netns exec "${P}ko" timeout 60 python3 "$ROOT/bench/harness/cps.py" client 198.18.60.1 8091 "$SECS")
   PROXY="$ptcp $pcps"
 fi
 for n in kr ko kc; do
