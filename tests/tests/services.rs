@@ -136,6 +136,14 @@ impl World {
         self.inspect(name)["vip"].as_str().unwrap().to_string()
     }
 
+    /// What `dig tasks.SVC` answers the client, sorted.
+    fn tasks(&self, service: &str) -> Vec<String> {
+        let answer = self
+            .client
+            .dig(&self.gateway, &format!("tasks.{service}"), false);
+        sorted(answer.lines().map(str::to_string).collect())
+    }
+
     fn inspect(&self, name: &str) -> Value {
         self.x.json(&["service", "inspect", name])
     }
@@ -157,6 +165,11 @@ fn split(ns: &Netns, url: &str, n: u32) -> HashMap<String, u64> {
         .iter()
         .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
         .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
 }
 
 fn count(split: &HashMap<String, u64>, name: &str) -> u64 {
@@ -286,16 +299,7 @@ fn schedulers_split_keep_client_address_resolve_and_publish() {
 
     // DNS: SVC gives the VIP, tasks.SVC the backends.
     assert_eq!(w.client.dig(&w.gateway, "rr", false), vip);
-    let mut tasks: Vec<String> = w
-        .client
-        .dig(&w.gateway, "tasks.rr", false)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    tasks.sort();
-    let mut want = ips.clone();
-    want.sort();
-    assert_eq!(tasks, want, "tasks.rr");
+    assert_eq!(w.tasks("rr"), sorted(ips.clone()), "tasks.rr");
 
     // trace: the lb decision for a new flow (which backend, and why), making no session.
     let inspect = w.x.json(&["network", "inspect", "web"]);
@@ -625,16 +629,11 @@ fn a_backend_that_stops_answering_is_taken_out_by_its_health_check() {
         (15, 0, 15),
         "{s:?}"
     );
-    let mut tasks: Vec<String> = w
-        .client
-        .dig(&w.gateway, "tasks.web", false)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    tasks.sort();
-    let mut want = vec![ips[0].clone(), ips[2].clone()];
-    want.sort();
-    assert_eq!(tasks, want, "tasks.web leaves the down backend out");
+    assert_eq!(
+        w.tasks("web"),
+        sorted(vec![ips[0].clone(), ips[2].clone()]),
+        "tasks.web leaves the down backend out"
+    );
     // It answers again: back in.
     let log = w.x.dir.join("b1-again.log");
     let server = w.backends[1].0.spawn(&[
