@@ -17,6 +17,8 @@ PKGS=(
   docker.io busybox-static
   # the CNI test: the reference plugins (tuning, portmap, host-local) in /usr/lib/cni
   containernetworking-plugins
+  # the cluster test: a real etcd 3.4 (and etcdctl); building its client needs protoc
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(openvswitch-switch)

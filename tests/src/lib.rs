@@ -256,6 +256,75 @@ pub fn veth(host: &str, ns: &Netns, ifname: &str, addr: &str) -> Link {
     link
 }
 
+/// An underlay for hosts (overlay and cluster tests): a Linux bridge `br0` in a namespace of its own; hosts hang off it by veths.
+/// Test N uses 198.18.N.0/24.
+pub struct Underlay {
+    /// Its namespace.
+    pub ns: Netns,
+    n: u8,
+    mtu: u32,
+}
+
+impl Underlay {
+    pub fn new(p: &str, n: u8, mtu: u32) -> Underlay {
+        let ns = Netns::new(&format!("{p}u"));
+        ns.must(&["ip", "link", "add", "br0", "type", "bridge"]);
+        ns.must(&["ip", "link", "set", "br0", "up"]);
+        // A plain wire: br_netfilter (built in here) would otherwise check the IPv4 header
+        // of what the bridge forwards and drop the storm's bad checksums before xvs sees them.
+        for family in ["iptables", "ip6tables", "arptables"] {
+            ns.must(&[
+                "sysctl",
+                "-qw",
+                &format!("net.bridge.bridge-nf-call-{family}=0"),
+            ]);
+        }
+        Underlay { ns, n, mtu }
+    }
+
+    /// 198.18.N.`host`.
+    pub fn ip(&self, host: u8) -> String {
+        format!("198.18.{}.{host}", self.n)
+    }
+
+    /// A veth from `host` (as `ul0`, with the host's own address 198.18.N.`addr`/24) to the
+    /// bridge (as `to{tag}`); tx checksum offload off on both ends (xvs reads `ul0` with AF_XDP,
+    /// and the kernel hosts' frames cross the bridge on their way to it).
+    pub fn attach(&self, host: &Netns, tag: &str, addr: u8) {
+        let tag = &format!("to{tag}");
+        must(&[
+            "ip",
+            "link",
+            "add",
+            "ul0",
+            "netns",
+            &host.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            tag,
+            "netns",
+            &self.ns.name,
+        ]);
+        let mtu = self.mtu.to_string();
+        host.must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", self.ip(addr)),
+            "dev",
+            "ul0",
+        ]);
+        host.must(&["ip", "link", "set", "ul0", "mtu", &mtu, "up"]);
+        self.ns.must(&[
+            "ip", "link", "set", "dev", tag, "mtu", &mtu, "master", "br0", "up",
+        ]);
+        host.must(&["ethtool", "-K", "ul0", "tx", "off"]);
+        self.ns.must(&["ethtool", "-K", tag, "tx", "off"]);
+    }
+}
+
 /// A running xvsd with its own socket and state directory.
 pub struct Xvsd {
     child: Option<Child>,

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{
-    self, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request, ServiceView,
-    ShowView, StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
+    self, ClusterView, ConntrackView, EndpointView, FdbView, NetworkView, PortTypeArg, Request,
+    ServiceView, ShowView, StatsView, TraceView, UplinkView, VtepPeerView, VtepView, XdpModeArg,
 };
 
 /// Control the xvs virtual switch daemon (xvsd).
@@ -119,6 +119,9 @@ enum Verb {
     /// Virtual IPs balanced over backends (IPVS / swarm services).
     #[command(subcommand)]
     Service(ServiceVerb),
+    /// The hosts sharing overlay networks through etcd (`xvsd --cluster`).
+    #[command(subcommand)]
+    Cluster(ClusterVerb),
     /// Tracked connections (as ovs-appctl dpctl/dump-conntrack).
     #[command(name = "conntrack/show")]
     ConntrackShow,
@@ -152,6 +155,12 @@ enum UplinkVerb {
     Show,
     /// Remove the uplink (the interface is left as it was found).
     Del,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterVerb {
+    /// Show the hosts, leases, the last revision seen and the sync state.
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -488,6 +497,7 @@ fn to_request(verb: Verb) -> Request {
             UplinkVerb::Show => Request::UplinkShow,
             UplinkVerb::Del => Request::UplinkDel,
         },
+        Verb::Cluster(ClusterVerb::Show) => Request::ClusterShow,
         Verb::Vtep(v) => match v {
             VtepVerb::Set { local, port } => Request::VtepSet { local, port },
             VtepVerb::Show => Request::VtepShow,
@@ -668,6 +678,7 @@ fn print_human(request: &Request, result: Value, all_drops: bool) -> Result<(), 
             }
         }
         Request::VtepSet { .. } | Request::VtepShow => print_vtep(&decode::<VtepView>(result)?),
+        Request::ClusterShow => print_cluster(&decode::<ClusterView>(result)?),
         Request::ServiceCreate { .. } => println!("{}", decode::<ServiceView>(result)?.name),
         Request::ServiceLs => print_services(&decode::<Vec<ServiceView>>(result)?),
         Request::ServiceInspect { .. } => print_service(&decode::<ServiceView>(result)?),
@@ -754,6 +765,43 @@ fn peer_line(p: &VtepPeerView) -> String {
         p.tx_packets,
         p.rx_packets
     )
+}
+
+fn print_cluster(c: &ClusterView) {
+    println!(
+        "host {} in etcd {} (prefix {}): {} for {}s, revision {}, lease {:x} ttl {}s",
+        c.host_id,
+        c.etcd.join(","),
+        c.prefix,
+        c.state,
+        c.since_s,
+        c.revision,
+        c.lease_id,
+        c.lease_ttl_s
+    );
+    if let Some(e) = &c.error {
+        println!("    last error: {e}");
+    }
+    println!(
+        "    {} sessions, {} events, {} bad records",
+        c.sessions, c.events, c.bad_records
+    );
+    for h in &c.hosts {
+        println!(
+            "    host {}{}: vtep {}, lease {:x}, {} endpoints",
+            h.host_id,
+            if h.local { " (this one)" } else { "" },
+            h.vtep.as_deref().unwrap_or("none"),
+            h.lease_id,
+            h.endpoints
+        );
+    }
+    for n in &c.networks {
+        println!("    network {n}");
+    }
+    for x in &c.conflicts {
+        println!("    conflict: {x}");
+    }
 }
 
 fn print_vtep(v: &VtepView) {

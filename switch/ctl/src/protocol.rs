@@ -235,6 +235,8 @@ pub enum Request {
     },
     /// `vtep show`
     VtepShow,
+    /// `cluster show`
+    ClusterShow,
     /// `vtep peer add NET REMOTE_IP`
     VtepPeerAdd {
         /// The overlay network.
@@ -685,6 +687,80 @@ pub struct NetworkView {
     pub gateway_counters: std::collections::BTreeMap<String, u64>,
     /// Endpoints.
     pub endpoints: Vec<EndpointView>,
+    /// An overlay's endpoints on other hosts of the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_endpoints: Vec<RemoteEndpointView>,
+}
+
+/// `cluster show`: this host's view of the cluster it shares through etcd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This host's id (`--host-id`).
+    pub host_id: String,
+    /// The etcd endpoints (`--cluster`).
+    pub etcd: Vec<String>,
+    /// The key prefix.
+    pub prefix: String,
+    /// `synced` (watching), `syncing` (reading the directory), or `disconnected`.
+    pub state: String,
+    /// Seconds since the state last changed.
+    pub since_s: u64,
+    /// Why the last session with etcd ended, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// This host's lease and its TTL in seconds.
+    pub lease_id: i64,
+    /// The lease's TTL.
+    pub lease_ttl_s: u64,
+    /// The last etcd revision applied.
+    pub revision: i64,
+    /// Sessions with etcd so far (1 + resynchronisations).
+    pub sessions: u64,
+    /// Watch events applied.
+    pub events: u64,
+    /// Keys under the prefix that could not be read (unknown layout or malformed value).
+    pub bad_records: u64,
+    /// Every host registered.
+    pub hosts: Vec<ClusterHostView>,
+    /// The overlay networks shared through the cluster.
+    pub networks: Vec<String>,
+    /// What this host owns that another host claims (an address, a network definition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+}
+
+/// A host of the cluster in `cluster show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHostView {
+    /// Its id.
+    pub host_id: String,
+    /// Its VTEP, once it has one.
+    pub vtep: Option<String>,
+    /// The lease its entries live under.
+    pub lease_id: i64,
+    /// Its endpoints on overlay networks.
+    pub endpoints: u64,
+    /// Whether it is this host.
+    pub local: bool,
+}
+
+/// An endpoint of an overlay network living on another host (from the cluster's directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpointView {
+    /// The host it lives on.
+    pub host: String,
+    /// That host's VTEP.
+    pub vtep: Option<String>,
+    /// Its address.
+    pub ip: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Its DNS name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its DNS aliases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// The local VTEP in `vtep show` (and `vtep set`'s reply).

@@ -142,6 +142,11 @@ pub struct NetworkConf {
     /// The Docker network ID, for a network Docker made through the plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_id: Option<String>,
+    /// An overlay shared through the cluster: the etcd revision at which this host last
+    /// saw its definition (claimed it, or created it from the directory). A network with a
+    /// revision that the directory no longer holds was removed by another host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_revision: Option<i64>,
 }
 
 impl NetworkConf {

@@ -33,6 +33,9 @@ use crate::validate::{self, Object};
 use crate::vtep::{self, VtepError};
 use crate::{publish, routing, service};
 
+mod clustered;
+pub use clustered::apply_directories;
+
 /// The daemon's switch: configuration, store, datapath and the networks' runtime.
 pub struct Switch {
     state: State,
@@ -50,6 +53,8 @@ pub struct Switch {
     services: service::Services,
     /// Health checks of their backends.
     health: HealthChecks,
+    /// The cluster this host shares its overlays through, if it is in one.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Daemon options the switch needs.
@@ -59,6 +64,8 @@ pub struct Options {
     pub dns_upstream: Option<SocketAddr>,
     /// Connection tracking limits.
     pub conntrack: uplink::ConntrackLimits,
+    /// The cluster (`--cluster`), if this host is in one.
+    pub cluster: Option<crate::cluster::Handle>,
 }
 
 fn fdb_config(
@@ -177,6 +184,10 @@ impl Switch {
             conntrack: options.conntrack,
             services,
             health: HealthChecks::default(),
+            cluster: options.cluster.map(|handle| crate::cluster::Cluster {
+                handle,
+                dir: Default::default(),
+            }),
         };
         sw.refresh_routes();
         for (name, conf) in &sw.state.services {
@@ -242,7 +253,8 @@ impl Switch {
     /// Pushes the routing snapshot (networks, endpoints, published ports, uplink) to the
     /// datapath after a change.
     fn refresh_routes(&self) {
-        routing::refresh(&self.dp, &self.state, self.uplink.as_ref());
+        routing::refresh(&self.dp, &self.effective_state(), self.uplink.as_ref());
+        self.publish_owned();
     }
 
     /// Saves the state; if that fails, runs `rollback` to undo the change just made.
@@ -539,12 +551,16 @@ impl Switch {
                 let v = self.state.vtep.as_ref().ok_or(VtepError::NotSet)?;
                 Ok(Reply::success(&vtep::view(
                     &self.dp,
-                    &self.state.networks,
+                    &self.effective_state().networks,
                     v,
                     self.uplink.as_ref(),
                 )))
             }
-            Request::VtepPeerLs => Ok(Reply::success(&vtep::peers(&self.dp, &self.state.networks))),
+            Request::VtepPeerLs => Ok(Reply::success(&vtep::peers(
+                &self.dp,
+                &self.effective_state().networks,
+            ))),
+            Request::ClusterShow => Ok(Reply::success(&self.cluster_view()?)),
             Request::VtepPeerAdd { network, remote } => {
                 let conf = vtep::overlay(&self.state.networks, &network)?;
                 let next = vtep::peer_add(&network, conf, &remote, self.state.vtep.as_ref())?;
@@ -608,7 +624,9 @@ impl Switch {
             Request::UplinkDel => self.uplink_del(),
             Request::NetworkInspect { network } => {
                 let conf = network::lookup(&self.state.networks, &network)?;
-                Ok(Reply::success(&self.networks.view(&network, conf)))
+                let mut view = self.networks.view(&network, conf);
+                view.remote_endpoints = self.remote_endpoint_views(&network);
+                Ok(Reply::success(&view))
             }
             Request::NetworkRm { network } => self.network_rm(&network),
             Request::NetworkConnect {
@@ -830,7 +848,7 @@ impl Switch {
         self.refresh_routes();
         Ok(Reply::success(&vtep::view(
             &self.dp,
-            &self.state.networks,
+            &self.effective_state().networks,
             &conf,
             self.uplink.as_ref(),
         )))
@@ -863,12 +881,26 @@ impl Switch {
         Ok(Reply::done())
     }
 
-    fn network_create(&mut self, name: &str, args: CreateArgs) -> Result<Reply, Error> {
-        let conf = self
+    fn network_create(&mut self, name: &str, mut args: CreateArgs) -> Result<Reply, Error> {
+        self.cluster_before_create(name, &mut args)?;
+        let mut conf = self
             .networks
             .create(&mut self.dp, &self.state.networks, name, args)?;
+        match self.cluster_define(name, &conf) {
+            Ok(rev) => conf.cluster_revision = rev,
+            Err(e) => {
+                self.networks.stop(&mut self.dp, name);
+                return Err(e);
+            }
+        }
+        let vni = conf.vni;
         self.state.networks.insert(name.to_string(), conf);
         self.save_or_rollback(|s| {
+            if let Some(c) = s.shared_overlay(name)
+                && let Err(e) = c.handle.release_network(name, vni.unwrap_or(0))
+            {
+                tracing::warn!("cluster: network {name} stays defined in the cluster: {e}");
+            }
             s.state.networks.remove(name);
             s.networks.stop(&mut s.dp, name);
         })
@@ -893,6 +925,7 @@ impl Switch {
                 services,
             });
         }
+        self.cluster_undefine(name, conf)?;
         self.networks.remove(&mut self.dp, name, conf)?;
         self.state.networks.remove(name);
         self.refresh_routes();
@@ -913,7 +946,16 @@ impl Switch {
     ) -> Result<Reply, Error> {
         let conf = network::lookup(&self.state.networks, network)?.clone();
         args.bindings = self.publish_bindings(network, &conf, &args.publish)?;
-        let (ep, pool) = network::connect(&mut self.dp, network, &conf, sandbox, args)?;
+        let claimed = self.cluster_claim(network, &conf, sandbox, &mut args)?;
+        let (ep, pool) = match network::connect(&mut self.dp, network, &conf, sandbox, args) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(ip) = claimed {
+                    self.cluster_release(network, ip);
+                }
+                return Err(e.into());
+            }
+        };
         if let Some(n) = self.state.networks.get_mut(network) {
             n.pool = pool;
             n.endpoints.push(ep.clone());
@@ -924,6 +966,9 @@ impl Switch {
                 n.endpoints.retain(|x| x.host_ifname != ep.host_ifname);
             }
             network::remove_endpoint(&mut s.dp, &mut s.port_errors, network, &ep);
+            if claimed.is_some() {
+                s.cluster_release(network, ep.ip);
+            }
         })
         .map_err(Error::EndpointNotSaved)?;
         self.networks.register_names(network, &ep);
@@ -1044,6 +1089,9 @@ impl Switch {
     fn network_disconnect(&mut self, network: &str, sandbox: &str) -> Result<Reply, Error> {
         let conf = network::lookup(&self.state.networks, network)?;
         let ep = network::endpoint_of(conf, network, sandbox)?;
+        if self.shared_overlay(network).is_some() {
+            self.cluster_release(network, ep.ip);
+        }
         self.networks
             .disconnect(&mut self.dp, &mut self.port_errors, network, &ep);
         if let Some(n) = self.state.networks.get_mut(network) {

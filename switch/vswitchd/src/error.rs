@@ -41,6 +41,14 @@ pub enum Error {
         /// Its services.
         services: Vec<String>,
     },
+    /// A change that needs the cluster, refused by it or without it.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// `cluster show` on a host that is not in a cluster.
+    #[error(
+        "this xvsd is not in a cluster (start it with --cluster etcd://HOST:PORT --host-id NAME)"
+    )]
+    NotClustered,
     /// A VTEP request refused.
     #[error(transparent)]
     Vtep(#[from] crate::vtep::VtepError),

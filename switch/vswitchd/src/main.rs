@@ -2,6 +2,7 @@
 //! serves the control socket (and optionally metrics), and exits cleanly on SIGTERM/SIGINT.
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 mod control;
 mod dns;
@@ -62,6 +63,18 @@ struct Args {
     /// The plugin's name (`docker network create -d NAME`).
     #[arg(long, default_value = "xvs", value_parser = parse_plugin_name)]
     docker_plugin_name: String,
+    /// Share overlay networks, their addresses and endpoints with other hosts through etcd.
+    #[arg(long, value_name = "etcd://HOST:PORT[,HOST:PORT...]", value_parser = parse_etcd, requires = "host_id")]
+    cluster: Option<EtcdEndpoints>,
+    /// This host's name in the cluster (unique among its hosts).
+    #[arg(long, value_parser = parse_host_id, requires = "cluster")]
+    host_id: Option<String>,
+    /// The cluster's key prefix in etcd.
+    #[arg(long, default_value = cluster::DEFAULT_PREFIX, value_parser = cluster::parse_prefix)]
+    cluster_prefix: String,
+    /// Seconds this host's entries outlive it (its etcd lease's TTL).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=3600))]
+    lease_ttl: u32,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -71,6 +84,20 @@ fn parse_upstream(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse::<std::net::SocketAddr>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
         .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+}
+
+/// `--cluster`'s etcd endpoints.
+#[derive(Debug, Clone)]
+struct EtcdEndpoints(Vec<String>);
+
+fn parse_etcd(s: &str) -> Result<EtcdEndpoints, String> {
+    cluster::parse_cluster(s).map(EtcdEndpoints)
+}
+
+fn parse_host_id(s: &str) -> Result<String, String> {
+    validate::name(validate::Object::HostId, s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_plugin_name(s: &str) -> Result<String, String> {
@@ -130,6 +157,12 @@ enum StartError {
     /// The signal handlers could not be installed.
     #[error(transparent)]
     Signal(std::io::Error),
+    /// The cluster's token could not be kept in the state dir.
+    #[error("cannot keep the cluster token in the state dir: {0}")]
+    Token(#[source] std::io::Error),
+    /// The cluster could not be joined.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] cluster::session::SessionError),
 }
 
 fn run(args: Args) -> Result<(), StartError> {
@@ -143,6 +176,16 @@ fn run(args: Args) -> Result<(), StartError> {
             .unwrap_or(1)
     });
     let store = config::Store::open(&args.state_dir)?;
+    let cluster = match (&args.cluster, &args.host_id) {
+        (Some(eps), Some(host)) => Some(cluster::Handle::new(cluster::ClusterOptions {
+            endpoints: eps.0.clone(),
+            host_id: host.clone(),
+            prefix: args.cluster_prefix.clone(),
+            lease_ttl: args.lease_ttl,
+            token: cluster::token(&args.state_dir).map_err(StartError::Token)?,
+        })),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -172,11 +215,37 @@ fn run(args: Args) -> Result<(), StartError> {
                 max: args.conntrack_max,
                 per_endpoint: args.conntrack_endpoint_limit,
             },
+            cluster: cluster.as_ref().map(|(h, _)| h.clone()),
         };
         let switch =
             tokio::task::spawn_blocking(move || control::Switch::restore(store, dp, options))
                 .await??;
         let shared: server::Shared = Arc::new(Mutex::new(switch));
+        // Joined before the socket answers: a host that cannot reach etcd (or whose id is
+        // taken) does not start.
+        let cluster_tasks = match cluster {
+            Some((handle, cmds)) => {
+                let (ctx, dirs) = cluster::session::Ctx::new(handle);
+                let first = match cluster::session::Session::open(&ctx, 0).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let sw = shared.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Ok(mut s) = sw.lock() {
+                                s.shutdown();
+                            }
+                        })
+                        .await?;
+                        return Err(e.into());
+                    }
+                };
+                Some((
+                    tokio::spawn(cluster::session::run(ctx, first, cmds)),
+                    tokio::spawn(control::apply_directories(dirs, shared.clone())),
+                ))
+            }
+            None => None,
+        };
         tracing::info!(
             "xvsd listening on {} with {workers} workers, state in {}",
             socket.display(),
@@ -241,6 +310,10 @@ fn run(args: Args) -> Result<(), StartError> {
         }
         retry.abort();
         health.abort();
+        if let Some((session, applier)) = cluster_tasks {
+            session.abort();
+            applier.abort();
+        }
         let sw = shared.clone();
         tokio::task::spawn_blocking(move || {
             if let Ok(mut s) = sw.lock() {

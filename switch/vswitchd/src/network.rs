@@ -567,6 +567,7 @@ impl Networks {
             peers: Vec::new(),
             remotes: Vec::new(),
             docker_id: args.docker_id,
+            cluster_revision: None,
         };
         self.start_network(dp, name, &conf)?;
         Ok(conf)
@@ -636,6 +637,7 @@ impl Networks {
                 .iter()
                 .map(|e| endpoint_view(name, conf, e))
                 .collect(),
+            remote_endpoints: Vec::new(),
         }
     }
 }

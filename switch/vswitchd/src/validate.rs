@@ -25,6 +25,8 @@ pub enum Object {
     Service,
     /// A container runtime's container ID (`CNI_CONTAINERID`) kept with an endpoint.
     ContainerId,
+    /// A host of a cluster (`xvsd --host-id`): a path component of its etcd keys.
+    HostId,
 }
 
 impl Object {
@@ -35,6 +37,7 @@ impl Object {
             Object::Network => 48,
             Object::Service => 57,
             Object::ContainerId => 256,
+            Object::HostId => 64,
         }
     }
 }
@@ -46,6 +49,7 @@ impl fmt::Display for Object {
             Object::Network => "network",
             Object::Service => "service",
             Object::ContainerId => "container ID",
+            Object::HostId => "host id",
         })
     }
 }

@@ -45,6 +45,7 @@ fn network(endpoints: Vec<EndpointView>) -> NetworkView {
         bridge: "net.c72dd177b60f".into(),
         gateway_counters: Default::default(),
         endpoints,
+        remote_endpoints: Vec::new(),
     }
 }
 

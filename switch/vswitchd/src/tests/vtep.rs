@@ -15,6 +15,7 @@ fn overlay() -> NetworkConf {
         peers: Vec::new(),
         remotes: Vec::new(),
         docker_id: None,
+        cluster_revision: None,
     }
 }
 
