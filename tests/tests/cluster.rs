@@ -140,6 +140,21 @@ impl Host {
         self.x.json(&["cluster", "show"])
     }
 
+    fn has_service(&self, name: &str) -> bool {
+        self.x.ctl(&["service", "inspect", name]).status.success()
+    }
+
+    /// `service inspect`'s active backends.
+    fn backends(&self, service: &str) -> Vec<String> {
+        self.x.json(&["service", "inspect", service])["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["state"] == "active")
+            .map(|b| b["addr"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn has_network(&self, name: &str) -> bool {
         self.x
             .json(&["network", "ls"])
@@ -169,6 +184,49 @@ impl Host {
             .json(&["network", "connect", "ov", name, "--name", name]);
         (ns, endpoint_ip(&ep))
     }
+}
+
+fn script(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// A name server (tests/scripts/name_server.py) in `ns` on port 8080 answering `name`.
+fn serve_name(ns: &Netns, name: &str) -> Child {
+    let log = std::env::temp_dir().join(format!("xvs-cl-{}-{name}.log", std::process::id()));
+    let child = ns.spawn(&[
+        "timeout",
+        "300",
+        "python3",
+        script("name_server.py").to_str().unwrap(),
+        name,
+        "8080",
+        log.to_str().unwrap(),
+    ]);
+    let up = wait_until(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&ns.sh(&["ss", "-ltn"]).stdout).contains(":8080 ")
+    });
+    assert!(up, "name server {name} did not start");
+    child
+}
+
+/// `n` requests to `url` from `ns`, each on a new connection: how many each backend answered.
+fn split(ns: &Netns, url: &str, n: u32) -> std::collections::HashMap<String, u64> {
+    let out = ns.must(&[
+        "timeout",
+        "60",
+        "python3",
+        script("vip_client.py").to_str().unwrap(),
+        url,
+        &n.to_string(),
+    ]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
+        .collect()
 }
 
 /// How long until `f` holds, polled every 10 ms; panics after `limit`.
@@ -263,6 +321,64 @@ fn three_hosts_share_an_overlay_through_etcd_and_survive_a_host_and_etcd_going_a
     assert_eq!(remote.len(), 2, "{remote:?}");
     assert!(remote.contains(&ib) && remote.contains(&ic), "{remote:?}");
 
+    // A service made on A, its backends on B and C, each added on its own host: every host
+    // runs it, resolves it, and balances over both.
+    let _servers = [serve_name(&cb, "cb"), serve_name(&cc, "cc")];
+    a.x.must(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "ov",
+        "--port",
+        "tcp/80:8080",
+    ]);
+    let vip = a.x.json(&["service", "inspect", "web"])["vip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || b.has_service("web")
+            && c.has_service("web")),
+        "web on B and C"
+    );
+    b.x.must(&["service", "add-backend", "web", &ib]);
+    c.x.must(&["service", "add-backend", "web", &ic]);
+    for h in [&a, &b, &c] {
+        assert!(
+            wait_until(Duration::from_secs(5), || h.backends("web").len() == 2),
+            "{}: {:?}",
+            h.id,
+            h.backends("web")
+        );
+        assert_eq!(
+            h.x.json(&["service", "inspect", "web"])["vip"],
+            vip.as_str(),
+            "one VIP everywhere"
+        );
+    }
+    let url = format!("http://{vip}/");
+    for (from, what) in [(&ca, "A"), (&cb, "B")] {
+        let counts = split(from, &url, 20);
+        assert!(
+            counts.get("cb").copied().unwrap_or(0) > 0
+                && counts.get("cc").copied().unwrap_or(0) > 0,
+            "from {what}: both backends answer: {counts:?}"
+        );
+    }
+    let gw = a.x.json(&["network", "inspect", "ov"])["gateway"].clone();
+    let gw = gw.as_str().unwrap();
+    assert_eq!(cc.dig(gw, "web", false), vip);
+    let mut tasks: Vec<String> = cc
+        .dig(gw, "tasks.web", false)
+        .lines()
+        .map(String::from)
+        .collect();
+    tasks.sort();
+    let mut both = vec![ib.clone(), ic.clone()];
+    both.sort();
+    assert_eq!(tasks, both);
+
     // kill -9 of C's xvsd: A and B forget C within the lease TTL.
     c.x.kill_hard();
     let t0 = Instant::now();
@@ -284,6 +400,13 @@ fn three_hosts_share_an_overlay_through_etcd_and_survive_a_host_and_etcd_going_a
         !pings(&ca, &ic),
         "A still reaches the dead host's container"
     );
+    assert_eq!(
+        a.backends("web"),
+        vec![format!("{ib}:8080")],
+        "C's backend gone with it"
+    );
+    let counts = split(&ca, &url, 10);
+    assert_eq!(counts.get("cb").copied(), Some(10), "{counts:?}");
 
     // etcd goes away: traffic keeps flowing, changes are refused.
     etcd.stop();

@@ -505,10 +505,11 @@ impl Switch {
                 weight,
             } => {
                 let conf = self.service_conf(&service)?;
-                let net = network::lookup(&self.state.networks, &conf.network)?;
+                let net = network::lookup(&self.effective_state().networks, &conf.network)?.clone();
                 let next = self
                     .services
-                    .add_backend(&service, &conf, net, &backend, weight)?;
+                    .add_backend(&service, &conf, &net, &backend, weight)?;
+                self.cluster_backends(&service, &conf, &next)?;
                 self.replace_service(&service, conf, next)
             }
             Request::ServiceRmBackend {
@@ -521,6 +522,7 @@ impl Switch {
                 let next = self
                     .services
                     .remove_backend(&service, &conf, &backend, drain, now)?;
+                self.cluster_backends(&service, &conf, &next)?;
                 self.replace_service(&service, conf, next)
             }
             Request::ServiceSetWeight {
@@ -532,6 +534,7 @@ impl Switch {
                 let next = self
                     .services
                     .set_weight(&service, &conf, &backend, weight)?;
+                self.cluster_backends(&service, &conf, &next)?;
                 self.replace_service(&service, conf, next)
             }
             Request::ServiceLs => Ok(Reply::success(
@@ -745,6 +748,13 @@ impl Switch {
                 .map(|b| b.addr.to_string())
                 .collect();
             for addr in gone {
+                if let Some(c) = &self.cluster
+                    && conf.cluster_revision.is_some()
+                    && let Ok(a) = addr.parse()
+                    && let Err(e) = c.handle.delete_backend(&name, a)
+                {
+                    tracing::warn!("cluster: backend {addr} of {name} stays in the directory: {e}");
+                }
                 match self
                     .services
                     .remove_backend(&name, &conf, &addr, false, now)
@@ -767,15 +777,28 @@ impl Switch {
         }
     }
 
-    fn service_create(&mut self, name: &str, args: service::CreateArgs) -> Result<Reply, Error> {
+    fn service_create(
+        &mut self,
+        name: &str,
+        mut args: service::CreateArgs,
+    ) -> Result<Reply, Error> {
+        let chose_vip = self.cluster_before_service(name, &mut args)?;
         let in_use = self.published_in_use();
-        let (conf, pool) = self.services.create(
+        let (mut conf, pool) = self.services.create(
             &self.state.services,
             &self.state.networks,
             &in_use,
             name,
             args,
         )?;
+        conf.vip_allocated |= chose_vip;
+        match self.cluster_define_service(name, &conf) {
+            Ok(rev) => conf.cluster_revision = rev,
+            Err(e) => {
+                self.services.remove(name);
+                return Err(e);
+            }
+        }
         let network = conf.network.clone();
         let old_pool = self
             .state
@@ -817,6 +840,7 @@ impl Switch {
 
     fn service_rm(&mut self, name: &str) -> Result<Reply, Error> {
         let conf = self.service_conf(name)?;
+        self.cluster_release_service(name, &conf)?;
         self.state.services.remove(name);
         if conf.vip_allocated
             && let Some(n) = self.state.networks.get_mut(&conf.network)

@@ -72,6 +72,10 @@ pub struct ServiceConf {
     /// connection left then).
     #[serde(default)]
     pub backends: Vec<BackendConf>,
+    /// A service shared through the cluster: the etcd revision at which this host last saw
+    /// its definition (as [`crate::config::NetworkConf::cluster_revision`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_revision: Option<i64>,
 }
 
 impl ServiceConf {
@@ -309,6 +313,7 @@ impl Services {
             publish: args.publish,
             health,
             backends: Vec::new(),
+            cluster_revision: None,
         };
         if let Some((other, _)) = existing.iter().find(|(_, c)| {
             c.vip() == vip && c.spec.port.proto == port.proto && c.spec.port.port == port.port

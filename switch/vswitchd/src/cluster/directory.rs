@@ -9,11 +9,13 @@
 //! to the control thread as a snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use xvs_switch::classify::Mac;
 
-use super::records::{EndpointRecord, HostRecord, Key, NetworkRecord};
+use super::records::{
+    BackendRecord, EndpointRecord, HostRecord, Key, NetworkRecord, ServiceRecord,
+};
 use crate::config::{NetworkConf, RemoteConf, State};
 
 /// A record and the lease it lives under (0: none).
@@ -59,6 +61,12 @@ pub struct Directory {
     pub vnis: BTreeMap<u32, String>,
     /// Endpoints by (network, address).
     pub endpoints: BTreeMap<(String, Ipv4Addr), Leased<EndpointRecord>>,
+    /// Services by name, with the revision of their definition.
+    pub services: BTreeMap<String, (ServiceRecord, i64)>,
+    /// Services' VIPs by (network, address).
+    pub vips: BTreeMap<(String, Ipv4Addr), String>,
+    /// Backends by (service, address).
+    pub backends: BTreeMap<(String, SocketAddr), BackendRecord>,
     /// Keys under the prefix that are not of the layout or whose value is malformed.
     pub bad_records: u64,
 }
@@ -108,6 +116,15 @@ impl Directory {
                 Key::Endpoint { network, ip } => {
                     self.endpoints.remove(&(network, ip));
                 }
+                Key::Service(n) => {
+                    self.services.remove(&n);
+                }
+                Key::Vip { network, ip } => {
+                    self.vips.remove(&(network, ip));
+                }
+                Key::Backend { service, addr } => {
+                    self.backends.remove(&(service, addr));
+                }
             }
             return true;
         };
@@ -126,6 +143,15 @@ impl Directory {
                 .filter(|rec| rec.mac.parse::<Mac>().is_ok())
                 .map(|rec| self.endpoints.insert((network, ip), Leased { rec, lease }))
                 .is_some(),
+            Key::Service(n) => serde_json::from_slice(value)
+                .map(|rec| self.services.insert(n, (rec, revision)))
+                .is_ok(),
+            Key::Vip { network, ip } => serde_json::from_slice(value)
+                .map(|svc| self.vips.insert((network, ip), svc))
+                .is_ok(),
+            Key::Backend { service, addr } => serde_json::from_slice(value)
+                .map(|rec| self.backends.insert((service, addr), rec))
+                .is_ok(),
         };
         if !ok {
             self.bad_records += 1;
@@ -202,11 +228,48 @@ impl Directory {
         next
     }
 
-    /// Every address of `network` held on the cluster's other hosts.
+    /// Every address of `network` held on the cluster's other hosts, and its services' VIPs.
     pub fn taken(&self, me: &str, network: &str) -> Vec<Ipv4Addr> {
-        self.remotes(me, network)
+        let mut v: Vec<Ipv4Addr> = self
+            .remotes(me, network)
             .into_iter()
             .map(|r| r.ip)
+            .collect();
+        v.extend(
+            self.vips
+                .keys()
+                .filter(|(n, _)| n == network)
+                .map(|(_, ip)| *ip),
+        );
+        v
+    }
+
+    /// The service holding `ip` on `network` as its VIP, if one does.
+    pub fn vip_holder(&self, network: &str, ip: Ipv4Addr) -> Option<&str> {
+        self.vips
+            .get(&(network.to_string(), ip))
+            .map(String::as_str)
+    }
+
+    /// Service `name`'s backends that count: those whose address an endpoint of the
+    /// service's network holds (on a live host: a dead host's endpoints are gone).
+    /// `local` are the addresses this host's own endpoints hold there.
+    pub fn live_backends(
+        &self,
+        name: &str,
+        network: &str,
+        local: &[Ipv4Addr],
+    ) -> BTreeMap<SocketAddr, u32> {
+        self.backends
+            .range((name.to_string(), SocketAddr::from(([0, 0, 0, 0], 0)))..)
+            .take_while(|((s, _), _)| s == name)
+            .filter(|((_, addr), _)| match addr.ip() {
+                IpAddr::V4(ip) => {
+                    local.contains(&ip) || self.endpoints.contains_key(&(network.to_string(), ip))
+                }
+                IpAddr::V6(_) => false,
+            })
+            .map(|((_, addr), b)| (*addr, b.weight))
             .collect()
     }
 
@@ -228,6 +291,19 @@ pub struct Owned {
     pub networks: BTreeMap<String, (NetworkRecord, Option<i64>)>,
     /// Its endpoints on overlay networks, by (network, address).
     pub endpoints: BTreeMap<(String, Ipv4Addr), EndpointRecord>,
+    /// Its services on overlay networks: definition, backends, the revision last seen.
+    pub services: BTreeMap<String, OwnedService>,
+}
+
+/// A service of this host's on an overlay, as [`Owned`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedService {
+    /// Its definition.
+    pub rec: ServiceRecord,
+    /// Its backends and their weights.
+    pub backends: Vec<(SocketAddr, u32)>,
+    /// The revision it was last seen at in the directory.
+    pub seen: Option<i64>,
 }
 
 impl Owned {
@@ -247,6 +323,19 @@ impl Owned {
                 o.endpoints
                     .insert((name.clone(), ep.ip), endpoint_record(me, ep));
             }
+        }
+        for (name, s) in &state.services {
+            if !o.networks.contains_key(&s.network) {
+                continue;
+            }
+            o.services.insert(
+                name.clone(),
+                OwnedService {
+                    rec: ServiceRecord::of(s, me),
+                    backends: s.backends.iter().map(|b| (b.addr, b.weight)).collect(),
+                    seen: s.cluster_revision,
+                },
+            );
         }
         o
     }
@@ -273,6 +362,8 @@ pub struct Plan {
     pub endpoints: Vec<((String, Ipv4Addr), EndpointRecord)>,
     /// Keys of this host's that it no longer owns (an endpoint removed while etcd was away).
     pub stale: Vec<Key>,
+    /// Services to define (never seen in the directory), with their backends.
+    pub services: Vec<(String, OwnedService)>,
     /// What this host owns that the directory gives someone else.
     pub conflicts: Vec<String>,
 }
@@ -302,6 +393,17 @@ pub fn plan(dir: &Directory, owned: &Owned, me: &str) -> Plan {
                 key.1, key.0, e.rec.host, rec.sandbox
             )),
             _ => p.endpoints.push((key.clone(), rec.clone())),
+        }
+    }
+    for (name, s) in &owned.services {
+        match dir.services.get(name) {
+            Some((theirs, _)) if theirs.conf.spec != s.rec.conf.spec => p.conflicts.push(format!(
+                "service {name}: the cluster defines it differently (by host {})",
+                theirs.created_by
+            )),
+            Some(_) => {}
+            None if s.seen.is_none() => p.services.push((name.clone(), s.clone())),
+            None => {}
         }
     }
     for ((network, ip), e) in &dir.endpoints {

@@ -15,7 +15,7 @@ pub mod directory;
 pub mod records;
 pub mod session;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use directory::{Directory, Owned};
-use records::{EndpointRecord, NetworkRecord};
+use records::{BackendRecord, EndpointRecord, NetworkRecord, ServiceRecord};
 
 /// How long the control thread waits for etcd to answer one change.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -136,6 +136,14 @@ pub enum ClusterError {
         vni: u32,
         /// The network holding it.
         other: String,
+    },
+    /// The cluster already has a service of that name.
+    #[error("service {name} already exists in the cluster (created by host {host})")]
+    ServiceTaken {
+        /// The service.
+        name: String,
+        /// Its creator.
+        host: String,
     },
     /// Other hosts still have endpoints on the network.
     #[error("network {network} has endpoints on other hosts: {list}")]
@@ -261,6 +269,46 @@ pub enum Command {
         /// Reply.
         reply: Reply<()>,
     },
+    /// Define service `name` and hold its VIP; the reply is the revision written at.
+    ClaimService {
+        /// The service.
+        name: String,
+        /// Its definition.
+        rec: ServiceRecord,
+        /// Reply.
+        reply: Reply<i64>,
+    },
+    /// Remove service `name`, its VIP and its backends.
+    ReleaseService {
+        /// The service.
+        name: String,
+        /// Its network.
+        network: String,
+        /// Its VIP.
+        vip: Ipv4Addr,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Add (or reweigh) a backend of service `service`.
+    PutBackend {
+        /// The service.
+        service: String,
+        /// The backend.
+        addr: SocketAddr,
+        /// Its record.
+        rec: BackendRecord,
+        /// Reply.
+        reply: Reply<()>,
+    },
+    /// Remove a backend of service `service`.
+    DeleteBackend {
+        /// The service.
+        service: String,
+        /// The backend.
+        addr: SocketAddr,
+        /// Reply.
+        reply: Reply<()>,
+    },
     /// What this host owns changed (its VTEP may have): re-register if needed.
     OwnedChanged,
 }
@@ -269,12 +317,15 @@ impl Command {
     /// Answers the command with `e` without doing it.
     fn refuse(self, e: ClusterError) {
         match self {
-            Command::ClaimNetwork { reply, .. } => {
+            Command::ClaimNetwork { reply, .. } | Command::ClaimService { reply, .. } => {
                 let _ = reply.try_send(Err(e));
             }
             Command::ReleaseNetwork { reply, .. }
             | Command::ClaimEndpoint { reply, .. }
-            | Command::ReleaseEndpoint { reply, .. } => {
+            | Command::ReleaseEndpoint { reply, .. }
+            | Command::ReleaseService { reply, .. }
+            | Command::PutBackend { reply, .. }
+            | Command::DeleteBackend { reply, .. } => {
                 let _ = reply.try_send(Err(e));
             }
             Command::OwnedChanged => {}
@@ -401,6 +452,58 @@ impl Handle {
             network: network.to_string(),
             ip,
             rec,
+            reply,
+        })
+    }
+
+    /// Defines service `name` (and holds its VIP); returns the revision.
+    pub fn claim_service(&self, name: &str, rec: ServiceRecord) -> Result<i64, ClusterError> {
+        self.call(|reply| Command::ClaimService {
+            name: name.to_string(),
+            rec,
+            reply,
+        })
+    }
+
+    /// Removes service `name`, its VIP and backends from the cluster.
+    pub fn release_service(
+        &self,
+        name: &str,
+        network: &str,
+        vip: Ipv4Addr,
+    ) -> Result<(), ClusterError> {
+        self.call(|reply| Command::ReleaseService {
+            name: name.to_string(),
+            network: network.to_string(),
+            vip,
+            reply,
+        })
+    }
+
+    /// Adds or reweighs a backend of `service`.
+    pub fn put_backend(
+        &self,
+        service: &str,
+        addr: SocketAddr,
+        weight: u32,
+    ) -> Result<(), ClusterError> {
+        let rec = BackendRecord {
+            weight,
+            added_by: self.me().to_string(),
+        };
+        self.call(|reply| Command::PutBackend {
+            service: service.to_string(),
+            addr,
+            rec,
+            reply,
+        })
+    }
+
+    /// Removes a backend of `service`.
+    pub fn delete_backend(&self, service: &str, addr: SocketAddr) -> Result<(), ClusterError> {
+        self.call(|reply| Command::DeleteBackend {
+            service: service.to_string(),
+            addr,
             reply,
         })
     }

@@ -7,21 +7,29 @@
 //! PREFIX vnis/VNI                the network's name (one VNI per network, cluster-wide)
 //! PREFIX endpoints/NET/IP        EndpointRecord  under its host's lease; the key is the
 //!                                                address, so two hosts cannot both hold it
+//! PREFIX services/SVC            ServiceRecord   no lease: lives until `service rm`
+//! PREFIX vips/NET/IP             the service holding the address (no endpoint may)
+//! PREFIX backends/SVC/IP:PORT    BackendRecord   no lease; counted only while an endpoint
+//!                                                (of any live host) holds IP
 //! ```
 //!
 //! Pure: no I/O; any thread.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::NetworkConf;
 use crate::ipam::Subnet;
+use crate::service::ServiceConf;
 
 const HOSTS: &str = "hosts/";
 const NETWORKS: &str = "networks/";
 const VNIS: &str = "vnis/";
 const ENDPOINTS: &str = "endpoints/";
+const SERVICES: &str = "services/";
+const VIPS: &str = "vips/";
+const BACKENDS: &str = "backends/";
 
 /// A key of the directory, without its prefix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,6 +47,22 @@ pub enum Key {
         /// The address it holds.
         ip: Ipv4Addr,
     },
+    /// A service's definition.
+    Service(String),
+    /// A service's VIP on its network.
+    Vip {
+        /// The network.
+        network: String,
+        /// The VIP.
+        ip: Ipv4Addr,
+    },
+    /// A backend of a service.
+    Backend {
+        /// The service.
+        service: String,
+        /// The backend's address and port.
+        addr: SocketAddr,
+    },
 }
 
 impl Key {
@@ -55,6 +79,23 @@ impl Key {
         if let Some(v) = rest.strip_prefix(VNIS) {
             return v.parse().ok().map(Key::Vni);
         }
+        if let Some(s) = rest.strip_prefix(SERVICES) {
+            return plain(s).map(Key::Service);
+        }
+        if let Some(v) = rest.strip_prefix(VIPS) {
+            let (network, ip) = v.split_once('/')?;
+            return Some(Key::Vip {
+                network: plain(network)?,
+                ip: ip.parse().ok()?,
+            });
+        }
+        if let Some(b) = rest.strip_prefix(BACKENDS) {
+            let (service, addr) = b.split_once('/')?;
+            return Some(Key::Backend {
+                service: plain(service)?,
+                addr: addr.parse().ok()?,
+            });
+        }
         let (network, ip) = rest.strip_prefix(ENDPOINTS)?.split_once('/')?;
         Some(Key::Endpoint {
             network: plain(network)?,
@@ -69,7 +110,15 @@ impl Key {
             Key::Network(n) => format!("{prefix}{NETWORKS}{n}"),
             Key::Vni(v) => format!("{prefix}{VNIS}{v}"),
             Key::Endpoint { network, ip } => format!("{prefix}{ENDPOINTS}{network}/{ip}"),
+            Key::Service(n) => format!("{prefix}{SERVICES}{n}"),
+            Key::Vip { network, ip } => format!("{prefix}{VIPS}{network}/{ip}"),
+            Key::Backend { service, addr } => format!("{prefix}{BACKENDS}{service}/{addr}"),
         }
+    }
+
+    /// The prefix of every backend key of `service`.
+    pub fn backends_of(prefix: &str, service: &str) -> String {
+        format!("{prefix}{BACKENDS}{service}/")
     }
 
     /// The prefix of every endpoint key of `network`.
@@ -155,6 +204,40 @@ pub struct EndpointRecord {
     pub aliases: Vec<String>,
     /// Its sandbox on that host (for people reading the directory).
     pub sandbox: String,
+}
+
+/// A service shared through the cluster: its definition as every host runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Network, VIP, port, scheduler, timeout, published port, health check (no backends:
+    /// each is a key of its own).
+    pub conf: ServiceConf,
+    /// The host that created it.
+    pub created_by: String,
+}
+
+impl ServiceRecord {
+    /// The record of local service `conf`, created by `host`.
+    pub fn of(conf: &ServiceConf, host: &str) -> ServiceRecord {
+        ServiceRecord {
+            conf: ServiceConf {
+                backends: Vec::new(),
+                vip_allocated: true,
+                cluster_revision: None,
+                ..conf.clone()
+            },
+            created_by: host.to_string(),
+        }
+    }
+}
+
+/// A backend of a shared service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendRecord {
+    /// Its weight.
+    pub weight: u32,
+    /// The host that added it.
+    pub added_by: String,
 }
 
 #[cfg(test)]

@@ -264,6 +264,49 @@ async fn execute(
             ));
         }
     }
+    for (name, svc) in &plan.services {
+        let mut ops = vec![
+            TxnOp::put(
+                Key::Service(name.clone()).render(ctx.prefix()),
+                json(&svc.rec),
+                None,
+            ),
+            TxnOp::put(
+                Key::Vip {
+                    network: svc.rec.conf.network.clone(),
+                    ip: svc.rec.conf.vip(),
+                }
+                .render(ctx.prefix()),
+                json(name),
+                None,
+            ),
+        ];
+        for (addr, weight) in &svc.backends {
+            let rec = super::records::BackendRecord {
+                weight: *weight,
+                added_by: ctx.me().to_string(),
+            };
+            ops.push(TxnOp::put(
+                Key::Backend {
+                    service: name.clone(),
+                    addr: *addr,
+                }
+                .render(ctx.prefix()),
+                json(&rec),
+                None,
+            ));
+        }
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                Key::Service(name.clone()).render(ctx.prefix()),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(ops);
+        if !timed(ctx, client.txn(txn)).await?.succeeded() {
+            conflicts.push(format!("service {name}: another host defined it meanwhile"));
+        }
+    }
     for key in &plan.stale {
         timed(ctx, client.delete(key.render(ctx.prefix()), None)).await?;
     }
@@ -544,6 +587,112 @@ impl Session {
                     Err(ClusterError::AddressTaken { network, ip, host })
                 };
                 let _ = reply.try_send(result);
+            }
+            Command::ClaimService { name, rec, reply } => {
+                let skey = Key::Service(name.clone()).render(&prefix);
+                let network = rec.conf.network.clone();
+                let vip = rec.conf.vip();
+                let vkey = Key::Vip {
+                    network: network.clone(),
+                    ip: vip,
+                }
+                .render(&prefix);
+                let ekey = Key::Endpoint {
+                    network: network.clone(),
+                    ip: vip,
+                }
+                .render(&prefix);
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(skey.clone(), CompareOp::Equal, 0),
+                        Compare::create_revision(vkey.clone(), CompareOp::Equal, 0),
+                        Compare::create_revision(ekey, CompareOp::Equal, 0),
+                    ])
+                    .and_then([
+                        TxnOp::put(skey.clone(), json(&rec), None),
+                        TxnOp::put(vkey, json(&name), None),
+                    ])
+                    .or_else([TxnOp::get(skey, None)]);
+                let resp = match timed(ctx, self.client.txn(txn)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = reply.try_send(Err(ClusterError::Etcd(e.to_string())));
+                        return Err(e);
+                    }
+                };
+                let result = if resp.succeeded() {
+                    Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+                } else {
+                    let theirs = resp.op_responses().into_iter().find_map(|r| match r {
+                        TxnOpResponse::Get(g) => g.kvs().first().and_then(|kv| {
+                            serde_json::from_slice::<super::records::ServiceRecord>(kv.value()).ok()
+                        }),
+                        _ => None,
+                    });
+                    match theirs {
+                        Some(t) => Err(ClusterError::ServiceTaken {
+                            name,
+                            host: t.created_by,
+                        }),
+                        None => Err(ClusterError::AddressTaken {
+                            network,
+                            ip: vip,
+                            host: "another (as an endpoint or a VIP)".into(),
+                        }),
+                    }
+                };
+                let _ = reply.try_send(result);
+            }
+            Command::ReleaseService {
+                name,
+                network,
+                vip,
+                reply,
+            } => {
+                let txn = Txn::new().and_then([
+                    TxnOp::delete(Key::Service(name.clone()).render(&prefix), None),
+                    TxnOp::delete(Key::Vip { network, ip: vip }.render(&prefix), None),
+                    TxnOp::delete(
+                        Key::backends_of(&prefix, &name),
+                        Some(DeleteOptions::new().with_prefix()),
+                    ),
+                ]);
+                let r = timed(ctx, self.client.txn(txn)).await;
+                let _ = reply.try_send(
+                    r.as_ref()
+                        .map(|_| ())
+                        .map_err(|e| ClusterError::Etcd(e.to_string())),
+                );
+                r?;
+            }
+            Command::PutBackend {
+                service,
+                addr,
+                rec,
+                reply,
+            } => {
+                let key = Key::Backend { service, addr }.render(&prefix);
+                let r = timed(ctx, self.client.put(key, json(&rec), None)).await;
+                let _ = reply.try_send(
+                    r.as_ref()
+                        .map(|_| ())
+                        .map_err(|e| ClusterError::Etcd(e.to_string())),
+                );
+                r?;
+            }
+            Command::DeleteBackend {
+                service,
+                addr,
+                reply,
+            } => {
+                let key = Key::Backend { service, addr }.render(&prefix);
+                let r = timed(ctx, self.client.delete(key, None)).await;
+                let _ = reply.try_send(
+                    r.as_ref()
+                        .map(|_| ())
+                        .map_err(|e| ClusterError::Etcd(e.to_string())),
+                );
+                r?;
             }
             Command::ReleaseEndpoint { network, ip, reply } => {
                 let key = Key::Endpoint { network, ip }.render(&prefix);

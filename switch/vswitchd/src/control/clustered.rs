@@ -8,18 +8,19 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use xvs_ctl::protocol::{ClusterHostView, ClusterView, RemoteEndpointView};
 
 use super::Switch;
 use crate::cluster::directory::{Directory, Owned};
-use crate::cluster::records::{EndpointRecord, NetworkRecord};
+use crate::cluster::records::{EndpointRecord, NetworkRecord, ServiceRecord};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{NetworkConf, State};
 use crate::error::Error;
 use crate::network::{self, ConnectArgs, CreateArgs, FIRST_VNI, NetworkError, OVERLAY_DRIVER};
+use crate::service::{self, BackendConf, ServiceConf};
 
 /// Addresses tried when another host takes the chosen one at the same moment.
 const CLAIM_ATTEMPTS: usize = 8;
@@ -167,6 +168,7 @@ impl Switch {
             self.state.networks.remove(&n);
             save = true;
         }
+        save |= self.cluster_update_services(&dir);
         // The remote endpoints' names.
         if let Ok(mut t) = self.networks.names().write() {
             let overlays: Vec<&String> = self
@@ -200,6 +202,263 @@ impl Switch {
             tracing::error!("cluster: cannot save the networks the cluster changed: {e}");
         }
         self.refresh_routes();
+    }
+
+    /// Makes this host's services match the directory's: services other hosts defined are
+    /// made here, backends follow their keys (counted while an endpoint holds their address),
+    /// services removed elsewhere go. Returns whether the configuration changed.
+    fn cluster_update_services(&mut self, dir: &Directory) -> bool {
+        let mut save = false;
+        let now = self.dp.now_ms();
+        for (name, (rec, rev)) in &dir.services {
+            let network = rec.conf.network.clone();
+            let Some(net) = self.state.networks.get(&network).filter(|n| n.is_overlay()) else {
+                continue;
+            };
+            let local: Vec<Ipv4Addr> = net.endpoints.iter().map(|e| e.ip).collect();
+            let want = dir.live_backends(name, &network, &local);
+            let Some(current) = self.state.services.get(name).cloned() else {
+                let mut conf = ServiceConf {
+                    cluster_revision: Some(*rev),
+                    vip_allocated: true,
+                    backends: want
+                        .iter()
+                        .map(|(addr, weight)| BackendConf {
+                            addr: *addr,
+                            weight: *weight,
+                        })
+                        .collect(),
+                    ..rec.conf.clone()
+                };
+                let vip = conf.vip();
+                let taken = self
+                    .state
+                    .networks
+                    .get_mut(&network)
+                    .map(|n| n.pool.allocate(Some(vip)));
+                if let Some(Err(e)) = taken {
+                    tracing::warn!(
+                        "cluster: service {name} of host {} not made here: its VIP {vip}: {e}",
+                        rec.created_by
+                    );
+                    conf.vip_allocated = false;
+                    continue;
+                }
+                tracing::info!(
+                    "cluster: service {name} ({vip}) of host {} made here with {} backends",
+                    rec.created_by,
+                    conf.backends.len()
+                );
+                self.services.rebuild(name, &conf);
+                self.push_service(name, &conf);
+                self.state.services.insert(name.clone(), conf);
+                save = true;
+                continue;
+            };
+            if current.spec != rec.conf.spec {
+                continue;
+            }
+            let mut conf = current.clone();
+            if conf.cluster_revision != Some(*rev) {
+                conf.cluster_revision = Some(*rev);
+                save = true;
+            }
+            let have: BTreeMap<SocketAddr, u32> =
+                conf.backends.iter().map(|b| (b.addr, b.weight)).collect();
+            if have != want {
+                let eff = self
+                    .effective_state()
+                    .networks
+                    .get(&network)
+                    .cloned()
+                    .unwrap_or_else(|| net.clone());
+                for addr in have.keys().filter(|a| !want.contains_key(a)) {
+                    let alive = match addr.ip() {
+                        std::net::IpAddr::V4(ip) => {
+                            local.contains(&ip) || dir.holder(&network, ip).is_some()
+                        }
+                        std::net::IpAddr::V6(_) => false,
+                    };
+                    // Taken out by a user: its connections drain. Its endpoint gone: reset.
+                    match self
+                        .services
+                        .remove_backend(name, &conf, &addr.to_string(), alive, now)
+                    {
+                        Ok(next) => conf = next,
+                        Err(e) => tracing::warn!("cluster: service {name}: {addr}: {e}"),
+                    }
+                }
+                for (addr, weight) in &want {
+                    let r = match have.get(addr) {
+                        None => self.services.add_backend(
+                            name,
+                            &conf,
+                            &eff,
+                            &addr.to_string(),
+                            Some(*weight),
+                        ),
+                        Some(w) if w != weight => {
+                            self.services
+                                .set_weight(name, &conf, &addr.to_string(), *weight)
+                        }
+                        Some(_) => continue,
+                    };
+                    match r {
+                        Ok(next) => conf = next,
+                        Err(e) => tracing::warn!("cluster: service {name}: {addr}: {e}"),
+                    }
+                }
+                self.push_service(name, &conf);
+                save = true;
+            }
+            self.state.services.insert(name.clone(), conf);
+        }
+        let gone: Vec<String> = self
+            .state
+            .services
+            .iter()
+            .filter(|(n, c)| {
+                c.cluster_revision.is_some_and(|r| r <= dir.revision)
+                    && !dir.services.contains_key(*n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            tracing::info!(
+                "cluster: service {name} was removed from the cluster; removing it here"
+            );
+            if let Some(conf) = self.state.services.remove(&name) {
+                if conf.vip_allocated
+                    && let Some(n) = self.state.networks.get_mut(&conf.network)
+                {
+                    n.pool.release(conf.vip());
+                }
+                if let Ok(mut names) = self.networks.names().write() {
+                    service::Services::unpush(&self.dp, &mut names, &name, &conf);
+                }
+                self.services.remove(&name);
+                save = true;
+            }
+        }
+        save
+    }
+
+    /// Before a `service create` on an overlay in a cluster: the cluster must be reachable
+    /// and the name free in it; a VIP no host holds is chosen (returns true) unless given,
+    /// and a given one must be free cluster-wide.
+    pub(super) fn cluster_before_service(
+        &self,
+        name: &str,
+        args: &mut service::CreateArgs,
+    ) -> Result<bool, Error> {
+        let Some(c) = self.shared_overlay(&args.network) else {
+            return Ok(false);
+        };
+        if self.state.services.contains_key(name) {
+            return Ok(false);
+        }
+        c.handle.require_synced()?;
+        let me = c.handle.me();
+        if let Some((rec, _)) = c.dir.services.get(name) {
+            return Err(ClusterError::ServiceTaken {
+                name: name.to_string(),
+                host: rec.created_by.clone(),
+            }
+            .into());
+        }
+        let Some(net) = self.state.networks.get(&args.network) else {
+            return Ok(false);
+        };
+        match &args.vip {
+            Some(v) => {
+                if let Ok(ip) = v.parse::<Ipv4Addr>() {
+                    let holder = c
+                        .dir
+                        .holder(&args.network, ip)
+                        .filter(|h| *h != me)
+                        .map(|h| format!("host {h}"))
+                        .or_else(|| {
+                            c.dir
+                                .vip_holder(&args.network, ip)
+                                .map(|s| format!("service {s}"))
+                        });
+                    if let Some(host) = holder {
+                        return Err(ClusterError::AddressTaken {
+                            network: args.network.clone(),
+                            ip,
+                            host,
+                        }
+                        .into());
+                    }
+                }
+                Ok(false)
+            }
+            None => {
+                let mut pool = net.pool.clone();
+                pool.used.extend(c.dir.taken(me, &args.network));
+                let ip = pool.allocate(None).map_err(service::ServiceFault::Vip)?;
+                args.vip = Some(ip.to_string());
+                Ok(true)
+            }
+        }
+    }
+
+    /// After a service is made here on a shared overlay: defines it in the cluster.
+    pub(super) fn cluster_define_service(
+        &self,
+        name: &str,
+        conf: &ServiceConf,
+    ) -> Result<Option<i64>, Error> {
+        let Some(c) = self.shared_overlay(&conf.network) else {
+            return Ok(None);
+        };
+        let rec = ServiceRecord::of(conf, c.handle.me());
+        Ok(Some(c.handle.claim_service(name, rec)?))
+    }
+
+    /// Before a `service rm` of a shared service: removes it from the cluster.
+    pub(super) fn cluster_release_service(
+        &self,
+        name: &str,
+        conf: &ServiceConf,
+    ) -> Result<(), Error> {
+        let (Some(c), Some(_)) = (self.shared_overlay(&conf.network), conf.cluster_revision) else {
+            return Ok(());
+        };
+        c.handle.release_service(name, &conf.network, conf.vip())?;
+        Ok(())
+    }
+
+    /// A shared service's backends changed from `old` to `next` here: tells the cluster. If
+    /// it cannot, the running service is made again from `old` and the change refused.
+    pub(super) fn cluster_backends(
+        &mut self,
+        name: &str,
+        old: &ServiceConf,
+        next: &ServiceConf,
+    ) -> Result<(), Error> {
+        let (Some(c), Some(_)) = (self.shared_overlay(&old.network), old.cluster_revision) else {
+            return Ok(());
+        };
+        let before: BTreeMap<SocketAddr, u32> =
+            old.backends.iter().map(|b| (b.addr, b.weight)).collect();
+        let after: BTreeMap<SocketAddr, u32> =
+            next.backends.iter().map(|b| (b.addr, b.weight)).collect();
+        let mut result = Ok(());
+        for addr in before.keys().filter(|a| !after.contains_key(a)) {
+            result = result.and_then(|_| c.handle.delete_backend(name, *addr));
+        }
+        for (addr, w) in &after {
+            if before.get(addr) != Some(w) {
+                result = result.and_then(|_| c.handle.put_backend(name, *addr, *w));
+            }
+        }
+        if let Err(e) = result {
+            self.services.rebuild(name, old);
+            self.push_service(name, old);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// `cluster show`.

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::cluster::records::BackendRecord;
 use crate::config::EndpointConf;
 use crate::ipam::Pool;
 
@@ -281,4 +282,50 @@ fn resync_defines_new_networks_but_not_ones_removed_elsewhere() {
     );
     assert_eq!(p.networks.len(), 1);
     assert_eq!(p.endpoints.len(), 1);
+}
+
+#[test]
+fn a_backend_counts_while_an_endpoint_holds_its_address() {
+    let mut d = three();
+    let b = |weight| BackendRecord {
+        weight,
+        added_by: "a".into(),
+    };
+    for (last, w) in [(3u8, 1u32), (4, 2), (9, 1)] {
+        let key = Key::Backend {
+            service: "web".into(),
+            addr: SocketAddr::from(([10, 9, 0, last], 8080)),
+        };
+        d.apply(P, &put(&key, &b(w), 0, 30));
+    }
+    // .3 (b) and .4 (c) are endpoints; .9 is no one's yet; .2 is local (a's own).
+    let live = d.live_backends("web", "ov", &[]);
+    assert_eq!(live.len(), 2);
+    assert_eq!(live[&SocketAddr::from(([10, 9, 0, 4], 8080))], 2);
+    let live = d.live_backends("web", "ov", &[Ipv4Addr::new(10, 9, 0, 9)]);
+    assert_eq!(live.len(), 3);
+    // c dies: its endpoint goes, and its backend stops counting.
+    d.apply(
+        P,
+        &Change::Delete {
+            key: epkey(4).render(P).into_bytes(),
+        },
+    );
+    assert_eq!(d.live_backends("web", "ov", &[]).len(), 1);
+    assert!(d.live_backends("other", "ov", &[]).is_empty());
+}
+
+#[test]
+fn a_vip_is_taken_for_every_host() {
+    let mut d = three();
+    let vip = Key::Vip {
+        network: "ov".into(),
+        ip: Ipv4Addr::new(10, 9, 0, 200),
+    };
+    d.apply(P, &put(&vip, &"web", 0, 31));
+    assert_eq!(
+        d.vip_holder("ov", Ipv4Addr::new(10, 9, 0, 200)),
+        Some("web")
+    );
+    assert!(d.taken("b", "ov").contains(&Ipv4Addr::new(10, 9, 0, 200)));
 }

@@ -13,6 +13,15 @@ fn keys_round_trip_under_the_prefix() {
             network: "ov".into(),
             ip: Ipv4Addr::new(10, 0, 0, 7),
         },
+        Key::Service("web".into()),
+        Key::Vip {
+            network: "ov".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+        },
+        Key::Backend {
+            service: "web".into(),
+            addr: "10.0.0.7:8080".parse().unwrap(),
+        },
     ] {
         let raw = k.render(p);
         assert_eq!(Key::parse(p, raw.as_bytes()), Some(k), "{raw}");
@@ -31,7 +40,9 @@ fn keys_outside_the_layout_are_not_read() {
         "/xvs/endpoints/ov",
         "/xvs/endpoints/ov/10.0.0.300",
         "/xvs/endpoints//10.0.0.1",
-        "/xvs/services/web",
+        "/xvs/services/",
+        "/xvs/backends/web/10.0.0.1",
+        "/xvs/vips/ov/x",
     ] {
         assert_eq!(Key::parse(p, raw.as_bytes()), None, "{raw}");
     }
