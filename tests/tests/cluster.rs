@@ -581,3 +581,59 @@ fn bad_cluster_input_is_refused_clearly() {
     );
     let _ = &ns;
 }
+
+/// Scale, as far as this machine goes: 100 endpoints made on A, how long until B and C both
+/// have all of them (and how long after the last connect returned).
+#[test]
+fn a_hundred_endpoints_propagate_to_two_other_hosts() {
+    const N: usize = 100;
+    let p = unique_prefix("cs");
+    let u = Underlay::new(&p, 58, 1500);
+    let etcd = Etcd::start(&u);
+    let a = Host::new(&u, &etcd, &p, "a", 1);
+    let b = Host::new(&u, &etcd, &p, "b", 2);
+    let c = Host::new(&u, &etcd, &p, "c", 3);
+    a.x.must(&[
+        "network", "create", "ov", "--driver", "overlay", "--subnet", SUBNET,
+    ]);
+    assert!(wait_until(Duration::from_secs(5), || {
+        b.has_network("ov") && c.has_network("ov")
+    }));
+    let events_before = b.cluster()["events"].as_u64().unwrap();
+    let sandboxes: Vec<Netns> = (0..N).map(|i| Netns::new(&format!("{p}e{i}"))).collect();
+    let t0 = Instant::now();
+    for (i, ns) in sandboxes.iter().enumerate() {
+        a.x.must(&[
+            "network",
+            "connect",
+            "ov",
+            &ns.name,
+            "--name",
+            &format!("ep{i}"),
+        ]);
+    }
+    let made = t0.elapsed();
+    let all = |h: &Host| h.remote_ips().len() == N;
+    assert!(
+        wait_until(Duration::from_secs(30), || all(&b) && all(&c)),
+        "B has {}, C has {}",
+        b.remote_ips().len(),
+        c.remote_ips().len()
+    );
+    let total = t0.elapsed();
+    let events = b.cluster()["events"].as_u64().unwrap() - events_before;
+    println!(
+        "{N} endpoints: connects on A took {made:?} ({:?} each); on B and C all {N} after {total:?}, {:?} after the last connect; B applied {events} watch events",
+        made / N as u32,
+        total.saturating_sub(made)
+    );
+    // Names resolve on the far hosts too.
+    let gw = b.x.json(&["network", "inspect", "ov"])["gateway"].clone();
+    let probe = Netns::new(&format!("{p}pr"));
+    b.x.must(&["network", "connect", "ov", &probe.name]);
+    assert!(
+        !probe
+            .dig(gw.as_str().unwrap(), &format!("ep{}", N - 1), false)
+            .is_empty()
+    );
+}

@@ -205,10 +205,17 @@ impl Switch {
         if self.state.services.values().all(|c| c.health.is_none()) {
             return;
         }
+        let local = self
+            .state
+            .networks
+            .iter()
+            .flat_map(|(n, c)| c.endpoints.iter().map(move |e| (n.clone(), e.ip)))
+            .collect();
         let changed = self.health.tick(
             self.networks.gateway(),
             &mut self.services,
             &self.state.services,
+            &local,
             self.dp.now_ms(),
         );
         for name in changed {

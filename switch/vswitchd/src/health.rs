@@ -5,6 +5,10 @@
 //! marked down: the scheduler gives it no new connection and `tasks.SVC` leaves it out; it
 //! keeps its established ones. The first check that succeeds brings it back.
 //!
+//! Only backends this host holds are checked: a backend on another host of the cluster sits
+//! behind a VTEP, where this gateway's probe cannot go (a network's gateway is answered on
+//! every host and never crosses the tunnel); its own host checks it.
+//!
 //! Used by the control thread only (probes run on the gateways' thread, answers come back
 //! on channels read here).
 
@@ -43,6 +47,7 @@ impl HealthChecks {
         gateway: &GatewayHandle,
         services: &mut Services,
         confs: &BTreeMap<String, ServiceConf>,
+        local: &std::collections::HashSet<(String, std::net::Ipv4Addr)>,
         now_ms: u64,
     ) -> Vec<String> {
         let mut changed = Vec::new();
@@ -58,6 +63,9 @@ impl HealthChecks {
                 let SocketAddr::V4(addr) = b.addr else {
                     continue;
                 };
+                if !local.contains(&(conf.network.clone(), *addr.ip())) {
+                    continue;
+                }
                 let check = self.checks.entry((name.clone(), b.addr)).or_insert(Check {
                     next_ms: now_ms,
                     pending: None,

@@ -117,7 +117,16 @@ fn parse_plugin_name(s: &str) -> Result<String, String> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    // The etcd client's transport (h2, tower, tonic) logs every frame at debug: kept at info.
+    let directives = if args.log_level.contains('=') {
+        args.log_level.clone()
+    } else {
+        format!(
+            "{},h2=info,tower=info,tonic=info,hyper_util=info",
+            args.log_level
+        )
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
