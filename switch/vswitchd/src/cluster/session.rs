@@ -713,6 +713,15 @@ impl Session {
     }
 }
 
+/// Up to half of `d`, from the clock's low bits (no need for a random generator here).
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
 /// Runs sessions for as long as xvsd does: `first` (opened at start), then a new one each
 /// time etcd comes back. Commands that arrive between sessions are refused at once.
 pub async fn run(ctx: Ctx, first: Session, mut cmds: mpsc::UnboundedReceiver<Command>) {
@@ -746,7 +755,8 @@ pub async fn run(ctx: Ctx, first: Session, mut cmds: mpsc::UnboundedReceiver<Com
             Ok(s) => session = Some(s),
             Err(e) => {
                 ctx.set_state(SyncState::Disconnected, |st| st.error = Some(e.to_string()));
-                let pause = tokio::time::sleep(backoff);
+                // Jittered, so that hosts cut off together do not all come back at once.
+                let pause = tokio::time::sleep(backoff + jitter(backoff));
                 tokio::pin!(pause);
                 loop {
                     tokio::select! {
