@@ -263,6 +263,9 @@ pub struct NetConf {
     /// `tap` or `veth`; xvsd's default when not given.
     #[serde(default)]
     pub port_type: Option<String>,
+    /// Port security off for the pods of this network (routers, VPN gateways).
+    #[serde(default)]
+    pub allow_spoofing: bool,
     /// The result of the plugins before this one in a chain (and of ADD, for CHECK).
     #[serde(default)]
     pub prev_result: Option<Value>,
@@ -435,6 +438,7 @@ impl NetConf {
             publish: self.publish()?,
             port_type: self.port_type.clone(),
             container_id: Some(env.container_id.clone()),
+            allow_spoofing: self.allow_spoofing,
         })
     }
 }

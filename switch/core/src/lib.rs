@@ -26,6 +26,7 @@ pub mod l2;
 pub mod neigh;
 pub mod output;
 pub mod port;
+pub mod port_security;
 pub mod route;
 pub mod router;
 pub mod umem;

@@ -379,6 +379,9 @@ enum NetworkVerb {
         /// Sandbox interface: veth (AF_XDP port) or tap.
         #[arg(long, value_parser = ["veth", "tap"])]
         port_type: Option<String>,
+        /// Let the endpoint send as other MACs and addresses (port security off for it).
+        #[arg(long)]
+        allow_spoofing: bool,
     },
     /// Remove a sandbox from a network.
     Disconnect {
@@ -614,6 +617,7 @@ fn to_request(verb: Verb) -> Request {
                 ifname,
                 publish,
                 port_type,
+                allow_spoofing,
             } => Request::NetworkConnect {
                 network,
                 sandbox,
@@ -624,6 +628,7 @@ fn to_request(verb: Verb) -> Request {
                 publish,
                 port_type,
                 container_id: None,
+                allow_spoofing,
             },
             NetworkVerb::Disconnect { network, sandbox } => {
                 Request::NetworkDisconnect { network, sandbox }

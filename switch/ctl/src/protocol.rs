@@ -192,6 +192,10 @@ pub enum Request {
         /// endpoint so the runtime finds it again once the namespace is gone.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         container_id: Option<String>,
+        /// Let the endpoint send as other MACs and addresses (a router, a VPN gateway):
+        /// port security off for it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_spoofing: bool,
     },
     /// `network disconnect NET SANDBOX`
     NetworkDisconnect {
@@ -570,6 +574,9 @@ pub struct EndpointView {
     /// The container runtime's ID of the container, when connected through CNI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Port security is off for it (`--allow-spoofing`).
+    #[serde(default)]
+    pub allow_spoofing: bool,
 }
 
 /// The uplink in `uplink show` (and `uplink set`'s reply).

@@ -70,6 +70,9 @@ pub struct EndpointConf {
     /// The container runtime's ID of the container (CNI_CONTAINERID), if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Port security off: it may send as other MACs and addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_spoofing: bool,
 }
 
 /// The kind of interface an endpoint gives its sandbox.

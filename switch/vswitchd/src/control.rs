@@ -649,6 +649,7 @@ impl Switch {
                 publish,
                 port_type,
                 container_id,
+                allow_spoofing,
             } => self.network_connect(
                 &network,
                 &sandbox,
@@ -661,6 +662,7 @@ impl Switch {
                     bindings: Vec::new(),
                     port_type,
                     container_id,
+                    allow_spoofing,
                 },
             ),
             Request::NetworkDisconnect { network, sandbox } => {

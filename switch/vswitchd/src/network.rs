@@ -300,6 +300,8 @@ pub struct ConnectArgs {
     pub port_type: Option<String>,
     /// The container runtime's ID of the container.
     pub container_id: Option<String>,
+    /// Port security off for it.
+    pub allow_spoofing: bool,
 }
 
 /// The networks' runtime beside the datapath: the gateways' thread (ARP, ICMP and DNS of
@@ -391,6 +393,8 @@ impl Networks {
             let worker = dp.bridge_worker(&bridge).unwrap_or(0);
             let mut chain = Chain::new(vec![
                 Box::new(ClassifyStage),
+                // Its guards arrive with the routing snapshot (routing::refresh).
+                Box::new(xvs_switch::port_security::PortSecurityStage::new()),
                 Box::new(xvs_lb::LbStage::new(worker)),
                 Box::new(L2Stage::new(Default::default()).with_router(mac_for(gw))),
                 Box::new(RouteStage::new(crate::routing::route_config(
@@ -734,6 +738,7 @@ pub fn connect(
         port_type,
         publish: args.bindings,
         container_id: args.container_id,
+        allow_spoofing: args.allow_spoofing,
     };
     attach_new_endpoint(dp, network, conf, &ep, sandbox)?;
     Ok((ep, pool))
@@ -787,6 +792,7 @@ fn connect_host_veth(
         port_type: EndpointPortType::HostVeth,
         publish: args.bindings,
         container_id: args.container_id,
+        allow_spoofing: args.allow_spoofing,
     };
     attach_host_veth(dp, network, conf, &ep)?;
     Ok((ep, pool))
@@ -993,6 +999,7 @@ pub fn endpoint_view(network: &str, conf: &NetworkConf, ep: &EndpointConf) -> En
         port_type: ep.port_type.name().into(),
         publish: ep.publish.iter().map(ToString::to_string).collect(),
         container_id: ep.container_id.clone(),
+        allow_spoofing: ep.allow_spoofing,
     }
 }
 

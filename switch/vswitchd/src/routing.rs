@@ -15,8 +15,10 @@ use xvs_lb::{LbConfig, LbStage};
 use xvs_nat::{DnatRule, NatStage, Published};
 use xvs_switch::classify::Mac;
 use xvs_switch::datapath::Datapath;
+use xvs_switch::port_security::{Guard, PortSecurityStage};
 use xvs_switch::route::{RouteConfig, RouteStage, UplinkRoute};
 use xvs_switch::router::{RouterStage, Zone};
+use xvs_switch::wire::PortId;
 
 use crate::config::{NetworkConf, State};
 use crate::network::{GATEWAY_PORT, bridge_of, mac_for};
@@ -120,6 +122,25 @@ fn stations(
     m
 }
 
+/// What each endpoint port of network `conf` (on `bridge`) may send as: its own MAC and
+/// address, unless it was connected with `--allow-spoofing`.
+fn guards(dp: &Datapath, bridge: &str, conf: &NetworkConf) -> HashMap<PortId, Guard> {
+    conf.endpoints
+        .iter()
+        .filter(|e| !e.allow_spoofing)
+        .filter_map(|e| {
+            let port = dp.port_id(bridge, &e.host_ifname)?;
+            Some((
+                port,
+                Guard {
+                    mac: Mac(e.mac),
+                    ip: e.ip,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// Pushes the snapshot to every network's route and lb stages (and an overlay's tunnel)
 /// and, with an uplink, to every worker's router, conntrack and decap stages.
 pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
@@ -138,6 +159,12 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
         };
         if let Err(e) = dp.with_stage::<LbStage, _>(&bridge, move |l, _| l.set_config(lb)) {
             tracing::warn!("cannot update the services of network {name}: {e}");
+        }
+        let guards = Arc::new(guards(dp, &bridge, conf));
+        if let Err(e) =
+            dp.with_stage::<PortSecurityStage, _>(&bridge, move |p, _| p.set_guards(guards))
+        {
+            tracing::warn!("cannot update the port security of network {name}: {e}");
         }
     }
     if uplink.is_none() {

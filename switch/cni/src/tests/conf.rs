@@ -112,6 +112,7 @@ fn the_config_becomes_a_network_connect() {
             publish: vec!["8080:80/tcp".into(), "198.18.0.9:5353:53/udp".into()],
             port_type: Some("veth".into()),
             container_id: Some("c0ffee".into()),
+            allow_spoofing: false,
         }
     );
 }

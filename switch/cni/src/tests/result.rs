@@ -18,6 +18,7 @@ fn ep(container: Option<&str>, ifname: &str) -> EndpointView {
         port_type: "tap".into(),
         publish: vec![],
         container_id: container.map(String::from),
+        allow_spoofing: false,
     }
 }
 

@@ -496,6 +496,7 @@ pub fn network_connect_request(c: &CreateEndpoint, network: &str) -> Result<Requ
         publish: publish_specs(&c.options)?,
         port_type: Some(EndpointPortType::HostVeth.name().to_string()),
         container_id: None,
+        allow_spoofing: false,
     })
 }
 

@@ -206,6 +206,7 @@ fn local_ep(last: u8) -> EndpointConf {
         port_type: Default::default(),
         publish: Vec::new(),
         container_id: None,
+        allow_spoofing: false,
     }
 }
 

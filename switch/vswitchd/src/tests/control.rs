@@ -239,6 +239,7 @@ fn connect(network: &str, sandbox: &str) -> Request {
         publish: Vec::new(),
         port_type: None,
         container_id: None,
+        allow_spoofing: false,
     }
 }
 

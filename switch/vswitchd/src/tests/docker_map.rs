@@ -28,6 +28,7 @@ fn endpoint() -> EndpointView {
         port_type: "host-veth".into(),
         publish: vec![],
         container_id: None,
+        allow_spoofing: false,
     }
 }
 
@@ -228,6 +229,7 @@ fn create_endpoint_does_not_echo_dockers_address() {
             publish: vec![],
             port_type: Some("host-veth".into()),
             container_id: None,
+            allow_spoofing: false,
         }]
     );
 }
