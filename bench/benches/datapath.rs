@@ -1,7 +1,8 @@
 //! Criterion benches of each datapath stage and the whole pipeline, per packet at bursts of 32:
 //! classification, the L2 bridge with 1K and 64K learned MACs, classify → L2 → output on
 //! in-memory ports, and the software offloads (TSO of a 64 KiB super-frame, checksum
-//! completion) that frames from TAP endpoints need on their way to ports without offloads.
+//! completion) that frames from TAP endpoints need on their way to ports without offloads,
+//! and port security's guard lookup and check.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
@@ -98,9 +99,47 @@ fn bench_offload(c: &mut Criterion) {
     g.finish();
 }
 
+/// Port security: the guard lookup (1,024 guarded ports) and check, 32 frames from 32 ports.
+fn bench_port_security(c: &mut Criterion) {
+    use xvs_switch::port_security::{Guard, check};
+    use xvs_switch::wire::Mac;
+    let mut g = c.benchmark_group("port_security");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let guards: hashbrown::HashMap<u32, Guard> = (1..=1024u32)
+        .map(|n| {
+            let b = n.to_be_bytes();
+            let guard = Guard {
+                mac: Mac([2, 0, 0, b[1], b[2], b[3]]),
+                ip: std::net::Ipv4Addr::new(10, b[1], b[2], b[3]),
+            };
+            (n, guard)
+        })
+        .collect();
+    let frames: Vec<(xvs_switch::classify::FlowKey, Vec<u8>)> = (0..BURST as u32)
+        .map(|i| {
+            let src = 1 + i * 31;
+            let f = udp_frame(src, 5000);
+            (classify(&f, src, 0).unwrap(), f)
+        })
+        .collect();
+    g.bench_function("check_burst32_1k_ports", |b| {
+        b.iter(|| {
+            let mut dropped = 0u32;
+            for (k, f) in &frames {
+                if let Some(&gd) = guards.get(&k.in_port) {
+                    dropped += u32::from(check(black_box(k), f, gd).is_some());
+                }
+            }
+            dropped
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_classify,
+    bench_port_security,
     bench_l2,
     bench_pipeline,
     bench_offload
