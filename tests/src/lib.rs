@@ -530,6 +530,38 @@ impl Drop for Xvsd {
     }
 }
 
+/// Runs xvsd in `ns` on state dir `state` with `args`; it must exit (not come up) within
+/// 15 s. Returns its exit code and what it printed on stderr.
+pub fn start_fails(ns: &Netns, state: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    std::fs::create_dir_all(state).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bin_dir().join("xvsd"))
+        .arg("--socket")
+        .arg(state.join("refused.sock"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--workers", "1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(15), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "xvsd {args:?} did not exit");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An endpoint's address without its prefix length, from `network connect --json`.
 pub fn endpoint_ip(ep: &Value) -> String {
     let cidr = ep["address"]

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xvs_tests::{Netns, Underlay, Xvsd, bin_dir, endpoint_ip, unique_prefix, wait_until};
+use xvs_tests::{Netns, Underlay, Xvsd, endpoint_ip, start_fails, unique_prefix, wait_until};
 
 const SUBNET: &str = "10.210.0.0/24";
 const TTL: &str = "3";
@@ -460,38 +460,9 @@ fn three_hosts_share_an_overlay_through_etcd_and_survive_a_host_and_etcd_going_a
     drop(c);
 }
 
-/// Runs xvsd in `ns` with `args`; it must exit (not come up) within 15 s. Returns its exit
-/// code and what it printed.
-fn start_fails(ns: &Netns, args: &[&str]) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("xvs-clbad-{}-{}", std::process::id(), ns.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(bin_dir().join("xvsd"))
-        .arg("--socket")
-        .arg(dir.join("s.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--workers", "1"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_until(Duration::from_secs(15), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(exited, "xvsd {args:?} did not exit");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// A state dir of its own for each refused start in `ns`.
+fn scratch(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("xvs-clbad-{}-{}", std::process::id(), ns.name))
 }
 
 #[test]
@@ -504,18 +475,26 @@ fn bad_cluster_input_is_refused_clearly() {
 
     // Malformed addresses: the command line is refused.
     for bad in ["127.0.0.1:2379", "etcd://nowhere", "etcd://h:0"] {
-        let (code, err) = start_fails(&ns, &["--cluster", bad, "--host-id", "z"]);
+        let (code, err) = start_fails(&ns, &scratch(&ns), &["--cluster", bad, "--host-id", "z"]);
         assert_eq!(code, Some(2), "{bad}: {err}");
         assert!(err.contains("--cluster"), "{bad}: {err}");
     }
-    let (code, err) = start_fails(&ns, &["--cluster", &etcd.url()]);
+    let (code, err) = start_fails(&ns, &scratch(&ns), &["--cluster", &etcd.url()]);
     assert_eq!(code, Some(2), "no --host-id: {err}");
-    let (code, err) = start_fails(&ns, &["--cluster", &etcd.url(), "--host-id", "a/b"]);
+    let (code, err) = start_fails(
+        &ns,
+        &scratch(&ns),
+        &["--cluster", &etcd.url(), "--host-id", "a/b"],
+    );
     assert_eq!(code, Some(2), "{err}");
     // Unreachable: a clear error and a non-zero exit, no hang.
     let t0 = Instant::now();
     let nowhere = format!("etcd://{}:1", u.ip(254));
-    let (code, err) = start_fails(&ns, &["--cluster", &nowhere, "--host-id", "z"]);
+    let (code, err) = start_fails(
+        &ns,
+        &scratch(&ns),
+        &["--cluster", &nowhere, "--host-id", "z"],
+    );
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("cannot join the cluster") && err.contains(":1"),
@@ -529,7 +508,11 @@ fn bad_cluster_input_is_refused_clearly() {
 
     // Two hosts claiming one id: the second does not start.
     let a = Host::new(&u, &etcd, &p, "a", 1);
-    let (code, err) = start_fails(&ns, &["--cluster", &etcd.url(), "--host-id", &a.id]);
+    let (code, err) = start_fails(
+        &ns,
+        &scratch(&ns),
+        &["--cluster", &etcd.url(), "--host-id", &a.id],
+    );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("already registered"), "{err}");
     assert_eq!(
@@ -579,7 +562,7 @@ fn bad_cluster_input_is_refused_clearly() {
             .len(),
         0
     );
-    let _ = &ns;
+    let _ = std::fs::remove_dir_all(scratch(&ns));
 }
 
 /// Scale, as far as this machine goes: 100 endpoints made on A, how long until B and C both

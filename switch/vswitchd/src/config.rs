@@ -1,5 +1,8 @@
 //! The configuration store: what xvsd must restore after a restart, kept in `state.json` in
 //! the state dir and written atomically (write a temporary file, fsync, rename, fsync the dir).
+//! The state it replaces is kept as `state.json.bak` (a hard link, so it costs no copy): if
+//! `state.json` is ever found truncated or corrupt, xvsd refuses to start, names the file,
+//! leaves it as it is, and says where the last good state is.
 //!
 //! Owned by the control thread (behind the daemon's lock); never touched by workers.
 
@@ -226,13 +229,34 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The state file is not valid.
-    #[error("state file {path} is corrupt: {reason}")]
+    #[error("state file {path} is corrupt: {reason}{}", backup_hint(.path))]
     Corrupt {
         /// Which file.
         path: PathBuf,
         /// Why.
         reason: String,
     },
+}
+
+/// Where the last good state is, for a corrupt state file's message.
+fn backup_hint(path: &Path) -> String {
+    let bak = backup_of(path);
+    if bak.exists() {
+        format!(
+            " (left as it is; the state before the last change is in {}: copy it over {} to start from it)",
+            bak.display(),
+            path.display()
+        )
+    } else {
+        " (left as it is)".to_string()
+    }
+}
+
+/// The backup beside state file `path`.
+fn backup_of(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".bak");
+    PathBuf::from(p)
 }
 
 /// Reads and writes [`State`] in a directory.
@@ -295,6 +319,13 @@ impl Store {
             f.write_all(&text).map_err(io)?;
             f.write_all(b"\n").map_err(io)?;
             f.sync_all().map_err(io)?;
+        }
+        // The state being replaced becomes the backup (a hard link: no copy, and state.json
+        // itself is never missing).
+        let bak = backup_of(&path);
+        if path.exists() {
+            let _ = fs::remove_file(&bak);
+            fs::hard_link(&path, &bak).map_err(io)?;
         }
         fs::rename(&tmp, &path).map_err(io)?;
         fs::File::open(&self.dir)

@@ -22,6 +22,34 @@ fn save_load_roundtrip_and_corruption() {
     );
     store.save(&s).unwrap();
     assert_eq!(store.load().unwrap(), s);
+    // A second save keeps the first as the backup.
+    let first = fs::read_to_string(dir.join("state.json")).unwrap();
+    s.bridges.insert(
+        "br1".into(),
+        BridgeConf {
+            fdb: FdbConfig::default(),
+            ports: vec![],
+        },
+    );
+    store.save(&s).unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join("state.json.bak")).unwrap(),
+        first
+    );
+    // Truncated: refused, the file left as it is, the backup named.
+    let text = fs::read_to_string(dir.join("state.json")).unwrap();
+    fs::write(dir.join("state.json"), &text[..text.len() / 2]).unwrap();
+    let e = store.load().unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("state.json is corrupt") && msg.contains("state.json.bak"),
+        "{msg}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("state.json")).unwrap(),
+        text[..text.len() / 2]
+    );
     fs::write(dir.join("state.json"), "{not json").unwrap();
     assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
     fs::remove_dir_all(&dir).unwrap();
@@ -52,7 +80,7 @@ fn store_messages() {
     };
     assert_eq!(
         e.to_string(),
-        "state file /var/lib/xvs/state.json is corrupt: unknown version 7"
+        "state file /var/lib/xvs/state.json is corrupt: unknown version 7 (left as it is)"
     );
     let e = StoreError::Io {
         path: "/var/lib/xvs/state.json".into(),
