@@ -70,6 +70,9 @@ enum LineError {
     /// The client sent nothing for the idle timeout.
     #[error("idle for {IDLE_TIMEOUT_SECS} s without a request: closing")]
     Idle,
+    /// Too many control connections are open.
+    #[error("xvsd is busy: {MAX_CONNECTIONS} control connections are open; try again")]
+    Busy,
     /// A line longer than the limit.
     #[error("request too large: limit is {MAX_REQUEST_BYTES} bytes per line")]
     TooLarge,
@@ -128,16 +131,30 @@ fn failure(e: LineError) -> Reply {
     Reply::failure(e.to_string())
 }
 
-/// Accepts connections until the task is dropped.
+/// Control connections open at once at most: each holds at most one request line
+/// (`MAX_REQUEST_BYTES`), so the control plane's memory stays bounded whatever clients do.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Accepts connections until the task is dropped. A connection beyond
+/// [`MAX_CONNECTIONS`] is answered with an error and closed.
 pub async fn serve(listener: UnixListener, switch: Shared) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    tokio::spawn(async move {
+                        let (_, mut write) = stream.into_split();
+                        let _ = reply(&mut write, &failure(LineError::Busy)).await;
+                    });
+                    continue;
+                };
                 let sw = switch.clone();
                 tokio::spawn(async move {
                     if let Err(e) = connection(stream, sw).await {
                         tracing::debug!("control connection ended: {e}");
                     }
+                    drop(permit);
                 });
             }
             Err(e) => {
