@@ -1,0 +1,106 @@
+//! Floods (issue 14, item 3), the MAC flood: one port of a bridge sends 1,000,000 frames from
+//! random source MACs (trafgen, bounded by count) while two other ports ping each other. The
+//! flooding port learns no more than its per-port limit (the rest are counted
+//! `l2/learn_port_limit` events), the other ports' entries stay, and their traffic loses under
+//! 1 %. (A network endpoint cannot even try: port security drops a foreign source MAC before
+//! learning; tests/tests/port_security.rs.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use xvs_tests::{Topology, Xvsd, unique_prefix};
+
+const FRAMES: &str = "1000000";
+
+#[test]
+fn a_million_random_source_macs_leave_other_ports_alone() {
+    let p = unique_prefix("mflood");
+    let x = Xvsd::start(&[]);
+    x.must(&["add-br", "br0", "--port-mac-limit", "1024"]);
+    let t = Topology::veths(&x, "br0", &p, "10.185.0", 3);
+    assert!(t.ns[1].reaches(&t.ips[2], Duration::from_secs(5)));
+    let mac1 = t.ns[1].mac("eth0");
+    let mac2 = t.ns[2].mac("eth0");
+
+    // trafgen: destination ns1's MAC, source 02:xx:xx:xx:xx:xx random per frame (drnd).
+    let d: Vec<String> = mac1.split(':').map(|b| format!("0x{b}")).collect();
+    // An IPv4/UDP frame (46 IP bytes) from ns0's address to ns1's, as a MAC flooder would send
+    // (the switch forwards only IPv4, IPv6 and ARP, and learns from what it forwards).
+    let conf = format!(
+        "{{ {}, 0x02, drnd(5), c16(0x0800), \
+         0x45, 0x00, c16(46), c16(0), 0x40, 0x00, 0x40, 0x11, c16(0), \
+         10, 185, 0, 1, 10, 185, 0, 2, c16(9), c16(9), c16(26), c16(0), fill(0x41, 18) }}\n",
+        d.join(", ")
+    );
+    let conf_path = x.dir.join("flood.trafgen");
+    std::fs::write(&conf_path, conf).unwrap();
+    let t0 = Instant::now();
+    let flood = t.ns[0].spawn_logged(&[
+        "timeout",
+        "120",
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        conf_path.to_str().unwrap(),
+        "-n",
+        FRAMES,
+        // Paced (about 200 kpps), or its TX ring overruns the veth (EAGAIN).
+        "-t",
+        "5us",
+    ]);
+    // Legitimate traffic meanwhile: 300 pings 10 ms apart, both ways.
+    let ping = |from: usize, to: usize| {
+        let out = t.ns[from].sh(&[
+            "ping", "-c", "300", "-i", "0.01", "-W", "1", "-q", &t.ips[to],
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let received: u64 = text
+            .split(',')
+            .find(|f| f.contains("received"))
+            .and_then(|f| f.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (received, text)
+    };
+    let (r12, out12) = ping(1, 2);
+    let done = flood.wait_with_output().unwrap();
+    let flood_took = t0.elapsed();
+    let (r21, _) = ping(2, 1);
+    assert!(
+        done.status.success(),
+        "trafgen failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stats = x.json(&["stats"]);
+    let limited = stats["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["stage"] == "l2" && d["reason"] == "learn_port_limit")
+        .and_then(|d| d["count"].as_u64())
+        .unwrap_or(0);
+    let fdb = x.json(&["fdb/show", "br0"]);
+    let entries = fdb["entries"].as_array().unwrap();
+    let on_flooder = entries
+        .iter()
+        .filter(|e| e["port"] == t.ports[0].as_str())
+        .count();
+    println!(
+        "MAC flood of {FRAMES} frames in {flood_took:?}: {r12}/300 and {r21}/300 pings delivered during and after, \
+         {on_flooder} MACs learnt on the flooding port, {limited} not learnt (learn_port_limit)"
+    );
+    assert!(
+        r12 >= 297,
+        "legitimate delivery during the flood under 99 %: {out12}"
+    );
+    assert!(r21 >= 297, "after the flood");
+    assert!(on_flooder <= 1024, "{on_flooder} MACs on the flooding port");
+    assert!(limited > 0);
+    for mac in [&mac1, &mac2] {
+        assert!(
+            entries.iter().any(|e| e["mac"] == mac.as_str()),
+            "{mac} gone from the table"
+        );
+    }
+}
