@@ -6,7 +6,8 @@
 //! Checked after every step: no panic; the table never holds more than its capacity, nor an
 //! inside endpoint more than its limit; every translated frame has valid IPv4 and L4
 //! checksums (for an arbitrary frame: when it had them) and still classifies; a frame left
-//! untracked is unchanged; a dry run creates nothing.
+//! untracked is unchanged; a dry run creates nothing; a twin table fed the same frames in
+//! bursts (`process_burst`) decides and rewrites exactly as the table fed them one by one.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -15,8 +16,8 @@ use std::net::Ipv4Addr;
 use arbitrary::{Arbitrary, Unstructured};
 use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 use libfuzzer_sys::fuzz_target;
-use xvs_nat::{Config, Conntrack, DnatRule, Outcome, PortRange, Published, Side};
-use xvs_stage::classify::{classify, ipproto};
+use xvs_nat::{Config, Conntrack, DnatRule, NatDrop, Outcome, PortRange, Published, Side};
+use xvs_stage::classify::{FlowKey, classify, ipproto};
 use xvs_stage::offload::Offload;
 use xvs_stage::testing::checksums_ok;
 
@@ -176,8 +177,21 @@ fn unreachable_quoting(from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A frame `Run::ct` has processed, waiting for `Run::twin` to process its burst.
+struct Pending {
+    before: Vec<u8>,
+    key: FlowKey,
+    result: Result<Outcome, NatDrop>,
+    after: Vec<u8>,
+}
+
 struct Run {
     ct: Conntrack,
+    /// The same table fed the same frames a burst at a time (`process_burst`): it must decide
+    /// exactly as `ct` does frame by frame.
+    twin: Conntrack,
+    pending: Vec<Pending>,
+    pending_side: Side,
     now: u64,
     /// The last frames translated, as they left (what an ICMP error quotes).
     sent: VecDeque<Vec<u8>>,
@@ -189,11 +203,23 @@ impl Run {
         let Ok(key) = classify(&frame, 1, 0) else {
             return;
         };
+        if dry_run || side != self.pending_side || self.pending.len() == 40 {
+            self.flush_burst();
+            self.pending_side = side;
+        }
         let before = frame.clone();
         let len = self.ct.len();
         let r = self
             .ct
             .process(&mut frame, &key, &Offload::NONE, side, self.now, dry_run);
+        if !dry_run {
+            self.pending.push(Pending {
+                before: before.clone(),
+                key,
+                result: r,
+                after: frame.clone(),
+            });
+        }
         match r {
             Ok(Outcome::Tracked(d)) => {
                 let _ = d.to_string();
@@ -221,6 +247,36 @@ impl Run {
             assert_eq!(self.ct.len(), len, "a dry run creates nothing");
         }
     }
+
+    /// Runs the pending frames through the twin as one burst and compares.
+    fn flush_burst(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut frames: Vec<Vec<u8>> = self.pending.iter().map(|p| p.before.clone()).collect();
+        let keys: Vec<FlowKey> = self.pending.iter().map(|p| p.key).collect();
+        let mut out = vec![Ok(Outcome::Untracked); frames.len()];
+        self.twin.process_burst(
+            &mut frames,
+            &keys,
+            &Offload::NONE,
+            self.pending_side,
+            self.now,
+            false,
+            &mut out,
+        );
+        for (i, p) in self.pending.drain(..).enumerate() {
+            assert_eq!(
+                out[i], p.result,
+                "burst frame {i} decided as frame by frame"
+            );
+            assert_eq!(
+                frames[i], p.after,
+                "burst frame {i} rewritten as frame by frame"
+            );
+        }
+        assert_eq!(self.twin.len(), self.ct.len());
+    }
 }
 
 fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
@@ -237,7 +293,8 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         seed: s.seed,
         ..Config::default()
     };
-    let mut ct = Conntrack::new(cfg);
+    let mut ct = Conntrack::new(cfg.clone());
+    let mut twin = Conntrack::new(cfg);
     if s.publish {
         let mut p = Published::new();
         for (proto, host_port, inside, inside_port, zone) in [
@@ -254,10 +311,14 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
             })
             .expect("distinct published ports");
         }
-        ct.set_published(p);
+        ct.set_published(p.clone());
+        twin.set_published(p);
     }
     let mut r = Run {
         ct,
+        twin,
+        pending: Vec::new(),
+        pending_side: Side::Outside,
         now: 0,
         sent: VecDeque::new(),
     };
@@ -324,9 +385,20 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
                 let f = udp(addr(src), port(sport), addr(dst), port(dport));
                 r.packet(f, side(&sd), true, true);
             }
-            Op::Advance(ms) => r.now += u64::from(ms),
-            Op::Tick => r.ct.tick(r.now),
-            Op::Flush => r.ct.flush(),
+            Op::Advance(ms) => {
+                r.flush_burst();
+                r.now += u64::from(ms);
+            }
+            Op::Tick => {
+                r.flush_burst();
+                r.ct.tick(r.now);
+                r.twin.tick(r.now);
+            }
+            Op::Flush => {
+                r.flush_burst();
+                r.ct.flush();
+                r.twin.flush();
+            }
         }
         assert!(
             r.ct.len() <= capacity,
@@ -344,6 +416,7 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
             }
         }
     }
+    r.flush_burst();
     Ok(())
 }
 
