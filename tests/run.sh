@@ -19,4 +19,13 @@ echo "== tests"
 # within a binary run in parallel (each uses its own namespaces, devices and xvsd).
 cargo test --release --workspace --no-fail-fast -- --test-threads 4
 
+echo "== fuzz: a short bounded run of every target (fuzz/run.sh; the long runs are by hand)"
+if ! rustup toolchain list | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+bash fuzz/run.sh --seconds "${XVS_FUZZ_SECONDS:-5}"
+
 echo "== done in $(( $(date +%s) - start )) s"
