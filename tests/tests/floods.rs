@@ -4,6 +4,10 @@
 //! `l2/learn_port_limit` events), the other ports' entries stay, and their traffic loses under
 //! 1 %. (A network endpoint cannot even try: port security drops a foreign source MAC before
 //! learning; tests/tests/port_security.rs.)
+//!
+//! And a DNS query flood at a network's gateway from one container: the gateway takes its
+//! share (a burst, then a rate per source MAC), counts the rest `rate_limited`, and another
+//! container's queries and pings are answered meanwhile, as is the control socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -103,4 +107,88 @@ fn a_million_random_source_macs_leave_other_ports_alone() {
             "{mac} gone from the table"
         );
     }
+}
+
+#[test]
+fn a_dns_flood_at_the_gateway_is_rate_limited_per_container() {
+    let p = unique_prefix("dflood");
+    let x = Xvsd::start(&[]);
+    x.must(&["network", "create", "fl", "--subnet", "10.186.0.0/24"]);
+    let a = xvs_tests::Netns::new(&format!("{p}a"));
+    let b = xvs_tests::Netns::new(&format!("{p}b"));
+    let ia =
+        xvs_tests::endpoint_ip(&x.json(&["network", "connect", "fl", &a.name, "--name", "alpha"]));
+    x.json(&["network", "connect", "fl", &b.name, "--name", "b"]);
+    let gw = "10.186.0.1";
+    assert!(a.reaches(gw, Duration::from_secs(3)));
+    assert_eq!(b.dig(gw, "alpha", false), ia, "before the flood");
+    let gw_mac: Vec<String> = a
+        .must(&["ip", "neigh", "show", gw])
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .map(|b| format!("0x{b}"))
+        .collect();
+    let a_mac: Vec<String> = a.mac("eth0").split(':').map(|b| format!("0x{b}")).collect();
+    let ip: Vec<String> = ia.split('.').map(String::from).collect();
+    // A DNS query (for "a.") from a's own MAC and address (port security lets it through).
+    let conf = format!(
+        "{{ {}, {}, c16(0x0800), \
+         0x45, 0x00, c16(47), c16(0), 0x40, 0x00, 0x40, 0x11, csumip(14, 33), \
+         {}, 10, 186, 0, 1, c16(40000), c16(53), c16(27), c16(0), \
+         0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, \
+         0x01, 0x61, 0x00, 0x00, 0x01, 0x00, 0x01 }}\n",
+        gw_mac.join(", "),
+        a_mac.join(", "),
+        ip.join(", ")
+    );
+    let conf_path = x.dir.join("dns.trafgen");
+    std::fs::write(&conf_path, conf).unwrap();
+    let t0 = Instant::now();
+    let flood = a.spawn_logged(&[
+        "timeout",
+        "60",
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        conf_path.to_str().unwrap(),
+        "-n",
+        "50000",
+        "-t",
+        "5us",
+    ]);
+    std::thread::sleep(Duration::from_millis(200));
+    // Meanwhile: b's queries and pings, and the control socket.
+    let mut answered = 0;
+    for _ in 0..10 {
+        if b.dig(gw, "alpha", false) == ia {
+            answered += 1;
+        }
+    }
+    let pinged = b.ping(gw, 10);
+    let t = Instant::now();
+    x.must(&["ping"]);
+    let ctl = t.elapsed();
+    let done = flood.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "trafgen: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let took = t0.elapsed();
+    let c = &x.json(&["network", "inspect", "fl"])["gateway_counters"];
+    let limited = c["rate_limited"].as_u64().unwrap();
+    let requests = c["dns_requests"].as_u64().unwrap();
+    println!(
+        "DNS flood of 50000 queries in {took:?}: {requests} served, {limited} rate-limited; \
+         b: {answered}/10 queries answered, pings {}, xvsctl ping {ctl:?}",
+        if pinged { "10/10" } else { "lost" }
+    );
+    assert_eq!(answered, 10, "b's queries during the flood");
+    assert!(pinged, "b's pings during the flood");
+    assert!(ctl < Duration::from_secs(1), "control socket {ctl:?}");
+    assert!(limited > 20_000, "{c}");
 }

@@ -5,6 +5,12 @@
 //! ICMP echo itself; UDP and TCP port 53 are handed to a [`LocalService`] (the embedded DNS,
 //! in xvsd). All gateways run on one dedicated thread, so gateway traffic never runs on (or
 //! blocks) a datapath worker; the control thread talks to it through [`GatewayHandle`].
+//!
+//! A network's gateway takes at most [`PER_SOURCE_BURST`] frames at once, then
+//! [`PER_SOURCE_PER_SEC`] a second, from each source MAC (ARP, ping and DNS floods from one
+//! container are dropped and counted as `rate_limited`, and every other container is still
+//! answered); the uplink's own host is not limited (all of the outside shares its next hop's
+//! MAC).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -32,6 +38,13 @@ pub const SERVICE_PORT: u16 = 53;
 const TCP_SOCKETS: usize = 4;
 /// Largest TCP message (DNS over TCP: 2-byte length + message).
 const TCP_BUFFER: usize = 4096;
+/// Frames one source MAC may send a network's gateway at once.
+pub const PER_SOURCE_BURST: u32 = 1000;
+/// Frames a second one source MAC may send a network's gateway, after its burst.
+pub const PER_SOURCE_PER_SEC: u32 = 500;
+/// Sources tracked at most per gateway: a flood of new MACs cannot grow the table (when it is
+/// full, it starts over).
+const MAX_SOURCES: usize = 4096;
 
 /// Where a reply to a service request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +84,8 @@ pub struct GatewayCounters {
     pub requests: AtomicU64,
     /// Frames dropped toward the switch (queue full).
     pub tx_drops: AtomicU64,
+    /// Frames from the switch dropped: their source sent more than its share.
+    pub rate_limited: AtomicU64,
 }
 
 enum GwCmd {
@@ -272,6 +287,37 @@ impl Replier {
 struct PipeDevice {
     end: PipeEnd,
     counters: Arc<GatewayCounters>,
+    /// Per-source token buckets (a network's gateway; none for the uplink's host).
+    limiter: Option<RateLimiter>,
+}
+
+/// A token bucket per source MAC.
+#[derive(Debug, Default)]
+struct RateLimiter {
+    buckets: HashMap<[u8; 6], (u32, i64)>,
+}
+
+impl RateLimiter {
+    /// Whether a frame from `src` at `now_ms` is within its share.
+    fn allow(&mut self, src: [u8; 6], now_ms: i64) -> bool {
+        if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&src) {
+            self.buckets.clear();
+        }
+        let (tokens, since) = self
+            .buckets
+            .entry(src)
+            .or_insert((PER_SOURCE_BURST, now_ms));
+        let earned = (now_ms - *since).max(0) as u64 * u64::from(PER_SOURCE_PER_SEC) / 1000;
+        if earned > 0 {
+            *tokens = (*tokens as u64 + earned).min(u64::from(PER_SOURCE_BURST)) as u32;
+            *since = now_ms;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
 }
 
 /// A frame from the switch; its buffer goes back to the pipe once smoltcp has read it.
@@ -305,9 +351,21 @@ impl Device for PipeDevice {
     type RxToken<'a> = Rx<'a>;
     type TxToken<'a> = Tx<'a>;
 
-    fn receive(&mut self, _ts: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let f = self.end.recv()?;
-        self.counters.rx_frames.fetch_add(1, Relaxed);
+    fn receive(&mut self, ts: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        let f = loop {
+            let f = self.end.recv()?;
+            self.counters.rx_frames.fetch_add(1, Relaxed);
+            let src: Option<[u8; 6]> = f.get(6..12).and_then(|s| s.try_into().ok());
+            let allowed = match (&mut self.limiter, src) {
+                (Some(l), Some(src)) => l.allow(src, ts.total_millis()),
+                _ => true,
+            };
+            if allowed {
+                break f;
+            }
+            self.counters.rate_limited.fetch_add(1, Relaxed);
+            self.end.recycle(f);
+        };
         if f.len() >= 14 {
             match u16::from_be_bytes([f[12], f[13]]) {
                 0x0806 => {
@@ -375,7 +433,11 @@ impl Gateway {
         now: Instant,
         serve: bool,
     ) -> Gateway {
-        let mut device = PipeDevice { end, counters };
+        let mut device = PipeDevice {
+            end,
+            counters,
+            limiter: serve.then(RateLimiter::default),
+        };
         let mut config = Config::new(EthernetAddress(mac.0).into());
         config.random_seed = u64::from(u32::from(ip)) ^ 0x9e37_79b9_7f4a_7c15;
         let mut iface = Interface::new(config, &mut device, now);
@@ -667,6 +729,24 @@ impl GatewayThread {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_source_gets_its_burst_then_its_rate() {
+        let mut l = super::RateLimiter::default();
+        let a = [2, 0, 0, 0, 0, 1];
+        let b = [2, 0, 0, 0, 0, 2];
+        let sent = (0..2000).filter(|_| l.allow(a, 0)).count() as u32;
+        assert_eq!(sent, super::PER_SOURCE_BURST);
+        assert!(l.allow(b, 0), "another source is not held back");
+        assert!(!l.allow(a, 1), "half a token after 1 ms");
+        let later = (0..2000).filter(|_| l.allow(a, 1000)).count() as u32;
+        assert_eq!(later, super::PER_SOURCE_PER_SEC);
+        for i in 0..super::MAX_SOURCES as u8 as usize + 5000 {
+            let m = [2, 1, (i >> 16) as u8, (i >> 8) as u8, i as u8, 0];
+            l.allow(m, 2000);
+        }
+        assert!(l.buckets.len() <= super::MAX_SOURCES);
+    }
+
     use super::*;
     use crate::frame::FramePool;
     use crate::port::pipe::pipe;

@@ -623,6 +623,7 @@ impl Networks {
             counters.insert("rx_frames".to_string(), c.rx_frames.load(Relaxed));
             counters.insert("tx_frames".to_string(), c.tx_frames.load(Relaxed));
             counters.insert("tx_drops".to_string(), c.tx_drops.load(Relaxed));
+            counters.insert("rate_limited".to_string(), c.rate_limited.load(Relaxed));
         }
         NetworkView {
             name: name.to_string(),
