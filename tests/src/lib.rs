@@ -562,6 +562,32 @@ pub fn start_fails(ns: &Netns, state: &std::path::Path, args: &[&str]) -> (Optio
     )
 }
 
+/// A helper script in tests/scripts.
+pub fn script(name: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// `n` HTTP requests to `url` from `ns`, each on a new connection (tests/scripts/vip_client.py):
+/// how many each backend (by the name its tests/scripts/name_server.py answers) served.
+pub fn split(ns: &Netns, url: &str, n: u32) -> std::collections::HashMap<String, u64> {
+    let out = ns.must(&[
+        "timeout",
+        "120",
+        "python3",
+        script("vip_client.py").to_str().unwrap(),
+        url,
+        &n.to_string(),
+    ]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
+        .collect()
+}
+
 /// An endpoint's address without its prefix length, from `network connect --json`.
 pub fn endpoint_ip(ep: &Value) -> String {
     let cidr = ep["address"]

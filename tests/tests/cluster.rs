@@ -20,7 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xvs_tests::{Netns, Underlay, Xvsd, endpoint_ip, start_fails, unique_prefix, wait_until};
+use xvs_tests::{
+    Netns, Underlay, Xvsd, endpoint_ip, script, split, start_fails, unique_prefix, wait_until,
+};
 
 const SUBNET: &str = "10.210.0.0/24";
 const TTL: &str = "3";
@@ -186,12 +188,6 @@ impl Host {
     }
 }
 
-fn script(name: &str) -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
-
 /// A name server (tests/scripts/name_server.py) in `ns` on port 8080 answering `name`.
 fn serve_name(ns: &Netns, name: &str) -> Child {
     let log = std::env::temp_dir().join(format!("xvs-cl-{}-{name}.log", std::process::id()));
@@ -209,24 +205,6 @@ fn serve_name(ns: &Netns, name: &str) -> Child {
     });
     assert!(up, "name server {name} did not start");
     child
-}
-
-/// `n` requests to `url` from `ns`, each on a new connection: how many each backend answered.
-fn split(ns: &Netns, url: &str, n: u32) -> std::collections::HashMap<String, u64> {
-    let out = ns.must(&[
-        "timeout",
-        "60",
-        "python3",
-        script("vip_client.py").to_str().unwrap(),
-        url,
-        &n.to_string(),
-    ]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
-        .collect()
 }
 
 /// How long until `f` holds, polled every 10 ms; panics after `limit`.

@@ -12,21 +12,15 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xvs_tests::{Netns, Xvsd, endpoint_ip, unique_prefix, veth_between, wait_until};
+use xvs_tests::{Netns, Xvsd, endpoint_ip, script, split, unique_prefix, veth_between, wait_until};
 
 /// The port every backend listens on.
 const BACKEND_PORT: &str = "8080";
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
 
 /// The host (xvsd, its uplink), the outside, one network with three backends and a client.
 struct World {
@@ -147,24 +141,6 @@ impl World {
     fn inspect(&self, name: &str) -> Value {
         self.x.json(&["service", "inspect", name])
     }
-}
-
-/// `n` requests to `url` from `ns`, each on a new connection: how many each backend answered.
-fn split(ns: &Netns, url: &str, n: u32) -> HashMap<String, u64> {
-    let out = ns.must(&[
-        "timeout",
-        "120",
-        "python3",
-        script("vip_client.py").to_str().unwrap(),
-        url,
-        &n.to_string(),
-    ]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap();
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
-        .collect()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
