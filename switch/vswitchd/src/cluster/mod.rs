@@ -226,7 +226,7 @@ impl Status {
 }
 
 /// A reply channel for one command.
-type Reply<T> = std::sync::mpsc::SyncSender<Result<T, ClusterError>>;
+pub(crate) type Reply<T> = std::sync::mpsc::SyncSender<Result<T, ClusterError>>;
 
 /// What the control thread asks of the cluster task.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::directory::{self, Change, Directory, Owned};
 use super::records::{HostRecord, Key};
-use super::{ClusterError, Command, Handle, SyncState};
+use super::{ClusterError, Command, Handle, Reply, SyncState};
 
 /// How long connecting (and each request) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -490,7 +490,7 @@ impl Session {
                 let resp = match timed(ctx, self.client.txn(txn)).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = reply.try_send(Err(ClusterError::Etcd(e.to_string())));
+                        refuse(&reply, &e);
                         return Err(e);
                     }
                 };
@@ -536,12 +536,7 @@ impl Session {
                     ),
                 ]);
                 let r = timed(ctx, self.client.txn(txn)).await;
-                let _ = reply.try_send(
-                    r.as_ref()
-                        .map(|_| ())
-                        .map_err(|e| ClusterError::Etcd(e.to_string())),
-                );
-                r?;
+                answer(&reply, r)?;
             }
             Command::ClaimEndpoint {
                 network,
@@ -565,7 +560,7 @@ impl Session {
                 let resp = match timed(ctx, self.client.txn(txn)).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = reply.try_send(Err(ClusterError::Etcd(e.to_string())));
+                        refuse(&reply, &e);
                         return Err(e);
                     }
                 };
@@ -616,7 +611,7 @@ impl Session {
                 let resp = match timed(ctx, self.client.txn(txn)).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = reply.try_send(Err(ClusterError::Etcd(e.to_string())));
+                        refuse(&reply, &e);
                         return Err(e);
                     }
                 };
@@ -658,12 +653,7 @@ impl Session {
                     ),
                 ]);
                 let r = timed(ctx, self.client.txn(txn)).await;
-                let _ = reply.try_send(
-                    r.as_ref()
-                        .map(|_| ())
-                        .map_err(|e| ClusterError::Etcd(e.to_string())),
-                );
-                r?;
+                answer(&reply, r)?;
             }
             Command::PutBackend {
                 service,
@@ -673,12 +663,7 @@ impl Session {
             } => {
                 let key = Key::Backend { service, addr }.render(&prefix);
                 let r = timed(ctx, self.client.put(key, json(&rec), None)).await;
-                let _ = reply.try_send(
-                    r.as_ref()
-                        .map(|_| ())
-                        .map_err(|e| ClusterError::Etcd(e.to_string())),
-                );
-                r?;
+                answer(&reply, r)?;
             }
             Command::DeleteBackend {
                 service,
@@ -687,12 +672,7 @@ impl Session {
             } => {
                 let key = Key::Backend { service, addr }.render(&prefix);
                 let r = timed(ctx, self.client.delete(key, None)).await;
-                let _ = reply.try_send(
-                    r.as_ref()
-                        .map(|_| ())
-                        .map_err(|e| ClusterError::Etcd(e.to_string())),
-                );
-                r?;
+                answer(&reply, r)?;
             }
             Command::ReleaseEndpoint { network, ip, reply } => {
                 let key = Key::Endpoint { network, ip }.render(&prefix);
@@ -701,15 +681,30 @@ impl Session {
                     .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
                     .and_then([TxnOp::delete(key, None)]);
                 let r = timed(ctx, self.client.txn(txn)).await;
-                let _ = reply.try_send(
-                    r.as_ref()
-                        .map(|_| ())
-                        .map_err(|e| ClusterError::Etcd(e.to_string())),
-                );
-                r?;
+                answer(&reply, r)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Tells the control thread that its command's etcd request failed.
+fn refuse<T>(reply: &Reply<T>, e: &SessionError) {
+    let _ = reply.try_send(Err(ClusterError::Etcd(e.to_string())));
+}
+
+/// Answers a command whose only outcome is its etcd request's `r`; an etcd failure also ends
+/// the session (returned).
+fn answer<T>(reply: &Reply<()>, r: Result<T, SessionError>) -> Result<(), SessionError> {
+    match r {
+        Ok(_) => {
+            let _ = reply.try_send(Ok(()));
+            Ok(())
+        }
+        Err(e) => {
+            refuse(reply, &e);
+            Err(e)
+        }
     }
 }
 
