@@ -162,6 +162,27 @@ impl NetworkConf {
     }
 }
 
+#[cfg(test)]
+impl NetworkConf {
+    /// Unit tests' overlay: 10.9.0.0/24, VNI 4096, MTU 1450, no endpoints.
+    #[allow(clippy::unwrap_used)]
+    pub fn test_overlay() -> NetworkConf {
+        NetworkConf {
+            driver: crate::network::OVERLAY_DRIVER.into(),
+            pool: Pool::new("10.9.0.0/24".parse().unwrap(), None).unwrap(),
+            internal: false,
+            icc: true,
+            mtu: 1450,
+            vni: Some(4096),
+            endpoints: Vec::new(),
+            peers: Vec::new(),
+            remotes: Vec::new(),
+            docker_id: None,
+            cluster_revision: None,
+        }
+    }
+}
+
 /// A static remote station of an overlay: its MAC lives behind VTEP `remote`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteConf {

@@ -3,7 +3,6 @@
 use super::*;
 use crate::cluster::records::BackendRecord;
 use crate::config::EndpointConf;
-use crate::ipam::Pool;
 
 const P: &str = "/xvs/";
 
@@ -73,19 +72,7 @@ fn three() -> Directory {
 }
 
 fn overlay_conf() -> NetworkConf {
-    NetworkConf {
-        driver: "overlay".into(),
-        pool: Pool::new("10.9.0.0/24".parse().unwrap(), None).unwrap(),
-        internal: false,
-        icc: true,
-        mtu: 1450,
-        vni: Some(4096),
-        endpoints: Vec::new(),
-        peers: Vec::new(),
-        remotes: Vec::new(),
-        docker_id: None,
-        cluster_revision: None,
-    }
+    NetworkConf::test_overlay()
 }
 
 #[test]

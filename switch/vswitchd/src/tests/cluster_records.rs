@@ -51,19 +51,7 @@ fn keys_outside_the_layout_are_not_read() {
 
 #[test]
 fn a_network_record_compares_definitions_not_creators() {
-    let conf = NetworkConf {
-        driver: "overlay".into(),
-        pool: crate::ipam::Pool::new("10.9.0.0/24".parse().unwrap(), None).unwrap(),
-        internal: false,
-        icc: true,
-        mtu: 1450,
-        vni: Some(4096),
-        endpoints: Vec::new(),
-        peers: Vec::new(),
-        remotes: Vec::new(),
-        docker_id: None,
-        cluster_revision: None,
-    };
+    let conf = NetworkConf::test_overlay();
     let a = NetworkRecord::of(&conf, "a").unwrap();
     let b = NetworkRecord::of(&conf, "b").unwrap();
     assert!(a.same_network(&b));

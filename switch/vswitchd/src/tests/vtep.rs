@@ -1,22 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::ipam::Pool;
 
 fn overlay() -> NetworkConf {
-    NetworkConf {
-        driver: "overlay".into(),
-        pool: Pool::new("10.9.0.0/24".parse().unwrap(), None).unwrap(),
-        internal: false,
-        icc: true,
-        mtu: 1450,
-        vni: Some(4096),
-        endpoints: Vec::new(),
-        peers: Vec::new(),
-        remotes: Vec::new(),
-        docker_id: None,
-        cluster_revision: None,
-    }
+    NetworkConf::test_overlay()
 }
 
 fn uplink() -> UplinkConf {
