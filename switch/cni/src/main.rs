@@ -5,10 +5,6 @@
 //! xvsd, the namespace; the rules are in `conf`, `result` and `error`.
 #![forbid(unsafe_code)]
 
-mod conf;
-mod error;
-mod result;
-
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -18,9 +14,10 @@ use serde_json::Value;
 use xvs_ctl::client::{Client, ClientError};
 use xvs_ctl::protocol::{EndpointView, NetworkView, Request, SOCKET_ENV};
 
-use conf::{Command, Env, LATEST_VERSION, NetConf};
-use error::CniError;
-use result::SeenInterface;
+use xvs_cni::conf::{Command, Env, LATEST_VERSION, NetConf};
+use xvs_cni::error::CniError;
+use xvs_cni::result::SeenInterface;
+use xvs_cni::{conf, result};
 
 fn main() {
     let mut stdin = Vec::new();

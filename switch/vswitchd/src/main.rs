@@ -2,25 +2,6 @@
 //! serves the control socket (and optionally metrics), and exits cleanly on SIGTERM/SIGINT.
 #![forbid(unsafe_code)]
 
-mod cluster;
-mod config;
-mod control;
-mod dns;
-mod docker;
-mod error;
-mod flow;
-mod health;
-mod ipam;
-mod netns;
-mod network;
-mod publish;
-mod routing;
-mod server;
-mod service;
-mod uplink;
-mod validate;
-mod vtep;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use xvs_switch::datapath::{Datapath, DatapathConfig};
+use xvs_vswitchd::{cluster, config, control, docker, error, server, uplink, validate};
 
 /// The xvs userspace virtual switch daemon.
 #[derive(Debug, Parser)]
