@@ -7,7 +7,9 @@
 //!
 //! And a DNS query flood at a network's gateway from one container: the gateway takes its
 //! share (a burst, then a rate per source MAC), counts the rest `rate_limited`, and another
-//! container's queries and pings are answered meanwhile, as is the control socket.
+//! container's queries and pings are answered meanwhile, as is the control socket. The same
+//! for an ARP flood: 50,000 broadcast requests for the gateway's address from one container,
+//! while another resolves the gateway afresh (its ARP cache flushed) and pings it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -109,43 +111,65 @@ fn a_million_random_source_macs_leave_other_ports_alone() {
     }
 }
 
-#[test]
-fn a_dns_flood_at_the_gateway_is_rate_limited_per_container() {
-    let p = unique_prefix("dflood");
+/// A MAC as trafgen's byte list: `0x02, 0x42, …`.
+fn trafgen_bytes(mac: &str) -> String {
+    mac.split(':')
+        .map(|b| format!("0x{b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one gateway flood measured.
+struct Flood {
+    took: Duration,
+    /// b's DNS queries answered during the flood, of 10.
+    answered: usize,
+    /// b's pings to the gateway (its ARP entry flushed first), all answered.
+    pinged: bool,
+    /// How long `xvsctl ping` took during the flood.
+    ctl: Duration,
+    /// The gateway's counters after it.
+    counters: serde_json::Value,
+}
+
+/// Network `fl` on `subnet` (a /24 whose .1 is the gateway) with containers a and b; a sends
+/// `count` copies of the frame that `frame(gateway MAC, a's MAC, a's address)` gives (a
+/// trafgen packet), paced, while b resolves `alpha` (a) at the gateway, flushes its ARP
+/// cache and pings the gateway, and the control socket is asked.
+fn flood_the_gateway(
+    tag: &str,
+    subnet: &str,
+    count: u32,
+    frame: impl Fn(&str, &str, &str) -> String,
+) -> Flood {
+    let p = unique_prefix(tag);
     let x = Xvsd::start(&[]);
-    x.must(&["network", "create", "fl", "--subnet", "10.186.0.0/24"]);
+    x.must(&["network", "create", "fl", "--subnet", subnet]);
     let a = xvs_tests::Netns::new(&format!("{p}a"));
     let b = xvs_tests::Netns::new(&format!("{p}b"));
     let ia =
         xvs_tests::endpoint_ip(&x.json(&["network", "connect", "fl", &a.name, "--name", "alpha"]));
     x.json(&["network", "connect", "fl", &b.name, "--name", "b"]);
-    let gw = "10.186.0.1";
-    assert!(a.reaches(gw, Duration::from_secs(3)));
-    assert_eq!(b.dig(gw, "alpha", false), ia, "before the flood");
-    let gw_mac: Vec<String> = a
-        .must(&["ip", "neigh", "show", gw])
+    let gw = subnet.replace(".0/24", ".1");
+    assert!(a.reaches(&gw, Duration::from_secs(3)));
+    assert_eq!(b.dig(&gw, "alpha", false), ia, "before the flood");
+    let gw_mac = a
+        .must(&["ip", "neigh", "show", &gw])
         .split_whitespace()
         .skip_while(|w| *w != "lladdr")
         .nth(1)
         .unwrap()
-        .split(':')
-        .map(|b| format!("0x{b}"))
-        .collect();
-    let a_mac: Vec<String> = a.mac("eth0").split(':').map(|b| format!("0x{b}")).collect();
-    let ip: Vec<String> = ia.split('.').map(String::from).collect();
-    // A DNS query (for "a.") from a's own MAC and address (port security lets it through).
-    let conf = format!(
-        "{{ {}, {}, c16(0x0800), \
-         0x45, 0x00, c16(47), c16(0), 0x40, 0x00, 0x40, 0x11, csumip(14, 33), \
-         {}, 10, 186, 0, 1, c16(40000), c16(53), c16(27), c16(0), \
-         0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, \
-         0x01, 0x61, 0x00, 0x00, 0x01, 0x00, 0x01 }}\n",
-        gw_mac.join(", "),
-        a_mac.join(", "),
-        ip.join(", ")
-    );
-    let conf_path = x.dir.join("dns.trafgen");
-    std::fs::write(&conf_path, conf).unwrap();
+        .to_string();
+    let conf_path = x.dir.join(format!("{tag}.trafgen"));
+    std::fs::write(
+        &conf_path,
+        frame(
+            &trafgen_bytes(&gw_mac),
+            &trafgen_bytes(&a.mac("eth0")),
+            &ia.replace('.', ", "),
+        ),
+    )
+    .unwrap();
     let t0 = Instant::now();
     let flood = a.spawn_logged(&[
         "timeout",
@@ -156,19 +180,19 @@ fn a_dns_flood_at_the_gateway_is_rate_limited_per_container() {
         "--conf",
         conf_path.to_str().unwrap(),
         "-n",
-        "50000",
+        &count.to_string(),
         "-t",
         "5us",
     ]);
     std::thread::sleep(Duration::from_millis(200));
-    // Meanwhile: b's queries and pings, and the control socket.
     let mut answered = 0;
     for _ in 0..10 {
-        if b.dig(gw, "alpha", false) == ia {
+        if b.dig(&gw, "alpha", false) == ia {
             answered += 1;
         }
     }
-    let pinged = b.ping(gw, 10);
+    b.must(&["ip", "neigh", "flush", "dev", "eth0"]);
+    let pinged = b.ping(&gw, 10);
     let t = Instant::now();
     x.must(&["ping"]);
     let ctl = t.elapsed();
@@ -178,17 +202,64 @@ fn a_dns_flood_at_the_gateway_is_rate_limited_per_container() {
         "trafgen: {}",
         String::from_utf8_lossy(&done.stderr)
     );
-    let took = t0.elapsed();
-    let c = &x.json(&["network", "inspect", "fl"])["gateway_counters"];
-    let limited = c["rate_limited"].as_u64().unwrap();
-    let requests = c["dns_requests"].as_u64().unwrap();
-    println!(
-        "DNS flood of 50000 queries in {took:?}: {requests} served, {limited} rate-limited; \
-         b: {answered}/10 queries answered, pings {}, xvsctl ping {ctl:?}",
-        if pinged { "10/10" } else { "lost" }
-    );
-    assert_eq!(answered, 10, "b's queries during the flood");
-    assert!(pinged, "b's pings during the flood");
-    assert!(ctl < Duration::from_secs(1), "control socket {ctl:?}");
-    assert!(limited > 20_000, "{c}");
+    Flood {
+        took: t0.elapsed(),
+        answered,
+        pinged,
+        ctl,
+        counters: x.json(&["network", "inspect", "fl"])["gateway_counters"].clone(),
+    }
+}
+
+impl Flood {
+    fn check(&self, what: &str, served: &str) {
+        let c = &self.counters;
+        let limited = c["rate_limited"].as_u64().unwrap();
+        println!(
+            "{what} in {:?}: {} served ({served}), {limited} rate-limited; b: {}/10 queries \
+             answered, ARP + pings {}, xvsctl ping {:?}",
+            self.took,
+            c[served],
+            self.answered,
+            if self.pinged { "10/10" } else { "lost" },
+            self.ctl
+        );
+        assert_eq!(self.answered, 10, "b's queries during the flood");
+        assert!(self.pinged, "b's ARP and pings during the flood");
+        assert!(
+            self.ctl < Duration::from_secs(1),
+            "control socket {:?}",
+            self.ctl
+        );
+        assert!(limited > 20_000, "{c}");
+    }
+}
+
+#[test]
+fn a_dns_flood_at_the_gateway_is_rate_limited_per_container() {
+    // A DNS query (for "a.") from a's own MAC and address (port security lets it through).
+    let f = flood_the_gateway("dflood", "10.186.0.0/24", 50_000, |gw, a, ip| {
+        format!(
+            "{{ {gw}, {a}, c16(0x0800), \
+             0x45, 0x00, c16(47), c16(0), 0x40, 0x00, 0x40, 0x11, csumip(14, 33), \
+             {ip}, 10, 186, 0, 1, c16(40000), c16(53), c16(27), c16(0), \
+             0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, \
+             0x01, 0x61, 0x00, 0x00, 0x01, 0x00, 0x01 }}\n"
+        )
+    });
+    f.check("DNS flood of 50000 queries", "dns_requests");
+}
+
+#[test]
+fn an_arp_flood_at_the_gateway_is_rate_limited_per_container() {
+    // Broadcast ARP requests for the gateway's address, from a's own MAC and address (port
+    // security lets them through; the bridge floods them to b as well, as a bridge must).
+    let f = flood_the_gateway("aflood", "10.187.0.0/24", 50_000, |_gw, a, ip| {
+        format!(
+            "{{ 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, {a}, c16(0x0806), \
+             c16(1), c16(0x0800), 6, 4, c16(1), {a}, {ip}, \
+             0, 0, 0, 0, 0, 0, 10, 187, 0, 1 }}\n"
+        )
+    });
+    f.check("ARP flood of 50000 requests", "arp");
 }
