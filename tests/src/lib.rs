@@ -515,9 +515,38 @@ impl Xvsd {
     }
 }
 
+impl Xvsd {
+    /// The workers' frame pools whose frames are not all free, in a port or in a stage (a
+    /// leak, or a double free), as `stats` reports them; empty when every frame is accounted.
+    pub fn unaccounted_pools(&self) -> Vec<Value> {
+        let out = self.ctl(&["stats", "--json"]);
+        let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
+            return Vec::new();
+        };
+        v["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["unaccounted"].as_i64() != Some(0))
+            .cloned()
+            .collect()
+    }
+}
+
 impl Drop for Xvsd {
+    /// Every test's last check: each worker's pool accounted for (while xvsd still runs),
+    /// then xvsd stopped and its directory removed.
     fn drop(&mut self) {
+        let leaks = if self.child.is_some() && !std::thread::panicking() {
+            self.unaccounted_pools()
+        } else {
+            Vec::new()
+        };
         self.stop();
+        if !leaks.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            panic!("frames unaccounted in xvsd's pools at the end of the test: {leaks:?}");
+        }
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();

@@ -753,6 +753,10 @@ impl Stage for OverlayStage {
         self.fdb.expire(now_ms, 64);
     }
 
+    fn frames_held(&self) -> usize {
+        self.replicas.len()
+    }
+
     fn adopt(&mut self, previous: &mut dyn Stage) {
         let previous: &mut dyn std::any::Any = previous;
         if let Some(old) = previous.downcast_mut::<OverlayStage>() {

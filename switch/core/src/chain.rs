@@ -155,6 +155,11 @@ impl Chain {
         self.stages.iter_mut().map(|s| s.discard(pool, drops)).sum()
     }
 
+    /// Frames of the pool the stages hold between bursts.
+    pub fn frames_held(&self) -> usize {
+        self.stages.iter().map(|s| s.frames_held()).sum()
+    }
+
     /// The first stage of type `T`.
     pub fn stage<T: Stage>(&self) -> Option<&T> {
         self.stages.iter().find_map(|s| {

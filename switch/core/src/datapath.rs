@@ -759,6 +759,13 @@ impl Datapath {
         })
     }
 
+    /// Each worker's frame pool, accounted (between its bursts).
+    pub fn pools(&self) -> Result<Vec<crate::engine::PoolStatus>, DatapathError> {
+        (0..self.workers.len())
+            .map(|w| self.call(w, |reply| Command::PoolStatus { reply }))
+            .collect()
+    }
+
     /// Every bridge with its ports, counters and backend state.
     pub fn status(&self) -> Result<Vec<BridgeStatus>, DatapathError> {
         let mut backend: Vec<BTreeMap<PortId, (BackendInfo, BackendStats)>> = Vec::new();

@@ -32,6 +32,21 @@ pub(crate) struct BridgeRec {
     pub(crate) chain: Chain,
 }
 
+/// One worker's frame pool, accounted (`xvsctl stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Frames in the pool.
+    pub capacity: usize,
+    /// Frames free.
+    pub free: usize,
+    /// Frames its ports hold (AF_XDP fill rings and TX in flight).
+    pub in_ports: usize,
+    /// Frames its stages hold (waiting for a neighbour, copies not yet sent).
+    pub in_stages: usize,
+    /// capacity - free - in_ports - in_stages: 0 unless a frame leaked (or was freed twice).
+    pub unaccounted: i64,
+}
+
 /// What the final action of a traced frame was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceAction {
@@ -654,6 +669,22 @@ impl Engine {
             .collect();
         v.sort_by_key(|(id, _, _)| *id);
         v
+    }
+
+    /// Where the pool's frames are, between bursts: every frame is free, held by a port (lent
+    /// to the kernel) or held by a stage; `unaccounted` counts the rest (a leak if not 0).
+    pub fn pool_status(&self) -> PoolStatus {
+        let capacity = self.pool.capacity() as usize;
+        let free = self.pool.available();
+        let in_ports = self.ports.values().map(|s| s.io.frames_held()).sum();
+        let in_stages = self.bridges.values().map(|b| b.chain.frames_held()).sum();
+        PoolStatus {
+            capacity,
+            free,
+            in_ports,
+            in_stages,
+            unaccounted: capacity as i64 - (free + in_ports + in_stages) as i64,
+        }
     }
 
     /// The poll descriptors of every port (for the worker's sleep).

@@ -423,6 +423,10 @@ impl Stage for RouterStage {
         n
     }
 
+    fn frames_held(&self) -> usize {
+        self.waiting.len()
+    }
+
     fn adopt(&mut self, previous: &mut dyn Stage) {
         let previous: &mut dyn std::any::Any = previous;
         if let Some(old) = previous.downcast_mut::<RouterStage>() {

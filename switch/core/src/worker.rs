@@ -161,6 +161,11 @@ pub enum Command {
         /// `(port, info, stats)` per port.
         reply: Sender<Vec<(PortId, BackendInfo, BackendStats)>>,
     },
+    /// Accounts for the worker's frame pool.
+    PoolStatus {
+        /// Where its frames are.
+        reply: Sender<crate::engine::PoolStatus>,
+    },
     /// Stops the worker (ports are closed).
     Stop,
 }
@@ -471,6 +476,9 @@ impl Worker {
             }
             Command::PortStats { reply } => {
                 let _ = reply.send(self.engine.port_stats());
+            }
+            Command::PoolStatus { reply } => {
+                let _ = reply.send(self.engine.pool_status());
             }
             Command::Stop => return false,
         }

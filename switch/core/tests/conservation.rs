@@ -215,6 +215,11 @@ impl Worker {
             "{name}: pool whole again"
         );
         assert_eq!(self.engine.pool().jumbo_available(), JUMBO_FRAMES as usize);
+        assert_eq!(
+            self.engine.pool_status().unaccounted,
+            0,
+            "{name}: the pool's accounting"
+        );
         (rx + inn, tx, dropped)
     }
 }

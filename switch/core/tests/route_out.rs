@@ -147,6 +147,9 @@ fn accounted(w: &World, rx: u64, tx: u64) {
         tx + dropped + held,
         "rx {rx} made {made} released {released} tx {tx} dropped {dropped} held {held}"
     );
+    let pool = w.engine.pool_status();
+    assert_eq!(pool.unaccounted, 0, "{pool:?}");
+    assert!(pool.in_stages as u64 <= held - released, "{pool:?}");
 }
 
 #[test]
@@ -157,6 +160,12 @@ fn a_frame_waits_for_arp_then_goes_to_its_next_hop() {
     w.engine.poll(1001);
     let out = w.uplink.take_tx();
     assert_eq!(out.len(), 1, "an ARP request, the frame held");
+    let pool = w.engine.pool_status();
+    assert_eq!(
+        (pool.in_stages, pool.unaccounted),
+        (1, 0),
+        "the held frame is the router's"
+    );
     assert_eq!(&out[0][..6], &[0xff; 6]);
     assert_eq!(&out[0][12..14], &[0x08, 0x06]);
     assert_eq!(

@@ -892,6 +892,24 @@ fn print_stats(v: &StatsView, all: bool) {
             );
         }
     }
+    if !v.pools.is_empty() {
+        println!();
+        println!(
+            "{:<8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            "POOL", "FRAMES", "FREE", "IN_PORTS", "IN_STAGES", "UNACCOUNTED"
+        );
+        for p in &v.pools {
+            println!(
+                "{:<8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+                format!("worker{}", p.worker),
+                p.capacity,
+                p.free,
+                p.in_ports,
+                p.in_stages,
+                p.unaccounted
+            );
+        }
+    }
     let shown: Vec<_> = v.drops.iter().filter(|d| all || d.count > 0).collect();
     println!();
     if shown.is_empty() {

@@ -523,6 +523,26 @@ pub struct StatsView {
     /// Per overlay network (VNI) and remote VTEP: frames encapsulated and decapsulated.
     #[serde(default)]
     pub tunnels: Vec<VtepPeerView>,
+    /// Each worker's frame pool, accounted.
+    #[serde(default)]
+    pub pools: Vec<PoolView>,
+}
+
+/// One worker's frame pool in `stats`: where its frames are between bursts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolView {
+    /// The worker.
+    pub worker: u32,
+    /// Frames in the pool.
+    pub capacity: u64,
+    /// Frames free.
+    pub free: u64,
+    /// Frames its ports hold (AF_XDP fill rings and TX in flight).
+    pub in_ports: u64,
+    /// Frames its stages hold (waiting for a neighbour, flood copies not yet sent).
+    pub in_stages: u64,
+    /// capacity - free - in_ports - in_stages: 0 unless a frame leaked.
+    pub unaccounted: i64,
 }
 
 /// One stage's decision in `trace`.

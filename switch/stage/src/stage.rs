@@ -160,6 +160,12 @@ pub trait Stage: Any + Send {
         0
     }
 
+    /// Frames of the worker's pool the stage holds between bursts (waiting for a neighbour,
+    /// copies not yet sent), for the pool's accounting in `xvsctl stats`. Default: none.
+    fn frames_held(&self) -> usize {
+        0
+    }
+
     /// When the control plane swaps a bridge's chain, a new stage takes what it keeps from the
     /// old stage of the same name (the L2 stage keeps its learned MACs). Default: nothing.
     fn adopt(&mut self, _previous: &mut dyn Stage) {}

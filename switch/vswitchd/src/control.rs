@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 
 use xvs_ctl::protocol::{
     BridgeView, ConnView, ConntrackView, DropView, FdbEntryView, FdbView, NeighbourView,
-    NetworkView, PortCountersView, PortStatsView, PortTypeArg, PortView, PublishedView, Reply,
-    Request, ShowView, StatsView, TraceStepView, TraceView, UplinkView, XdpModeArg,
+    NetworkView, PoolView, PortCountersView, PortStatsView, PortTypeArg, PortView, PublishedView,
+    Reply, Request, ShowView, StatsView, TraceStepView, TraceView, UplinkView, XdpModeArg,
 };
 use xvs_nat::NatStage;
 use xvs_switch::counters::PortCounterSnapshot;
@@ -1280,10 +1280,25 @@ impl Switch {
                 description: r.describe().to_string(),
             })
             .collect();
+        let pools = self
+            .dp
+            .pools()?
+            .into_iter()
+            .zip(0..)
+            .map(|(p, worker)| PoolView {
+                worker,
+                capacity: p.capacity as u64,
+                free: p.free as u64,
+                in_ports: p.in_ports as u64,
+                in_stages: p.in_stages as u64,
+                unaccounted: p.unaccounted,
+            })
+            .collect();
         Ok(StatsView {
             ports,
             drops,
             tunnels: vtep::peers(&self.dp, &self.state.networks),
+            pools,
         })
     }
 
@@ -1315,6 +1330,21 @@ impl Switch {
                     "xvs_drops_total{{stage=\"{}\",reason=\"{}\"}} {}",
                     d.stage, d.reason, d.count
                 );
+            }
+            let _ = writeln!(out, "# TYPE xvs_pool_frames gauge");
+            for p in &st.pools {
+                for (state, n) in [
+                    ("free", p.free as i64),
+                    ("in_ports", p.in_ports as i64),
+                    ("in_stages", p.in_stages as i64),
+                    ("unaccounted", p.unaccounted),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "xvs_pool_frames{{worker=\"{}\",state=\"{state}\"}} {n}",
+                        p.worker
+                    );
+                }
             }
         }
         out

@@ -622,6 +622,10 @@ impl PortIo for AfxdpPort {
         }
     }
 
+    fn frames_held(&self) -> usize {
+        self.frames_lent() as usize
+    }
+
     fn backend_stats(&self) -> BackendStats {
         let mut s = BackendStats::default();
         for q in &self.queues {

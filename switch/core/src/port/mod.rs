@@ -205,6 +205,13 @@ pub trait PortIo: Send {
         BackendStats::default()
     }
 
+    /// Frames of the worker's pool the port holds between bursts (lent to the kernel's
+    /// rings, queued), for the pool's accounting in `xvsctl stats`. Default: none (TAP,
+    /// pipe and memory ports copy within each call).
+    fn frames_held(&self) -> usize {
+        0
+    }
+
     /// Gives every frame the port still holds (fill ring, TX in flight, queues) back to
     /// `pool` before the port is dropped. Frames still inside the kernel's rings are given
     /// back when the socket closes, so the pool is only whole again after drop.
