@@ -114,8 +114,8 @@ const WORDS: usize = 8;
 /// the counts on its path).
 #[derive(Debug)]
 struct Index {
-    /// Zeroed (pages are touched as entries arrive); `base` words in, the first bucket
-    /// starts on a cache line.
+    /// Zeroed, and resident from the start; `base` words in, the first bucket starts on a
+    /// cache line.
     words: Vec<u64>,
     base: usize,
     mask: usize,
@@ -125,7 +125,16 @@ impl Index {
     fn new(entries: usize) -> Index {
         // At most 3/4 of the ways used, in a power of two of buckets.
         let buckets = (entries * 4 / 3 / WAYS + 1).next_power_of_two().max(2);
-        let words = vec![0u64; buckets * WORDS + WORDS];
+        // Every page touched now: a new connection lands in a random bucket, and lazily
+        // mapped pages would page-fault on the worker (a 4 KiB zeroing in the datapath) and
+        // make the process grow for as long as new buckets are hit (RSS still rising after
+        // 10 minutes of churn, bench/reliability/soak.sh). black_box: the allocator's zeroed
+        // pages must really be written to, not proven zero and skipped.
+        let mut words = std::hint::black_box(vec![0u64; buckets * WORDS + WORDS]);
+        for w in words.iter_mut().step_by(4096 / size_of::<u64>()) {
+            *w = 0;
+        }
+        std::hint::black_box(&mut words);
         let base = (words.as_ptr() as usize).wrapping_neg() % 64 / size_of::<u64>();
         Index {
             words,
@@ -234,8 +243,9 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    /// A table for `capacity` sessions; the index and the slab are reserved now (pages are
-    /// touched as sessions arrive), so the fast path never grows them.
+    /// A table for `capacity` sessions; the index and the slab are reserved now, so the fast
+    /// path never grows them. The index is resident at once (its buckets are hit at
+    /// random); the slab's pages are touched as the number of live sessions reaches new highs.
     pub fn new(capacity: u32, seed: u64) -> Table {
         assert!(
             capacity < REPLY_BIT - 1,

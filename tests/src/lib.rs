@@ -515,7 +515,24 @@ impl Xvsd {
     }
 }
 
+/// A drop counter ("stage/reason") from `stats --json` (reasons' names repeat across stages:
+/// conntrack and vxlan both have `fragment`); every reason is listed, zeros included.
+pub fn stage_drops(stats: &Value, stage: &str, reason: &str) -> u64 {
+    stats["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["stage"] == stage && d["reason"] == reason)
+        .and_then(|d| d["count"].as_u64())
+        .unwrap_or_else(|| panic!("no drop reason {stage}/{reason} in {stats}"))
+}
+
 impl Xvsd {
+    /// A drop counter of this xvsd's `stats` ("stage/reason").
+    pub fn drops(&self, stage: &str, reason: &str) -> u64 {
+        stage_drops(&self.json(&["stats"]), stage, reason)
+    }
+
     /// The workers' frame pools whose frames are not all free, in a port or in a stage (a
     /// leak, or a double free), as `stats` reports them; empty when every frame is accounted.
     pub fn unaccounted_pools(&self) -> Vec<Value> {

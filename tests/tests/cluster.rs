@@ -299,6 +299,18 @@ fn three_hosts_share_an_overlay_through_etcd_and_survive_a_host_and_etcd_going_a
     assert_eq!(remote.len(), 2, "{remote:?}");
     assert!(remote.contains(&ib) && remote.contains(&ic), "{remote:?}");
 
+    // Port security holds across hosts: A's container taking C's address (an endpoint of
+    // another host) cannot send as it, and B still reaches the real C.
+    let spoofed = a.x.drops("port_security", "spoofed_source");
+    ca.must(&["ip", "addr", "add", &format!("{ic}/32"), "dev", "eth0"]);
+    let out = ca.sh(&[
+        "ping", "-c", "2", "-i", "0.2", "-W", "1", "-q", "-I", &ic, &ib,
+    ]);
+    assert!(!out.status.success(), "A's container sent as C's endpoint");
+    ca.must(&["ip", "addr", "del", &format!("{ic}/32"), "dev", "eth0"]);
+    assert!(a.x.drops("port_security", "spoofed_source") >= spoofed + 2);
+    assert!(pings(&cb, &ic), "B reaches C after A's attempt");
+
     // A service made on A, its backends on B and C, each added on its own host: every host
     // runs it, resolves it, and balances over both.
     let _servers = [serve_name(&cb, "cb"), serve_name(&cc, "cc")];

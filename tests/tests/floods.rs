@@ -78,14 +78,7 @@ fn a_million_random_source_macs_leave_other_ports_alone() {
         "trafgen failed: {}",
         String::from_utf8_lossy(&done.stderr)
     );
-    let stats = x.json(&["stats"]);
-    let limited = stats["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["stage"] == "l2" && d["reason"] == "learn_port_limit")
-        .and_then(|d| d["count"].as_u64())
-        .unwrap_or(0);
+    let limited = x.drops("l2", "learn_port_limit");
     let fdb = x.json(&["fdb/show", "br0"]);
     let entries = fdb["entries"].as_array().unwrap();
     let on_flooder = entries

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use xvs_tests::{Netns, Underlay, Xvsd, must, unique_prefix, wait_until};
+use xvs_tests::{Netns, Underlay, Xvsd, must, stage_drops, unique_prefix, wait_until};
 
 const VNI: &str = "5000";
 const SUBNET: &str = "10.200.0.0/24";
@@ -300,18 +300,6 @@ fn drops(stats: &Value) -> Vec<(String, u64)> {
             )
         })
         .collect()
-}
-
-/// A drop counter ("stage/reason") from `stats --json` (reasons' names repeat across stages:
-/// conntrack and vxlan both have `fragment`).
-fn stage_drops(stats: &Value, stage: &str, reason: &str) -> u64 {
-    stats["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["stage"] == stage && d["reason"] == reason)
-        .and_then(|d| d["count"].as_u64())
-        .unwrap_or_else(|| panic!("no drop reason {stage}/{reason} in {stats}"))
 }
 
 #[test]

@@ -9,16 +9,6 @@ use std::time::Duration;
 use serde_json::Value;
 use xvs_tests::{Netns, Xvsd, endpoint_ip, unique_prefix};
 
-fn spoof_drops(x: &Xvsd, reason: &str) -> u64 {
-    x.json(&["stats"])["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["stage"] == "port_security" && d["reason"] == reason)
-        .and_then(|d| d["count"].as_u64())
-        .unwrap_or(0)
-}
-
 /// A quick ping from `ns` to `ip`, from source address `from` if given.
 fn pings_from(ns: &Netns, ip: &str, from: Option<&str>) -> bool {
     let mut args = vec!["ping", "-c", "2", "-i", "0.2", "-W", "1", "-q"];
@@ -47,7 +37,7 @@ fn endpoints_send_only_as_themselves_unless_allowed() {
 
     for round in ["before", "after a restart"] {
         // A second address on a's interface: traffic from it goes nowhere.
-        let before = spoof_drops(&x, "spoofed_source");
+        let before = x.drops("port_security", "spoofed_source");
         a.must(&["ip", "addr", "replace", "10.181.0.250/24", "dev", "eth0"]);
         assert!(
             !pings_from(&a, &ib, Some("10.181.0.250")),
@@ -58,21 +48,21 @@ fn endpoints_send_only_as_themselves_unless_allowed() {
             "{round}: a's own address still works"
         );
         assert!(
-            spoof_drops(&x, "spoofed_source") > before,
+            x.drops("port_security", "spoofed_source") > before,
             "{round}: not counted"
         );
         a.must(&["ip", "addr", "del", "10.181.0.250/24", "dev", "eth0"]);
 
         // Another MAC on a's interface.
         let mac = a.mac("eth0");
-        let before = spoof_drops(&x, "spoofed_source");
+        let before = x.drops("port_security", "spoofed_source");
         a.must(&["ip", "link", "set", "eth0", "address", "02:00:00:00:99:99"]);
         a.must(&["ip", "neigh", "flush", "dev", "eth0"]);
         assert!(
             !pings_from(&a, &ib, None),
             "{round}: a foreign MAC reached b"
         );
-        assert!(spoof_drops(&x, "spoofed_source") > before);
+        assert!(x.drops("port_security", "spoofed_source") > before);
         a.must(&["ip", "link", "set", "eth0", "address", &mac]);
         assert!(
             a.reaches(&ib, Duration::from_secs(3)),
@@ -83,7 +73,7 @@ fn endpoints_send_only_as_themselves_unless_allowed() {
         assert!(pings_from(&b, &ir, None));
         let r_mac = r.mac("eth0");
         let b_mac = b.mac("eth0");
-        let before = spoof_drops(&x, "spoofed_arp");
+        let before = x.drops("port_security", "spoofed_arp");
         let script = format!(
             "from scapy.all import *\n\
              conf.verb = 0\n\
@@ -96,7 +86,7 @@ fn endpoints_send_only_as_themselves_unless_allowed() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            spoof_drops(&x, "spoofed_arp") >= before + 5,
+            x.drops("port_security", "spoofed_arp") >= before + 5,
             "{round}: ARP spoofing not counted"
         );
         let neigh = b.must(&["ip", "neigh", "show", &ir]);

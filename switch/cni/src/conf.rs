@@ -286,6 +286,12 @@ pub fn parse_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
     if conf.name.is_empty() {
         return Err(CniError::InvalidConfig("\"name\" is empty".into()));
     }
+    if conf.network.as_deref() == Some("") {
+        // Found by fuzz/cni_conf: it went on to ask xvsd for network "".
+        return Err(CniError::InvalidConfig(
+            "\"network\" is empty (leave it out to use \"name\")".into(),
+        ));
+    }
     conf.ipam_plugin()?;
     Ok(conf)
 }

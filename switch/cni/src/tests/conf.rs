@@ -130,6 +130,11 @@ fn minimal_config_uses_name_as_network_and_default_socket() {
 
 #[test]
 fn bad_configs_have_their_codes() {
+    // An empty "network" (found by fuzz/cni_conf) is refused, not sent on to xvsd.
+    let e = parse_conf(br#"{"cniVersion":"1.1.0","name":"pods","type":"xvs","network":""}"#)
+        .unwrap_err();
+    assert_eq!(e.code(), 7);
+    assert!(e.to_string().contains("\"network\" is empty"), "{e}");
     assert_eq!(parse_conf(b"{not json").unwrap_err().code(), 6);
     assert_eq!(parse_conf(b"").unwrap_err().code(), 6);
     let v = parse_conf(br#"{"cniVersion":"9.9.9","name":"n","type":"xvs-cni"}"#).unwrap_err();
