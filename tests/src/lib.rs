@@ -338,7 +338,8 @@ pub struct Xvsd {
 }
 
 impl Xvsd {
-    /// Starts xvsd with `--workers 1` unless `args` say otherwise, and waits for its socket.
+    /// Starts xvsd with `--workers 1` (or `XVS_TEST_WORKERS`: the suite's second pass runs
+    /// with 2) unless `args` say otherwise, and waits for its socket.
     pub fn start(args: &[&str]) -> Xvsd {
         Xvsd::launch(None, args)
     }
@@ -391,7 +392,7 @@ impl Xvsd {
             .arg("--log-level")
             .arg("debug");
         if !self.args.iter().any(|a| a == "--workers") {
-            cmd.args(["--workers", "1"]);
+            cmd.args(["--workers", &default_workers()]);
         }
         cmd.args(&self.args)
             .stdin(Stdio::null())
@@ -696,4 +697,12 @@ impl Topology {
         }
         t
     }
+}
+
+/// The worker count xvsd starts with when a test does not say: `XVS_TEST_WORKERS`, else 1.
+pub fn default_workers() -> String {
+    std::env::var("XVS_TEST_WORKERS")
+        .ok()
+        .filter(|w| w.parse::<u32>().is_ok_and(|n| (1..=64).contains(&n)))
+        .unwrap_or_else(|| "1".to_string())
 }

@@ -1,8 +1,13 @@
 //! The control thread's handle on the datapath: bridges, ports and the workers that run them.
 //!
-//! Every bridge is placed on one worker (the least loaded when it is created) and all its
-//! ports live there too, so forwarding inside a bridge never leaves that worker's UMEM and
-//! never copies. Methods block briefly waiting for the worker's acknowledgement; call them
+//! A plain bridge is placed on one worker (the least loaded when it is created) and all its
+//! ports live there too, so forwarding inside it never leaves that worker's UMEM. A *spread*
+//! bridge (a network's: [`Datapath::add_spread_bridge`]) runs a chain of its own on every
+//! worker and its ports are spread over the workers: each port that any thread can write (a
+//! TAP) goes to the worker polling the fewest ports, and every other worker gets a writer on
+//! it, so a frame from any worker goes straight out; the others (AF_XDP, whose UMEM is its
+//! worker's; the gateway's pipe) stay on the bridge's home worker, and frames for them from
+//! elsewhere are handed over. Methods block briefly waiting for the worker's acknowledgement; call them
 //! from a control thread (never from a worker). Not `Sync`: the caller serialises access.
 
 use std::collections::BTreeMap;
@@ -88,6 +93,8 @@ pub struct PortStatus {
     pub name: String,
     /// Datapath port id.
     pub id: PortId,
+    /// The worker that polls it.
+    pub worker: u32,
     /// Number on its bridge, from 1.
     pub ofport: u32,
     /// Access VLAN (0 = none).
@@ -105,8 +112,10 @@ pub struct PortStatus {
 pub struct BridgeStatus {
     /// Name.
     pub name: String,
-    /// Worker running it.
+    /// Worker running it (a spread bridge's home: every worker runs it).
     pub worker: u32,
+    /// Its ports are spread over the workers, each running its chain.
+    pub spread: bool,
     /// MAC table limits.
     pub config: FdbConfig,
     /// Learned MACs.
@@ -141,6 +150,8 @@ pub struct TraceReport {
 
 struct PortRec {
     id: PortId,
+    /// The worker that polls it.
+    worker: usize,
     ofport: u32,
     vlan: u16,
     info: BackendInfo,
@@ -152,8 +163,10 @@ struct BridgeRec {
     /// The worker that polls its ports (and runs its chain, unless replicated).
     worker: usize,
     /// Every worker runs a chain of its own for it (the uplink: each worker's connections
-    /// are tracked on that worker); its ports are polled by `worker` alone.
+    /// are tracked on that worker); its ports are polled by `worker` alone, unless spread.
     replicated: bool,
+    /// Replicated, and its ports spread over the workers (a network's bridge).
+    spread: bool,
     config: FdbConfig,
     ports: BTreeMap<String, PortRec>,
     next_ofport: u32,
@@ -237,12 +250,21 @@ impl Datapath {
         self.workers.iter().find_map(|w| w.umem_error.clone())
     }
 
-    fn least_loaded_worker(&self) -> usize {
+    /// Bridges homed and ports polled on each worker.
+    fn load(&self) -> Vec<usize> {
         let mut load = vec![0usize; self.workers.len()];
         for b in self.bridges.values() {
-            load[b.worker] += 1 + b.ports.len();
+            load[b.worker] += 1;
+            for p in b.ports.values() {
+                load[p.worker] += 1;
+            }
         }
-        load.iter()
+        load
+    }
+
+    fn least_loaded_worker(&self) -> usize {
+        self.load()
+            .iter()
             .enumerate()
             .min_by_key(|(_, l)| **l)
             .map(|(i, _)| i)
@@ -312,6 +334,7 @@ impl Datapath {
                 id,
                 worker,
                 replicated: false,
+                spread: false,
                 config,
                 ports: BTreeMap::new(),
                 next_ofport: 1,
@@ -378,11 +401,36 @@ impl Datapath {
                 id,
                 worker,
                 replicated: true,
+                spread: false,
                 config,
                 ports: BTreeMap::new(),
                 next_ofport: 1,
             },
         );
+        Ok(())
+    }
+
+    /// Creates a bridge that every worker runs, each with its own chain (`chain(worker)`), and
+    /// whose ports are spread over the workers (see the module's header): how one network's
+    /// traffic uses every core. Its home worker (the least loaded) polls the ports no other
+    /// thread can write: `near`'s worker when that bridge exists (the uplink, so that routed
+    /// frames of those ports never cross workers), else the least loaded.
+    pub fn add_spread_bridge(
+        &mut self,
+        name: &str,
+        config: FdbConfig,
+        near: &str,
+        chain: impl Fn(u16) -> Chain,
+    ) -> Result<(), DatapathError> {
+        let home = match self.bridges.get(near) {
+            Some(b) => b.worker,
+            None => self.least_loaded_worker(),
+        };
+        self.add_replicated_bridge(name, config, "", chain)?;
+        if let Some(b) = self.bridges.get_mut(name) {
+            b.spread = true;
+            b.worker = home;
+        }
         Ok(())
     }
 
@@ -410,22 +458,55 @@ impl Datapath {
         }
     }
 
-    /// Tells the workers that do not poll a replicated bridge's port which one does.
+    /// Tells the workers that do not poll a replicated bridge's port which one does (with a
+    /// writer on it, for a spread bridge's port that has one), or that it is gone.
     fn announce_port(&self, b: &BridgeRec, id: PortId, present: bool) {
         if !b.replicated {
             return;
         }
+        let Some(p) = b.ports.values().find(|p| p.id == id) else {
+            return;
+        };
         for w in 0..self.workers.len() {
-            if w != b.worker {
-                let worker = present.then_some(b.worker as u16);
-                let _ = self.call(w, |reply| Command::RemotePort { id, worker, reply });
+            if w == p.worker {
+                continue;
             }
+            let port = if present {
+                let writer = if b.spread {
+                    self.call(p.worker, |reply| Command::RemoteWriter { id, reply })
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                };
+                Some(crate::engine::RemotePort {
+                    bridge: b.id,
+                    vlan: p.vlan,
+                    worker: p.worker as u16,
+                    member: b.spread,
+                    writer,
+                    counters: p.counters.clone(),
+                })
+            } else {
+                None
+            };
+            let _ = self.call(w, |reply| Command::RemotePort { id, port, reply });
+        }
+    }
+
+    /// The worker that is to poll a new port of `b`: for a spread bridge's port that other
+    /// threads can write, the one polling the fewest ports; otherwise the bridge's.
+    fn place_port(&self, b: &BridgeRec, shareable: bool) -> usize {
+        if b.spread && shareable {
+            self.least_loaded_worker()
+        } else {
+            b.worker
         }
     }
 
     /// Changes a bridge's MAC table limits.
     pub fn set_bridge(&mut self, name: &str, config: FdbConfig) -> Result<(), DatapathError> {
-        self.with_stage::<L2Stage, _>(name, move |l2, _| l2.fdb_mut().set_config(config))?;
+        self.with_stage_each::<L2Stage, _>(name, move |l2, _| l2.fdb_mut().set_config(config))?;
         if let Some(b) = self.bridges.get_mut(name) {
             b.config = config;
         }
@@ -453,13 +534,16 @@ impl Datapath {
             ),
             None => None,
         };
-        let (id, worker) = (b.id, b.worker);
-        self.call(worker, |reply| Command::SetPolicy {
-            id,
-            icc,
-            local_port: local,
-            reply,
-        })
+        let id = b.id;
+        for w in self.chain_workers(b) {
+            self.call(w, |reply| Command::SetPolicy {
+                id,
+                icc,
+                local_port: local,
+                reply,
+            })?;
+        }
+        Ok(())
     }
 
     /// Removes a bridge and all its ports.
@@ -513,28 +597,12 @@ impl Datapath {
         Ok((b.id, b.worker))
     }
 
-    fn record_port(
-        &mut self,
-        bridge: &str,
-        iface: &str,
-        id: PortId,
-        vlan: u16,
-        info: BackendInfo,
-        counters: Arc<PortCounters>,
-    ) {
+    /// Records `port` (its `ofport` given here) on `bridge` under `iface`.
+    fn record_port(&mut self, bridge: &str, iface: &str, mut port: PortRec) {
         if let Some(b) = self.bridges.get_mut(bridge) {
-            let ofport = b.next_ofport;
+            port.ofport = b.next_ofport;
             b.next_ofport += 1;
-            b.ports.insert(
-                iface.to_string(),
-                PortRec {
-                    id,
-                    ofport,
-                    vlan,
-                    info,
-                    counters,
-                },
-            );
+            b.ports.insert(iface.to_string(), port);
         }
     }
 
@@ -550,7 +618,8 @@ impl Datapath {
                 "VLAN {vlan} is out of range (1-4094)"
             )));
         }
-        let (bid, worker) = self.check_new_port(bridge, &spec.iface, true)?;
+        let (bid, _) = self.check_new_port(bridge, &spec.iface, true)?;
+        let worker = self.place_port(self.bridge(bridge)?, spec.port_type == PortType::Tap);
         let id = self.next_port;
         let counters = Arc::new(PortCounters::default());
         let iface = spec.iface.clone();
@@ -564,7 +633,18 @@ impl Datapath {
             reply,
         })??;
         self.next_port += 1;
-        self.record_port(bridge, &iface, id, vlan, info.clone(), counters);
+        self.record_port(
+            bridge,
+            &iface,
+            PortRec {
+                id,
+                worker,
+                ofport: 0,
+                vlan,
+                info: info.clone(),
+                counters,
+            },
+        );
         self.announce_port(self.bridge(bridge)?, id, true);
         Ok(info)
     }
@@ -577,7 +657,8 @@ impl Datapath {
         io: Box<dyn PortIo>,
         vlan: u16,
     ) -> Result<BackendInfo, DatapathError> {
-        let (bid, worker) = self.check_new_port(bridge, name, false)?;
+        let (bid, _) = self.check_new_port(bridge, name, false)?;
+        let worker = self.place_port(self.bridge(bridge)?, io.remote_writer().is_some());
         let id = self.next_port;
         let counters = Arc::new(PortCounters::default());
         let c2 = counters.clone();
@@ -590,7 +671,18 @@ impl Datapath {
             reply,
         })?;
         self.next_port += 1;
-        self.record_port(bridge, name, id, vlan, info.clone(), counters);
+        self.record_port(
+            bridge,
+            name,
+            PortRec {
+                id,
+                worker,
+                ofport: 0,
+                vlan,
+                info: info.clone(),
+                counters,
+            },
+        );
         self.announce_port(self.bridge(bridge)?, id, true);
         Ok(info)
     }
@@ -605,9 +697,11 @@ impl Datapath {
                 bridge: bridge.to_string(),
                 port: iface.to_string(),
             })?;
-        let (id, worker) = (p.id, b.worker);
-        self.announce_port(b, id, false);
+        // The port stops on its worker first (nothing learns from it any more), then the
+        // other workers forget it (and the MACs learned on it).
+        let (id, worker) = (p.id, p.worker);
         self.call(worker, |reply| Command::DelPort { id, reply })?;
+        self.announce_port(b, id, false);
         if let Some(b) = self.bridges.get_mut(bridge) {
             b.ports.remove(iface);
         }
@@ -642,7 +736,7 @@ impl Datapath {
 
     /// Empties a bridge's MAC table.
     pub fn fdb_flush(&self, bridge: &str) -> Result<(), DatapathError> {
-        self.with_stage::<L2Stage, _>(bridge, |l2, _| l2.fdb_mut().flush())?;
+        self.with_stage_each::<L2Stage, _>(bridge, |l2, _| l2.fdb_mut().flush())?;
         Ok(())
     }
 
@@ -722,7 +816,8 @@ impl Datapath {
                 bridge: bridge.to_string(),
                 port: in_port.to_string(),
             })?;
-        let result: TraceResult = self.call(b.worker, |reply| Command::Trace {
+        // On the worker that polls the ingress port: its chain is the one the frame would run.
+        let result: TraceResult = self.call(p.worker, |reply| Command::Trace {
             bridge: b.id,
             in_port: p.id,
             frame,
@@ -759,6 +854,11 @@ impl Datapath {
         })
     }
 
+    /// Where each worker's time went since it started.
+    pub fn worker_perf(&self) -> Vec<crate::worker::WorkerPerfSnapshot> {
+        self.workers.iter().map(|w| w.perf.snapshot()).collect()
+    }
+
     /// Each worker's frame pool, accounted (between its bursts).
     pub fn pools(&self) -> Result<Vec<crate::engine::PoolStatus>, DatapathError> {
         (0..self.workers.len())
@@ -782,13 +882,14 @@ impl Datapath {
                 .ports
                 .iter()
                 .map(|(pname, p)| {
-                    let (info, stats) = backend[b.worker]
+                    let (info, stats) = backend[p.worker]
                         .get(&p.id)
                         .cloned()
                         .unwrap_or((p.info.clone(), BackendStats::default()));
                     PortStatus {
                         name: pname.clone(),
                         id: p.id,
+                        worker: p.worker as u32,
                         ofport: p.ofport,
                         vlan: p.vlan,
                         info,
@@ -801,6 +902,7 @@ impl Datapath {
             out.push(BridgeStatus {
                 name: name.clone(),
                 worker: b.worker as u32,
+                spread: b.spread,
                 config: b.config,
                 macs,
                 ports,

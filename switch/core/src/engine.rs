@@ -26,6 +26,22 @@ use crate::stage::{Batch, FrameMeta, StageContext, Verdict};
 use crate::trace::TraceLog;
 use crate::wire::BridgeId;
 
+/// A port another worker polls, as this worker knows it ([`Engine::set_remote_port`]).
+pub struct RemotePort {
+    /// Its bridge.
+    pub bridge: BridgeId,
+    /// Its access VLAN.
+    pub vlan: u16,
+    /// The worker that polls it.
+    pub worker: u16,
+    /// A member of this worker's copy of the bridge's domain (floods reach it from here).
+    pub member: bool,
+    /// A transmit-only handle on it, when it can be written from any thread (a TAP).
+    pub writer: Option<Box<dyn PortIo>>,
+    /// Its counters (shared with the polling worker's slot).
+    pub counters: Arc<PortCounters>,
+}
+
 /// One bridge on its worker: forwarding domain and chain of stages.
 pub(crate) struct BridgeRec {
     pub(crate) domain: Domain,
@@ -150,17 +166,58 @@ impl Engine {
         self.worker
     }
 
-    /// Records that `port` (of a replicated bridge) is polled by worker `worker`, or forgets it
-    /// (`None`): output to it from here is handed over.
-    pub fn set_remote_port(&mut self, port: PortId, worker: Option<u16>) {
-        match worker {
-            Some(w) if w != self.worker => {
-                self.remote_ports.insert(port, w);
+    /// Records that `port`, of a bridge this worker runs a chain for, is polled by another
+    /// worker (`Some`), or forgets it (`None`). Output to it from here goes through its writer
+    /// when it has one, else is handed over to that worker. A member port (of a bridge whose
+    /// ports are spread over workers) joins this worker's copy of the bridge's domain, so
+    /// floods reach it; when it goes, its MACs leave this worker's table.
+    pub fn set_remote_port(&mut self, id: PortId, port: Option<RemotePort>) {
+        match port {
+            Some(r) if r.worker != self.worker => {
+                self.remote_ports.insert(id, r.worker);
+                if r.member
+                    && let Some(b) = self.bridges.get_mut(&r.bridge)
+                {
+                    b.domain.add_member(id, r.vlan);
+                }
+                if let Some(io) = r.writer {
+                    let takes_offloads = io.takes_offloads();
+                    self.ports.insert(
+                        id,
+                        PortSlot {
+                            io,
+                            bridge: r.bridge,
+                            vlan: r.vlan,
+                            counters: r.counters,
+                            pending: Burst::new(),
+                            takes_offloads,
+                            remote: true,
+                        },
+                    );
+                }
             }
             _ => {
-                self.remote_ports.remove(&port);
+                self.remote_ports.remove(&id);
+                if self.ports.get(&id).is_some_and(|s| s.remote) {
+                    self.remove_port(id);
+                    return;
+                }
+                for b in self.bridges.values_mut() {
+                    if b.domain.vlan_of(id).is_some() {
+                        b.domain.remove_member(id);
+                        b.chain.port_removed(id);
+                    }
+                }
             }
         }
+    }
+
+    /// A transmit-only handle on port `id`, polled here, for another worker.
+    pub fn remote_writer(&self, id: PortId) -> Option<Box<dyn PortIo>> {
+        self.ports
+            .get(&id)
+            .filter(|s| !s.remote)
+            .and_then(|s| s.io.remote_writer())
     }
 
     /// The frame pool.
@@ -543,6 +600,7 @@ impl Engine {
                 counters,
                 pending: Burst::new(),
                 takes_offloads,
+                remote: false,
             },
         );
         self.port_order.retain(|p| *p != id);
@@ -616,7 +674,9 @@ impl Engine {
                 .on_worker(self.worker, self.workers);
             bridge.chain.run(&mut ctx, &mut batch);
             break match batch.verdicts[0] {
-                Verdict::Output(p) if self.remote_ports.contains_key(&p) => {
+                Verdict::Output(p)
+                    if self.remote_ports.contains_key(&p) && !self.ports.contains_key(&p) =>
+                {
                     TraceAction::Handoff(self.remote_ports[&p])
                 }
                 Verdict::Output(p) => TraceAction::Output(p),
@@ -665,6 +725,7 @@ impl Engine {
         let mut v: Vec<_> = self
             .ports
             .iter()
+            .filter(|(_, s)| !s.remote)
             .map(|(id, s)| (*id, s.io.info(), s.io.backend_stats()))
             .collect();
         v.sort_by_key(|(id, _, _)| *id);
@@ -689,7 +750,7 @@ impl Engine {
 
     /// The poll descriptors of every port (for the worker's sleep).
     pub(crate) fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
-        for slot in self.ports.values() {
+        for slot in self.ports.values().filter(|s| !s.remote) {
             slot.io.poll_fds(out);
         }
     }

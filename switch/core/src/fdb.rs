@@ -35,7 +35,10 @@ impl Default for FdbConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learn {
     /// Already known on this port; its age was reset.
-    Refreshed,
+    Refreshed {
+        /// How long it had not been seen (ms).
+        idle_ms: u64,
+    },
     /// New entry.
     Learned,
     /// The station moved here from another port.
@@ -113,8 +116,9 @@ impl Fdb {
         let k = key(vlan, mac);
         if let Some(e) = self.table.get_mut(&k) {
             if e.port == port {
+                let idle_ms = now_ms.saturating_sub(e.last_seen_ms);
                 e.last_seen_ms = now_ms;
-                return Learn::Refreshed;
+                return Learn::Refreshed { idle_ms };
             }
             return self.relearn(k, port, now_ms);
         }
@@ -134,6 +138,22 @@ impl Fdb {
             },
         );
         Learn::Learned
+    }
+
+    /// Learns what another worker saw ([`fdb_sync`](crate::fdb_sync)): `mac` behind `port`
+    /// as of `seen_ms`. An entry this replica saw later is kept: the newest sighting wins, so
+    /// replicas agree once updates stop crossing. Limits apply as to local learning.
+    pub fn learn_remote(&mut self, vlan: u16, mac: Mac, port: PortId, seen_ms: u64) -> Learn {
+        if let Some(e) = self.table.get_mut(&key(vlan, mac)) {
+            if e.last_seen_ms > seen_ms {
+                return Learn::Refreshed { idle_ms: 0 };
+            }
+            if e.port == port {
+                e.last_seen_ms = seen_ms;
+                return Learn::Refreshed { idle_ms: 0 };
+            }
+        }
+        self.learn(vlan, mac, port, seen_ms)
     }
 
     #[cold]
@@ -247,6 +267,27 @@ mod tests {
     }
 
     #[test]
+    fn remote_learning_keeps_the_newest_sighting() {
+        let mut f = Fdb::new(FdbConfig::default());
+        assert_eq!(f.learn(0, mac(1), 1, 5_000), Learn::Learned);
+        // Another worker saw it on port 2, but earlier: this replica's sighting stands.
+        f.learn_remote(0, mac(1), 2, 4_000);
+        assert_eq!(f.lookup(0, mac(1), 5_000), Some(1));
+        // Later: it moved.
+        assert_eq!(
+            f.learn_remote(0, mac(1), 2, 6_000),
+            Learn::Moved { from: 1 }
+        );
+        assert_eq!(f.lookup(0, mac(1), 6_000), Some(2));
+        assert_eq!((f.learned_on(1), f.learned_on(2)), (0, 1));
+        // A refresh from the other worker keeps it alive here.
+        f.learn_remote(0, mac(1), 2, 200_000);
+        assert_eq!(f.lookup(0, mac(1), 400_000), Some(2));
+        // A new station from afar.
+        assert_eq!(f.learn_remote(0, mac(9), 3, 7_000), Learn::Learned);
+    }
+
+    #[test]
     fn learn_lookup_refresh_and_age() {
         let mut f = Fdb::new(FdbConfig {
             ageing_secs: 10,
@@ -254,7 +295,10 @@ mod tests {
         });
         assert_eq!(f.learn(0, mac(1), 1, 0), Learn::Learned);
         assert_eq!(f.lookup(0, mac(1), 5_000), Some(1));
-        assert_eq!(f.learn(0, mac(1), 1, 8_000), Learn::Refreshed);
+        assert_eq!(
+            f.learn(0, mac(1), 1, 8_000),
+            Learn::Refreshed { idle_ms: 8_000 }
+        );
         assert_eq!(f.lookup(0, mac(1), 17_000), Some(1));
         assert_eq!(f.lookup(0, mac(1), 18_001), None);
         assert_eq!(f.expire(18_001), 1);

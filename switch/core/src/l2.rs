@@ -10,6 +10,7 @@ use crate::classify::{FlowKey, Mac, PortId};
 use crate::domain::Domain;
 use crate::drop::ReasonSet;
 use crate::fdb::{Fdb, FdbConfig, Learn};
+use crate::fdb_sync::{FdbEvent, FdbMesh, FdbSync, REFRESH_MS};
 use crate::stage::{Batch, Stage, StageContext, Verdict};
 
 xvs_stage::drop_reasons! {
@@ -20,6 +21,7 @@ xvs_stage::drop_reasons! {
         IccDisabled => "icc_disabled", "container-to-container traffic on a network with icc=false";
         LearnTableFull => "learn_table_full", "MAC not learned: bridge MAC table full (frame still forwarded)", event;
         LearnPortLimit => "learn_port_limit", "MAC not learned: port's learned-MAC limit reached (frame still forwarded)", event;
+        SyncLost => "fdb_sync_lost", "MAC learned but not shared with another worker of the network: its update ring was full (that worker floods to it until the next update)", event;
     }
 }
 
@@ -33,6 +35,8 @@ pub struct L2Stage {
     fdb: Fdb,
     last_expire_ms: u64,
     router: Option<Mac>,
+    /// The other workers' replicas of a spread bridge's table ([`crate::fdb_sync`]).
+    sync: Option<FdbSync>,
 }
 
 impl L2Stage {
@@ -43,6 +47,27 @@ impl L2Stage {
             fdb: Fdb::new(config),
             last_expire_ms: 0,
             router: None,
+            sync: None,
+        }
+    }
+
+    /// The same stage as worker `worker`'s replica of a table shared through `mesh`.
+    pub fn with_sync(mut self, mesh: std::sync::Arc<FdbMesh>, worker: u16) -> L2Stage {
+        self.sync = Some(FdbSync::new(mesh, worker));
+        self
+    }
+
+    /// Applies what the other workers learned (at most one inbox's worth).
+    #[inline]
+    fn apply_remote(&mut self) {
+        let Some(sync) = &self.sync else {
+            return;
+        };
+        for _ in 0..crate::fdb_sync::INBOX_CAPACITY {
+            let Some(ev) = sync.next() else {
+                break;
+            };
+            self.fdb.learn_remote(ev.vlan, ev.mac, ev.port, ev.seen_ms);
         }
     }
 
@@ -122,7 +147,10 @@ impl Stage for L2Stage {
     fn process(&mut self, ctx: &mut StageContext<'_>, batch: &mut Batch) {
         let now = ctx.now_ms;
         let dry_run = ctx.dry_run();
-        let (mut table_full, mut port_limit) = (0, 0);
+        let (mut table_full, mut port_limit, mut sync_lost) = (0, 0, 0);
+        if !dry_run {
+            self.apply_remote();
+        }
         for i in 0..batch.len() {
             if !batch.verdicts[i].is_next() {
                 continue;
@@ -149,7 +177,17 @@ impl Stage for L2Stage {
             match self.fdb.learn(key.vlan, key.dl_src, key.in_port, now) {
                 Learn::TableFull => table_full += 1,
                 Learn::PortLimit => port_limit += 1,
-                _ => {}
+                Learn::Refreshed { idle_ms } if idle_ms < REFRESH_MS => {}
+                _ => {
+                    if let Some(sync) = &self.sync {
+                        sync_lost += sync.publish(FdbEvent {
+                            vlan: key.vlan,
+                            mac: key.dl_src,
+                            port: key.in_port,
+                            seen_ms: now,
+                        });
+                    }
+                }
             }
             if self.routes(key) {
                 batch.meta[i].routed = true;
@@ -159,9 +197,11 @@ impl Stage for L2Stage {
         }
         ctx.count(L2Drop::LearnTableFull, table_full);
         ctx.count(L2Drop::LearnPortLimit, port_limit);
+        ctx.count(L2Drop::SyncLost, sync_lost);
     }
 
     fn tick(&mut self, now_ms: u64) {
+        self.apply_remote();
         if now_ms.saturating_sub(self.last_expire_ms) >= EXPIRE_INTERVAL_MS {
             self.last_expire_ms = now_ms;
             self.fdb.expire(now_ms);
@@ -169,6 +209,8 @@ impl Stage for L2Stage {
     }
 
     fn port_removed(&mut self, port: PortId) {
+        // What the other workers learned on it before it went, then the port's entries.
+        self.apply_remote();
         self.fdb.flush_port(port);
     }
 
@@ -180,6 +222,9 @@ impl Stage for L2Stage {
             std::mem::swap(&mut self.fdb, &mut old.fdb);
             self.fdb.set_config(config);
             self.last_expire_ms = old.last_expire_ms;
+            if self.sync.is_none() {
+                self.sync = old.sync.take();
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod counters;
 pub mod datapath;
 pub mod engine;
 pub mod fdb;
+pub mod fdb_sync;
 pub mod gateway;
 pub mod handoff;
 pub mod l2;

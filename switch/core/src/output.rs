@@ -67,6 +67,9 @@ pub(crate) struct PortSlot {
     pub(crate) pending: Burst,
     /// The backend takes GSO super-frames and partial checksums ([`PortIo::takes_offloads`]).
     pub(crate) takes_offloads: bool,
+    /// Another worker polls the port; this is a transmit-only writer on it
+    /// ([`PortIo::remote_writer`]): output here sends to it directly, nothing polls it.
+    pub(crate) remote: bool,
 }
 
 /// What output writes to: the worker's pool, ports, counters and hand-off rings.
@@ -88,10 +91,7 @@ impl Output<'_> {
     pub(crate) fn dispatch(&mut self, batch: &mut Batch, domain: &Domain) {
         for (i, frame) in batch.frames.drain(..).enumerate() {
             match batch.verdicts[i] {
-                Verdict::Output(p) if !self.ports.contains_key(&p) => {
-                    self.output_remote(p, batch.meta[i].bridge, frame);
-                }
-                Verdict::Output(p) => self.enqueue(p, frame),
+                Verdict::Output(p) => self.send_to(p, batch.meta[i].bridge, frame),
                 Verdict::Patch(to) => {
                     let m = batch.meta[i];
                     if m.patches >= crate::batch::MAX_PATCHES {
@@ -120,9 +120,9 @@ impl Output<'_> {
                     self.counters.held.fetch_add(1, Relaxed);
                     self.pool.free(frame);
                 }
-                Verdict::Flood => self.flood(domain, &batch.keys[i], frame),
+                Verdict::Flood => self.flood(domain, &batch.keys[i], batch.meta[i].bridge, frame),
                 Verdict::Local => match domain.local_port() {
-                    Some(p) => self.enqueue(p, frame),
+                    Some(p) => self.send_to(p, batch.meta[i].bridge, frame),
                     None => self.drop(OutputDrop::NoLocalStack, frame),
                 },
                 Verdict::Handoff(to) => {
@@ -154,6 +154,18 @@ impl Output<'_> {
             }
         }
         self.handoff.wake_receivers();
+    }
+
+    /// Sends `frame` to port `p`: into its pending burst when this worker holds it (polled
+    /// here, or a writer on a port another worker polls), else handed to the worker that
+    /// polls it.
+    #[inline]
+    fn send_to(&mut self, p: PortId, bridge: BridgeId, frame: Frame) {
+        if self.ports.contains_key(&p) {
+            self.enqueue(p, frame);
+        } else {
+            self.output_remote(p, bridge, frame);
+        }
     }
 
     /// Sends `frame` to port `p` that another worker polls (a port of a replicated bridge), or
@@ -203,7 +215,13 @@ impl Output<'_> {
 
     /// Sends a copy of `frame` to every port of the flood domain; the original goes to the
     /// last one.
-    fn flood(&mut self, domain: &Domain, key: &crate::classify::FlowKey, frame: Frame) {
+    fn flood(
+        &mut self,
+        domain: &Domain,
+        key: &crate::classify::FlowKey,
+        bridge: BridgeId,
+        frame: Frame,
+    ) {
         let mut targets = domain.flood_targets(key).peekable();
         if targets.peek().is_none() {
             self.drop(OutputDrop::NoFloodTarget, frame);
@@ -233,7 +251,7 @@ impl Output<'_> {
                     None => break,
                 }
             };
-            enqueue(self.pool, self.ports, self.drops, self.counters, p, f);
+            self.send_to(p, bridge, f);
         }
         if let Some(f) = frame {
             self.pool.free(f);

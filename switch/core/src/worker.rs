@@ -10,8 +10,9 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -140,10 +141,18 @@ pub enum Command {
     RemotePort {
         /// Port id.
         id: PortId,
-        /// The worker that polls it.
-        worker: Option<u16>,
+        /// Where it is and how to reach it; `None`: it is gone.
+        port: Option<crate::engine::RemotePort>,
         /// Acknowledgement.
         reply: Sender<()>,
+    },
+    /// A transmit-only handle on a port this worker polls, for another worker
+    /// ([`PortIo::remote_writer`](crate::port::PortIo::remote_writer)).
+    RemoteWriter {
+        /// Port id.
+        id: PortId,
+        /// The writer, if the port has one.
+        reply: Sender<Option<Box<dyn PortIo>>>,
     },
     /// Runs one frame through a bridge's pipeline without side effects.
     Trace {
@@ -170,10 +179,58 @@ pub enum Command {
     Stop,
 }
 
+/// Where a worker's time goes, as `ovs-appctl dpif-netdev/pmd-perf-show` reports a PMD's:
+/// passes that moved frames (busy), passes that found nothing (idle polling), and sleep.
+/// Written by the worker (one relaxed add per pass), read by the control thread.
+#[derive(Debug, Default)]
+pub struct WorkerPerf {
+    /// Nanoseconds in passes that moved frames.
+    pub busy_ns: AtomicU64,
+    /// Nanoseconds in passes that found nothing (polling on through a pause).
+    pub idle_ns: AtomicU64,
+    /// Nanoseconds asleep in `poll()`.
+    pub sleep_ns: AtomicU64,
+    /// Frames those busy passes moved (received from ports and other workers, released by
+    /// stages).
+    pub frames: AtomicU64,
+    /// Passes that moved frames.
+    pub busy_passes: AtomicU64,
+}
+
+/// A [`WorkerPerf`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerPerfSnapshot {
+    /// Nanoseconds in passes that moved frames.
+    pub busy_ns: u64,
+    /// Nanoseconds polling without finding anything.
+    pub idle_ns: u64,
+    /// Nanoseconds asleep.
+    pub sleep_ns: u64,
+    /// Frames moved.
+    pub frames: u64,
+    /// Passes that moved frames.
+    pub busy_passes: u64,
+}
+
+impl WorkerPerf {
+    /// The counters now.
+    pub fn snapshot(&self) -> WorkerPerfSnapshot {
+        WorkerPerfSnapshot {
+            busy_ns: self.busy_ns.load(Ordering::Relaxed),
+            idle_ns: self.idle_ns.load(Ordering::Relaxed),
+            sleep_ns: self.sleep_ns.load(Ordering::Relaxed),
+            frames: self.frames.load(Ordering::Relaxed),
+            busy_passes: self.busy_passes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The control thread's handle on a worker.
 pub struct WorkerHandle {
     /// Worker number.
     pub id: u32,
+    /// Where its time goes.
+    pub perf: Arc<WorkerPerf>,
     commands: Sender<Command>,
     wake: UnixDatagram,
     sleeping: Arc<AtomicBool>,
@@ -291,6 +348,8 @@ pub fn spawn(
     } = link;
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let sleeping2 = sleeping.clone();
+    let perf = Arc::new(WorkerPerf::default());
+    let perf2 = perf.clone();
     let thread = std::thread::Builder::new()
         .name(format!("xvs-worker-{id}"))
         .spawn(move || {
@@ -306,12 +365,14 @@ pub fn spawn(
                 clock,
                 fds: Vec::new(),
                 pollfds: Vec::new(),
+                perf: perf2,
             };
             w.run();
         })?;
     let umem_error = ready_rx.recv().unwrap_or(Some("worker died".into()));
     Ok(WorkerHandle {
         id,
+        perf,
         commands: tx,
         wake: wake_tx,
         sleeping,
@@ -345,6 +406,7 @@ struct Worker {
     clock: Arc<dyn Clock>,
     fds: Vec<RawFd>,
     pollfds: Vec<libc::pollfd>,
+    perf: Arc<WorkerPerf>,
 }
 
 impl Worker {
@@ -363,7 +425,16 @@ impl Worker {
                 }
             }
             let now = self.clock.now_ms();
+            let start = Instant::now();
             let (work, busy) = self.engine.poll(now);
+            let spent = start.elapsed().as_nanos() as u64;
+            if work > 0 {
+                self.perf.busy_ns.fetch_add(spent, Ordering::Relaxed);
+                self.perf.frames.fetch_add(work as u64, Ordering::Relaxed);
+                self.perf.busy_passes.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.perf.idle_ns.fetch_add(spent, Ordering::Relaxed);
+            }
             if work > 0 || busy {
                 let pause = now.saturating_sub(last_work_ms);
                 if pause > 0 {
@@ -372,7 +443,10 @@ impl Worker {
                 last_work_ms = now;
                 idle_since_ms = now;
             } else if now.saturating_sub(idle_since_ms) >= spin_ms {
+                let start = Instant::now();
                 self.sleep();
+                let slept = start.elapsed().as_nanos() as u64;
+                self.perf.sleep_ns.fetch_add(slept, Ordering::Relaxed);
                 idle_since_ms = self.clock.now_ms();
             }
         }
@@ -460,8 +534,11 @@ impl Worker {
                 let now = self.clock.now_ms();
                 f(self.engine.chain_mut(bridge), now);
             }
-            Command::RemotePort { id, worker, reply } => {
-                self.engine.set_remote_port(id, worker);
+            Command::RemoteWriter { id, reply } => {
+                let _ = reply.send(self.engine.remote_writer(id));
+            }
+            Command::RemotePort { id, port, reply } => {
+                self.engine.set_remote_port(id, port);
                 let _ = reply.send(());
             }
             Command::Trace {

@@ -834,15 +834,20 @@ fn print_show(v: &ShowView) {
     println!("xvsd: {} workers", v.workers);
     for b in &v.bridges {
         println!("    Bridge {}", b.name);
+        let runs = if b.spread {
+            format!("every worker (ports spread, home worker {})", b.worker)
+        } else {
+            format!("worker {}", b.worker)
+        };
         println!(
-            "        worker {}, macs {}/{}, port_mac_limit {}, ageing {}s",
-            b.worker, b.macs, b.mac_capacity, b.port_mac_limit, b.ageing_secs
+            "        runs on {runs}, macs {}/{}, port_mac_limit {}, ageing {}s",
+            b.macs, b.mac_capacity, b.port_mac_limit, b.ageing_secs
         );
         for p in &b.ports {
             let vlan = p.vlan.map(|v| format!(", tag {v}")).unwrap_or_default();
             println!(
-                "        Port {} (ofport {}): type {}, mode {}, queues {}{}, {}",
-                p.name, p.ofport, p.port_type, p.mode, p.queues, vlan, p.state
+                "        Port {} (ofport {}): type {}, mode {}, queues {}{}, worker {}, {}",
+                p.name, p.ofport, p.port_type, p.mode, p.queues, vlan, p.worker, p.state
             );
             let c = &p.counters;
             println!(
@@ -889,6 +894,26 @@ fn print_stats(v: &StatsView, all: bool) {
             println!(
                 "{:<16} {:>9} {:<16} {:>12} {:>12}",
                 t.network, t.vni, t.remote, t.tx_packets, t.rx_packets
+            );
+        }
+    }
+    if !v.workers.is_empty() {
+        println!();
+        println!(
+            "{:<8} {:>6} {:>8} {:>8} {:>8} {:>14} {:>12} {:>10}",
+            "WORKER", "PORTS", "BUSY_%", "BUSY_S", "IDLE_S", "FRAMES", "NS/FRAME", "FR/PASS"
+        );
+        for w in &v.workers {
+            println!(
+                "{:<8} {:>6} {:>8} {:>8.2} {:>8.2} {:>14} {:>12} {:>10}",
+                format!("worker{}", w.worker),
+                w.ports,
+                w.busy_pct,
+                w.busy_ns as f64 / 1e9,
+                w.idle_ns as f64 / 1e9,
+                w.frames,
+                w.ns_per_frame,
+                w.frames_per_pass
             );
         }
     }

@@ -427,7 +427,7 @@ pub struct PortView {
     pub state: String,
     /// Queues bound.
     pub queues: u32,
-    /// Worker thread that owns the port.
+    /// Worker thread that polls the port.
     pub worker: u32,
     /// Counters.
     pub counters: PortCountersView,
@@ -446,8 +446,12 @@ pub struct BridgeView {
     pub port_mac_limit: u32,
     /// MACs currently learned.
     pub macs: u32,
-    /// Worker that runs the bridge.
+    /// Worker that runs the bridge (a spread bridge's home: the one polling its ports that
+    /// only one thread can drive).
     pub worker: u32,
+    /// Every worker runs the bridge and its ports are spread over them (a network's).
+    #[serde(default)]
+    pub spread: bool,
     /// Ports, in ofport order.
     pub ports: Vec<PortView>,
 }
@@ -526,6 +530,34 @@ pub struct StatsView {
     /// Each worker's frame pool, accounted.
     #[serde(default)]
     pub pools: Vec<PoolView>,
+    /// Where each worker's time went (as `ovs-appctl dpif-netdev/pmd-perf-show`).
+    #[serde(default)]
+    pub workers: Vec<WorkerView>,
+}
+
+/// One worker's time in `stats`, since it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// The worker.
+    pub worker: u32,
+    /// Ports it polls.
+    pub ports: u32,
+    /// Nanoseconds in passes that moved frames.
+    pub busy_ns: u64,
+    /// Nanoseconds polling without finding anything.
+    pub idle_ns: u64,
+    /// Nanoseconds asleep.
+    pub sleep_ns: u64,
+    /// Frames moved (received from ports and other workers, released by stages).
+    pub frames: u64,
+    /// Passes that moved frames.
+    pub busy_passes: u64,
+    /// Busy nanoseconds per frame moved (0 before the first).
+    pub ns_per_frame: u64,
+    /// Frames per busy pass (the mean burst).
+    pub frames_per_pass: u64,
+    /// Busy share of the worker's awake-or-asleep time, in percent.
+    pub busy_pct: u32,
 }
 
 /// One worker's frame pool in `stats`: where its frames are between bursts.

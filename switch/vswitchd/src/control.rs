@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use xvs_ctl::protocol::{
     BridgeView, ConnView, ConntrackView, DropView, FdbEntryView, FdbView, NeighbourView,
     NetworkView, PoolView, PortCountersView, PortStatsView, PortTypeArg, PortView, PublishedView,
-    Reply, Request, ShowView, StatsView, TraceStepView, TraceView, UplinkView, XdpModeArg,
+    Reply, Request, ShowView, StatsView, TraceStepView, TraceView, UplinkView, WorkerView,
+    XdpModeArg,
 };
 use xvs_nat::NatStage;
 use xvs_switch::counters::PortCounterSnapshot;
@@ -1170,7 +1171,7 @@ impl Switch {
                         vlan: p.vlan,
                         state: r.info.state(),
                         queues: r.info.queues,
-                        worker: st.map(|b| b.worker).unwrap_or(0),
+                        worker: r.worker,
                         counters: counters_view(r.counters),
                     },
                     None => PortView {
@@ -1203,6 +1204,7 @@ impl Switch {
                 port_mac_limit: conf.fdb.port_limit,
                 macs: st.map(|b| b.macs as u32).unwrap_or(0),
                 worker: st.map(|b| b.worker).unwrap_or(0),
+                spread: st.is_some_and(|b| b.spread),
                 ports,
             });
         }
@@ -1216,6 +1218,7 @@ impl Switch {
                     port_mac_limit: b.config.port_limit,
                     macs: b.macs as u32,
                     worker: b.worker,
+                    spread: b.spread,
                     ports: b
                         .ports
                         .iter()
@@ -1227,7 +1230,7 @@ impl Switch {
                             vlan: None,
                             state: r.info.state(),
                             queues: r.info.queues,
-                            worker: b.worker,
+                            worker: r.worker,
                             counters: counters_view(r.counters),
                         })
                         .collect(),
@@ -1294,11 +1297,43 @@ impl Switch {
                 unaccounted: p.unaccounted,
             })
             .collect();
+        let mut polled = vec![0u32; self.dp.worker_count() as usize];
+        for b in &status {
+            for p in &b.ports {
+                if let Some(n) = polled.get_mut(p.worker as usize) {
+                    *n += 1;
+                }
+            }
+        }
+        let workers = self
+            .dp
+            .worker_perf()
+            .into_iter()
+            .zip(0..)
+            .map(|(p, worker)| {
+                let total = p.busy_ns + p.idle_ns + p.sleep_ns;
+                WorkerView {
+                    worker,
+                    ports: polled.get(worker as usize).copied().unwrap_or(0),
+                    busy_ns: p.busy_ns,
+                    idle_ns: p.idle_ns,
+                    sleep_ns: p.sleep_ns,
+                    frames: p.frames,
+                    busy_passes: p.busy_passes,
+                    ns_per_frame: p.busy_ns.checked_div(p.frames).unwrap_or(0),
+                    frames_per_pass: p.frames.checked_div(p.busy_passes).unwrap_or(0),
+                    busy_pct: (p.busy_ns.saturating_mul(100))
+                        .checked_div(total)
+                        .unwrap_or(0) as u32,
+                }
+            })
+            .collect();
         Ok(StatsView {
             ports,
             drops,
             tunnels: vtep::peers(&self.dp, &self.state.networks),
             pools,
+            workers,
         })
     }
 
@@ -1329,6 +1364,29 @@ impl Switch {
                     out,
                     "xvs_drops_total{{stage=\"{}\",reason=\"{}\"}} {}",
                     d.stage, d.reason, d.count
+                );
+            }
+            let _ = writeln!(out, "# TYPE xvs_worker_seconds_total counter");
+            for w in &st.workers {
+                for (state, ns) in [
+                    ("busy", w.busy_ns),
+                    ("idle", w.idle_ns),
+                    ("sleep", w.sleep_ns),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "xvs_worker_seconds_total{{worker=\"{}\",state=\"{state}\"}} {:.6}",
+                        w.worker,
+                        ns as f64 / 1e9
+                    );
+                }
+            }
+            let _ = writeln!(out, "# TYPE xvs_worker_frames_total counter");
+            for w in &st.workers {
+                let _ = writeln!(
+                    out,
+                    "xvs_worker_frames_total{{worker=\"{}\"}} {}",
+                    w.worker, w.frames
                 );
             }
             let _ = writeln!(out, "# TYPE xvs_pool_frames gauge");

@@ -381,34 +381,58 @@ impl Networks {
         conf: &NetworkConf,
     ) -> Result<(), NetworkError> {
         let bridge = bridge_of(name);
-        // On the uplink's worker: routed frames then never cross workers (a hand-off costs
-        // 3-4x the throughput; bench/harness/nat.sh --workers 1 vs 2 before this placement).
-        dp.add_bridge_near(&bridge, Default::default(), crate::uplink::UPLINK_BRIDGE)?;
-        let started = (|| {
-            let (port, end) = pipe().map_err(NetworkError::GatewayPort)?;
-            dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
-            dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
-            let gw = conf.pool.gateway;
-            // classify → lb (services' VIPs) → l2 → route (→ vxlan).
-            let worker = dp.bridge_worker(&bridge).unwrap_or(0);
-            let mut chain = Chain::new(vec![
+        let gw = conf.pool.gateway;
+        // Every worker runs the network's chain and its TAP endpoints are spread over the
+        // workers (a network's traffic on every core); the ports only one thread can drive
+        // (veth endpoints on AF_XDP, the gateway's pipe) stay on the uplink's worker, so their
+        // routed frames never cross workers (a hand-off costs 3-4x the throughput:
+        // bench/harness/nat.sh --workers 1 vs 2 before this placement).
+        let mesh = xvs_switch::fdb_sync::FdbMesh::new(dp.worker_count() as u16);
+        let overlay = conf.is_overlay();
+        let route = crate::routing::route_config(name, conf, &BTreeMap::new(), None);
+        // classify → port security → lb (services' VIPs) → l2 → route (→ vxlan).
+        let chain = move |worker: u16| {
+            let chain = Chain::new(vec![
                 Box::new(ClassifyStage),
                 // Its guards arrive with the routing snapshot (routing::refresh).
                 Box::new(xvs_switch::port_security::PortSecurityStage::new()),
                 Box::new(xvs_lb::LbStage::new(worker)),
-                Box::new(L2Stage::new(Default::default()).with_router(mac_for(gw))),
-                Box::new(RouteStage::new(crate::routing::route_config(
-                    name,
-                    conf,
-                    &BTreeMap::new(),
-                    None,
-                ))),
+                Box::new(
+                    L2Stage::new(Default::default())
+                        .with_router(mac_for(gw))
+                        .with_sync(mesh.clone(), worker),
+                ),
+                Box::new(RouteStage::new(route.clone())),
             ]);
-            if conf.is_overlay() {
+            if overlay {
                 // Its tunnel arrives with the routing snapshot (vtep::push).
-                chain = chain.then(Box::new(xvs_vxlan::OverlayStage::new()));
+                chain.then(Box::new(xvs_vxlan::OverlayStage::new()))
+            } else {
+                chain
             }
-            dp.set_chain(&bridge, chain)?;
+        };
+        if overlay {
+            // An overlay's stage learns which VTEP each remote MAC is behind from the frames
+            // the uplink's worker decapsulates; until that table is shared between workers,
+            // an overlay network stays on one worker (with all its ports).
+            dp.add_bridge_near(&bridge, Default::default(), crate::uplink::UPLINK_BRIDGE)?;
+            let home = dp.bridge_worker(&bridge).unwrap_or(0);
+            if let Err(e) = dp.set_chain(&bridge, chain(home)) {
+                let _ = dp.del_bridge(&bridge);
+                return Err(e.into());
+            }
+        } else {
+            dp.add_spread_bridge(
+                &bridge,
+                Default::default(),
+                crate::uplink::UPLINK_BRIDGE,
+                chain,
+            )?;
+        }
+        let started = (|| {
+            let (port, end) = pipe().map_err(NetworkError::GatewayPort)?;
+            dp.add_port_io(&bridge, GATEWAY_PORT, Box::new(port), 0)?;
+            dp.set_policy(&bridge, conf.icc, Some(GATEWAY_PORT))?;
             self.gateway
                 .add(name, mac_for(gw), gw, conf.pool.subnet.prefix, end);
             Ok::<(), NetworkError>(())

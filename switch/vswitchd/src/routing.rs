@@ -149,7 +149,9 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
     for (name, conf) in all {
         let config = route_config(name, conf, all, uplink);
         let bridge = bridge_of(name);
-        if let Err(e) = dp.with_stage::<RouteStage, _>(&bridge, move |r, _| r.set_config(config)) {
+        if let Err(e) =
+            dp.with_stage_each::<RouteStage, _>(&bridge, move |r, _| r.set_config(config.clone()))
+        {
             tracing::warn!("cannot update the routes of network {name}: {e}");
         }
         let lb = LbConfig {
@@ -157,13 +159,15 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
             stations: Arc::new(stations(name, conf, &state.services)),
             ..LbConfig::default()
         };
-        if let Err(e) = dp.with_stage::<LbStage, _>(&bridge, move |l, _| l.set_config(lb)) {
+        if let Err(e) =
+            dp.with_stage_each::<LbStage, _>(&bridge, move |l, _| l.set_config(lb.clone()))
+        {
             tracing::warn!("cannot update the services of network {name}: {e}");
         }
         let guards = Arc::new(guards(dp, &bridge, conf));
-        if let Err(e) =
-            dp.with_stage::<PortSecurityStage, _>(&bridge, move |p, _| p.set_guards(guards))
-        {
+        if let Err(e) = dp.with_stage_each::<PortSecurityStage, _>(&bridge, move |p, _| {
+            p.set_guards(guards.clone())
+        }) {
             tracing::warn!("cannot update the port security of network {name}: {e}");
         }
     }

@@ -454,9 +454,9 @@ impl Services {
             return;
         };
         let table = s.snapshot();
-        if let Err(e) =
-            dp.with_stage::<LbStage, _>(&bridge_of(&conf.network), move |l, _| l.install(table))
-        {
+        if let Err(e) = dp.with_stage_each::<LbStage, _>(&bridge_of(&conf.network), move |l, _| {
+            l.install(table.clone())
+        }) {
             tracing::warn!("cannot update service {name} in the datapath: {e}");
         }
         let vip = conf.vip();
@@ -479,7 +479,8 @@ impl Services {
             proto: conf.spec.port.proto,
             port: conf.spec.port.port,
         };
-        let _ = dp.with_stage::<LbStage, _>(&bridge_of(&conf.network), move |l, _| l.remove(&key));
+        let _ =
+            dp.with_stage_each::<LbStage, _>(&bridge_of(&conf.network), move |l, _| l.remove(&key));
         names.remove_name(&conf.network, name);
         names.remove_name(&conf.network, &format!("tasks.{name}"));
     }

@@ -332,7 +332,8 @@ pub fn push(
                 })
                 .collect(),
         });
-        if let Err(e) = dp.with_stage::<OverlayStage, _>(&bridge, move |s, _| s.set_config(config))
+        if let Err(e) =
+            dp.with_stage_each::<OverlayStage, _>(&bridge, move |s, _| s.set_config(config.clone()))
         {
             tracing::warn!("cannot update the tunnel of network {name}: {e}");
         }

@@ -36,6 +36,8 @@ pub struct MemPort {
     takes_offloads: bool,
     /// Frames a transmit burst accepts at most (a small ring); the rest are dropped.
     tx_ring: usize,
+    /// Other workers may write to it directly ([`PortIo::remote_writer`]), as to a TAP.
+    shared_tx: bool,
 }
 
 /// The test's side of a [`MemPort`].
@@ -63,6 +65,7 @@ impl MemPort {
                 tx_frames: 0,
                 takes_offloads: false,
                 tx_ring: usize::MAX,
+                shared_tx: false,
             },
             MemPortHandle { queues },
         )
@@ -89,6 +92,7 @@ impl MemPort {
             tx_frames: 0,
             takes_offloads: false,
             tx_ring: usize::MAX,
+            shared_tx: false,
         }
     }
 
@@ -99,7 +103,13 @@ impl MemPort {
         self
     }
 
-    /// A port that receives nothing and discards what it transmits.
+    /// The same port, writable by other workers directly (as a TAP is) when `on`: frames they
+    /// send to it land on the same transmit side.
+    pub fn with_shared_tx(mut self, on: bool) -> MemPort {
+        self.shared_tx = on;
+        self
+    }
+
     /// The same port, accepting at most `frames` per transmit burst (the rest are dropped and
     /// reported as such), as a full ring would.
     pub fn with_tx_ring(mut self, frames: usize) -> MemPort {
@@ -107,6 +117,7 @@ impl MemPort {
         self
     }
 
+    /// A port that receives nothing and discards what it transmits.
     pub fn sink() -> MemPort {
         MemPort::generator(Vec::new(), 0)
     }
@@ -219,6 +230,24 @@ impl PortIo for MemPort {
     }
 
     fn poll_fds(&self, _out: &mut Vec<RawFd>) {}
+
+    fn remote_writer(&self) -> Option<Box<dyn PortIo>> {
+        self.shared_tx.then(|| {
+            Box::new(MemPort {
+                queues: self.queues.clone(),
+                source: Source::Generator {
+                    templates: Vec::new(),
+                    next: 0,
+                    remaining: 0,
+                },
+                record_tx: self.record_tx,
+                tx_frames: 0,
+                takes_offloads: self.takes_offloads,
+                tx_ring: self.tx_ring,
+                shared_tx: true,
+            }) as Box<dyn PortIo>
+        })
+    }
 
     fn takes_offloads(&self) -> bool {
         self.takes_offloads

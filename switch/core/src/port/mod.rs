@@ -212,6 +212,14 @@ pub trait PortIo: Send {
         0
     }
 
+    /// A transmit-only handle on the same port for another worker, when the backend can be
+    /// written from any thread (a TAP descriptor can; an AF_XDP socket, whose UMEM is its
+    /// worker's, cannot). Other workers then send to the port directly instead of handing
+    /// frames over. It never receives, polls nothing and holds no frames.
+    fn remote_writer(&self) -> Option<Box<dyn PortIo>> {
+        None
+    }
+
     /// Gives every frame the port still holds (fill ring, TX in flight, queues) back to
     /// `pool` before the port is dropped. Frames still inside the kernel's rings are given
     /// back when the socket closes, so the pool is only whole again after drop.

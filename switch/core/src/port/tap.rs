@@ -22,6 +22,8 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::{BackendInfo, BackendStats, Burst, PortError, PortIo, PortType, TxOutcome};
 use crate::coalesce::{MAX_HEADERS, MAX_SEGMENTS, Run, TcpSegment};
@@ -143,19 +145,30 @@ fn check_name(iface: &str) -> Result<(), PortError> {
 pub struct TapPort {
     name: String,
     ifindex: u32,
-    /// `None` once the device is gone.
-    fd: Option<OwnedFd>,
+    /// `None` once the device is gone. Shared with the writers other workers hold
+    /// ([`PortIo::remote_writer`]): a TAP descriptor takes writes from any thread, each one
+    /// frame.
+    fd: Option<Arc<OwnedFd>>,
+    /// A writer for another worker: it never reads (the owner polls the device).
+    tx_only: bool,
     spill: [u8; SPILL],
     /// Reads larger than a jumbo frame, dropped.
     rx_oversized: u64,
     /// Reads that failed for a reason other than "nothing to read".
     rx_errors: u64,
+    /// Transmit counters, shared with the writers other workers hold.
+    tx: Arc<TapTxCounters>,
+}
+
+/// A TAP port's transmit counters, added to by its worker and by every worker writing to it.
+#[derive(Debug, Default)]
+struct TapTxCounters {
     /// Writes that failed (frames dropped).
-    tx_errors: u64,
+    errors: AtomicU64,
     /// Frames written as part of a coalesced super-frame.
-    tx_coalesced: u64,
+    coalesced: AtomicU64,
     /// Super-frames written from coalesced runs.
-    tx_super_frames: u64,
+    super_frames: AtomicU64,
 }
 
 impl std::fmt::Debug for TapPort {
@@ -190,13 +203,12 @@ impl TapPort {
         TapPort {
             name: name.to_string(),
             ifindex,
-            fd: Some(fd),
+            fd: Some(Arc::new(fd)),
+            tx_only: false,
             spill: [0; SPILL],
             rx_oversized: 0,
             rx_errors: 0,
-            tx_errors: 0,
-            tx_coalesced: 0,
-            tx_super_frames: 0,
+            tx: Arc::default(),
         }
     }
 
@@ -222,7 +234,7 @@ impl TapPort {
 
     /// Writes that failed (device down, queue full, device gone).
     pub fn tx_errors(&self) -> u64 {
-        self.tx_errors
+        self.tx.errors.load(Relaxed)
     }
 
     fn mark_gone(&mut self) {
@@ -376,8 +388,8 @@ impl TapPort {
                     want += len;
                 }
                 if taken > 1 {
-                    self.tx_coalesced += taken as u64;
-                    self.tx_super_frames += 1;
+                    self.tx.coalesced.fetch_add(taken as u64, Relaxed);
+                    self.tx.super_frames.fetch_add(1, Relaxed);
                 }
                 (taken, 2 + taken, want)
             }
@@ -404,7 +416,7 @@ impl TapPort {
             outcome.bytes += bytes;
         } else {
             outcome.dropped += taken as u32;
-            self.tx_errors += 1;
+            self.tx.errors.fetch_add(1, Relaxed);
             if n < 0 {
                 // EAGAIN/ENOBUFS (queue full) and EIO (device down) only drop the frames.
                 let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
@@ -427,9 +439,12 @@ fn device_gone(errno: i32) -> bool {
 
 impl PortIo for TapPort {
     fn rx_burst(&mut self, pool: &mut FramePool, out: &mut Burst) -> usize {
-        let Some(fd) = self.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return 0;
         };
+        if self.tx_only {
+            return 0;
+        }
         let start = out.len();
         // One jumbo frame stands by for a read that does not fit an ordinary frame; it is
         // replaced when used and given back at the end of the burst.
@@ -456,7 +471,7 @@ impl PortIo for TapPort {
 
     fn tx_burst(&mut self, pool: &mut FramePool, frames: &mut Burst) -> TxOutcome {
         let mut outcome = TxOutcome::default();
-        let Some(fd) = self.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             outcome.dropped = frames.len() as u32;
             for f in frames.drain(..) {
                 pool.free(f);
@@ -479,9 +494,25 @@ impl PortIo for TapPort {
     }
 
     fn poll_fds(&self, out: &mut Vec<RawFd>) {
-        if let Some(fd) = &self.fd {
+        if let Some(fd) = &self.fd
+            && !self.tx_only
+        {
             out.push(fd.as_raw_fd());
         }
+    }
+
+    fn remote_writer(&self) -> Option<Box<dyn PortIo>> {
+        let fd = self.fd.clone()?;
+        Some(Box::new(TapPort {
+            name: self.name.clone(),
+            ifindex: self.ifindex,
+            fd: Some(fd),
+            tx_only: true,
+            spill: [0; SPILL],
+            rx_oversized: 0,
+            rx_errors: 0,
+            tx: self.tx.clone(),
+        }))
     }
 
     fn info(&self) -> BackendInfo {
@@ -502,8 +533,8 @@ impl PortIo for TapPort {
         BackendStats {
             rx_oversized: self.rx_oversized,
             rx_errors: self.rx_errors,
-            tx_coalesced: self.tx_coalesced,
-            tx_super_frames: self.tx_super_frames,
+            tx_coalesced: self.tx.coalesced.load(Relaxed),
+            tx_super_frames: self.tx.super_frames.load(Relaxed),
             ..BackendStats::default()
         }
     }
