@@ -99,6 +99,7 @@ fn stage(kind: SchedulerKind, capacity: u32) -> (LbStage, Service) {
         gateway_mac: GW,
         stations: Arc::new(stations),
         capacity,
+        spread: None,
     });
     s.install(service.snapshot());
     (s, service)

@@ -46,5 +46,5 @@ pub use service::{BackendInfo, Removal, Service, ServiceError, ServiceSpec};
 pub use services::WorkerServices;
 pub use sessions::{SessionState, SessionView};
 pub use spec::{BackendAddr, ParseError, Proto, SchedulerKind, ServicePort};
-pub use stage::{LbConfig, LbStage};
+pub use stage::{LbConfig, LbStage, SpreadConfig};
 pub use table::{Disposition, ServiceKey, ServiceTable, TableBackend};

@@ -21,6 +21,8 @@ pub struct WorkerServices {
     services: HashMap<ServiceKey, Balancer>,
     /// How many services each virtual IP has.
     vips: HashMap<IpAddr, u32>,
+    /// Every backend's address and port, in any service (rebuilt when services change).
+    backends: hashbrown::HashSet<(IpAddr, u16)>,
 }
 
 impl WorkerServices {
@@ -30,21 +32,43 @@ impl WorkerServices {
             worker,
             services: HashMap::new(),
             vips: HashMap::new(),
+            backends: hashbrown::HashSet::new(),
         }
+    }
+
+    fn rebuild_backends(&mut self) {
+        self.backends = self
+            .services
+            .values()
+            .flat_map(|b| {
+                b.table()
+                    .backends()
+                    .map(|(_, tb)| (tb.addr.ip(), tb.addr.port()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    }
+
+    /// Whether `ip:port` is a backend of any service here (its frames may be replies).
+    #[inline]
+    pub fn is_backend(&self, ip: IpAddr, port: u16) -> bool {
+        !self.backends.is_empty() && self.backends.contains(&(ip, port))
     }
 
     /// Installs a service's snapshot: a new service, or a new snapshot of one it has (the old
     /// snapshot is returned, for the caller to drop off the hot path).
     pub fn install(&mut self, table: Arc<ServiceTable>) -> Option<Arc<ServiceTable>> {
         let key = table.key();
-        match self.services.get_mut(&key) {
+        let old = match self.services.get_mut(&key) {
             Some(b) => Some(b.swap(table)),
             None => {
                 self.services.insert(key, Balancer::new(table, self.worker));
                 *self.vips.entry(key.vip).or_default() += 1;
                 None
             }
-        }
+        };
+        self.rebuild_backends();
+        old
     }
 
     /// Removes a service; its balancer is returned so conntrack can still settle its
@@ -57,6 +81,7 @@ impl WorkerServices {
                 self.vips.remove(&key.vip);
             }
         }
+        self.rebuild_backends();
         Some(b)
     }
 

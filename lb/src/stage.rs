@@ -62,6 +62,21 @@ pub struct LbConfig {
     pub stations: Arc<HashMap<Ipv4Addr, Mac>>,
     /// Sessions at most (a new connection beyond is refused, `session_table_full`).
     pub capacity: u32,
+    /// On a network whose ports are spread over the workers, each running this stage: the
+    /// worker polling each station's port, and the home worker (the gateway's, for addresses
+    /// off the network). A backend's reply that finds no session here is handed to the
+    /// worker of its destination, the client's, which holds the session. `None`: every frame
+    /// of the network passes this worker.
+    pub spread: Option<SpreadConfig>,
+}
+
+/// Where a spread network's stations are polled ([`LbConfig::spread`]).
+#[derive(Debug, Clone, Default)]
+pub struct SpreadConfig {
+    /// The worker polling each station's port.
+    pub station_workers: Arc<HashMap<Ipv4Addr, u16>>,
+    /// The worker of addresses off the network (outside clients enter from the gateway).
+    pub home: u16,
 }
 
 impl Default for LbConfig {
@@ -70,6 +85,7 @@ impl Default for LbConfig {
             gateway_mac: Mac::default(),
             stations: Arc::default(),
             capacity: DEFAULT_CAPACITY,
+            spread: None,
         }
     }
 }
@@ -541,6 +557,11 @@ impl LbStage {
                 }
                 if to_vip {
                     self.open(ctx, batch, i, &t);
+                } else if let Some(w) = self.reply_owner(ctx, batch, i, &t) {
+                    ctx.record("lb", || {
+                        format!("{t}: a backend's reply, its session on worker {w}: handed over")
+                    });
+                    batch.verdicts[i] = Verdict::Handoff(w);
                 }
             }
             _ if !to_vip => {}
@@ -551,6 +572,32 @@ impl LbStage {
             }
             _ => drop_frame(ctx, batch, i, LbDrop::NoService),
         }
+    }
+
+    /// On a spread network, the worker holding the session of frame `i` (tuple `t`, no
+    /// session here), when it comes from a backend and that worker is another one.
+    #[inline]
+    fn reply_owner(
+        &self,
+        ctx: &StageContext<'_>,
+        batch: &Batch,
+        i: usize,
+        t: &Tuple,
+    ) -> Option<u16> {
+        let spread = self.config.spread.as_ref()?;
+        if batch.meta[i].handed_off
+            || !self
+                .services
+                .is_backend(IpAddr::V4(Ipv4Addr::from(t.src)), t.sport)
+        {
+            return None;
+        }
+        let w = spread
+            .station_workers
+            .get(&Ipv4Addr::from(t.dst))
+            .copied()
+            .unwrap_or(spread.home);
+        (w != ctx.worker).then_some(w)
     }
 
     /// Frame `i` (tuple `t`) of session `id`, travelling `dir`. False when the session turned

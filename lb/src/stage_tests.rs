@@ -187,6 +187,7 @@ fn config(capacity: u32) -> LbConfig {
         gateway_mac: GW,
         stations: stations(),
         capacity,
+        spread: None,
     }
 }
 

@@ -122,6 +122,7 @@ fn the_lb_stage_allocates_nothing_in_steady_state() {
         gateway_mac: Mac(GW),
         stations: Arc::new(stations),
         capacity: 1024,
+        spread: None,
     });
     stage.install(s.snapshot());
     let mut b = Bench {

@@ -37,8 +37,13 @@ pub struct NatConfig {
     pub uplink_ip: Ipv4Addr,
     /// How masquerade ports are split between workers.
     pub partition: PortPartition,
-    /// The worker of each network (zone): published ports are tracked there.
+    /// The worker of each network (zone): published ports are tracked there, unless
+    /// `endpoint_workers` names the endpoint's own.
     pub zone_workers: Arc<HashMap<u16, u16>>,
+    /// The worker polling each endpoint's port, by zone and address, on networks whose ports
+    /// are spread over the workers: a published port's connections are tracked there (the
+    /// endpoint's replies enter on that worker).
+    pub endpoint_workers: Arc<HashMap<(u16, Ipv4Addr), u16>>,
 }
 
 /// The conntrack stage of one worker.
@@ -81,6 +86,16 @@ impl NatStage {
         self.config = config;
     }
 
+    /// The worker tracking a published port's connections: its endpoint's, else its network's.
+    #[inline]
+    fn published_owner(&self, rule: &crate::published::DnatRule) -> Option<u16> {
+        self.config
+            .endpoint_workers
+            .get(&(rule.zone, rule.inside_ip))
+            .or_else(|| self.config.zone_workers.get(&rule.zone))
+            .copied()
+    }
+
     /// The worker owning the connection of a frame from outside for xvs's address, from its
     /// header alone; `None` when it is nobody's (the frame is tracked here and refused).
     fn owner(&self, frame: &[u8], key: &FlowKey, dst: Ipv4Addr) -> Option<u16> {
@@ -89,7 +104,7 @@ impl NatStage {
             .published()
             .lookup(proto, addr, port, true)
         {
-            Some(rule) => self.config.zone_workers.get(&rule.zone).copied(),
+            Some(rule) => self.published_owner(rule),
             None => self.config.partition.owner(port),
         };
         let l4 = usize::from(key.l4_offset);
@@ -133,7 +148,7 @@ impl NatStage {
                     key.tp_dst,
                     true,
                 )
-                && let Some(&w) = self.config.zone_workers.get(&rule.zone)
+                && let Some(w) = self.published_owner(rule)
                 && w != ctx.worker
                 && !meta.handed_off
             {

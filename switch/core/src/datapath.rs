@@ -444,6 +444,20 @@ impl Datapath {
         self.bridges.get(name).map(|b| b.worker as u16)
     }
 
+    /// Whether every worker runs `name` with its ports spread ([`Self::add_spread_bridge`]).
+    pub fn is_spread(&self, name: &str) -> bool {
+        self.bridges.get(name).is_some_and(|b| b.spread)
+    }
+
+    /// The worker that polls port `port` of `bridge`.
+    pub fn port_worker(&self, bridge: &str, port: &str) -> Option<u16> {
+        self.bridges
+            .get(bridge)?
+            .ports
+            .get(port)
+            .map(|p| p.worker as u16)
+    }
+
     /// The id of a port of a bridge.
     pub fn port_id(&self, bridge: &str, port: &str) -> Option<PortId> {
         self.bridges.get(bridge)?.ports.get(port).map(|p| p.id)
@@ -495,13 +509,24 @@ impl Datapath {
     }
 
     /// The worker that is to poll a new port of `b`: for a spread bridge's port that other
-    /// threads can write, the one polling the fewest ports; otherwise the bridge's.
+    /// threads can write, the one polling the fewest ports that carry traffic of their own
+    /// (internal ports, a gateway's, are not counted; ties go to the lowest worker);
+    /// otherwise the bridge's.
     fn place_port(&self, b: &BridgeRec, shareable: bool) -> usize {
-        if b.spread && shareable {
-            self.least_loaded_worker()
-        } else {
-            b.worker
+        if !(b.spread && shareable) {
+            return b.worker;
         }
+        let mut load = vec![0usize; self.workers.len()];
+        for p in self.bridges.values().flat_map(|b| b.ports.values()) {
+            if p.info.port_type != PortType::Internal {
+                load[p.worker] += 1;
+            }
+        }
+        load.iter()
+            .enumerate()
+            .min_by_key(|(i, l)| (**l, *i))
+            .map(|(i, _)| i)
+            .unwrap_or(b.worker)
     }
 
     /// Changes a bridge's MAC table limits.

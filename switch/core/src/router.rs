@@ -60,8 +60,11 @@ pub struct Zone {
     pub gateway_mac: Mac,
     /// Its endpoints' MACs by address.
     pub endpoints: HashMap<Ipv4Addr, Mac>,
-    /// The worker that runs its bridge (frames for it from another worker are handed over).
+    /// The worker that runs its bridge (frames for it from another worker are handed over),
+    /// unless every worker runs it (`everywhere`).
     pub worker: u16,
+    /// Every worker runs its bridge (a spread bridge): frames for it go in where they are.
+    pub everywhere: bool,
     /// Its gateway's port (where routed frames enter it).
     pub local_port: PortId,
 }
@@ -241,7 +244,7 @@ impl RouterStage {
         ctx.record("router", || {
             format!("into network (bridge {}) to {dst} ({mac})", z.bridge)
         });
-        if z.worker != ctx.worker {
+        if !z.everywhere && z.worker != ctx.worker {
             // A hairpin between networks of two workers: the network's own worker runs it.
             batch.meta[i].bridge = z.bridge;
             batch.keys[i].in_port = z.local_port;

@@ -154,9 +154,19 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
         {
             tracing::warn!("cannot update the routes of network {name}: {e}");
         }
+        let spread = dp.is_spread(&bridge).then(|| xvs_lb::SpreadConfig {
+            station_workers: Arc::new(
+                conf.endpoints
+                    .iter()
+                    .filter_map(|ep| Some((ep.ip, dp.port_worker(&bridge, &ep.host_ifname)?)))
+                    .collect(),
+            ),
+            home: dp.bridge_worker(&bridge).unwrap_or(0),
+        });
         let lb = LbConfig {
             gateway_mac: mac_for(conf.pool.gateway),
             stations: Arc::new(stations(name, conf, &state.services)),
+            spread,
             ..LbConfig::default()
         };
         if let Err(e) =
@@ -176,6 +186,7 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
     }
     let mut zones = HashMap::new();
     let mut workers = HashMap::new();
+    let mut endpoint_workers = HashMap::new();
     for (name, conf) in all.iter().filter(|(_, c)| !c.internal) {
         let bridge = bridge_of(name);
         let (Some(zone), Some(id), Some(worker)) = (
@@ -186,6 +197,14 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
             continue;
         };
         workers.insert(zone, worker);
+        let everywhere = dp.is_spread(&bridge);
+        if everywhere {
+            for ep in &conf.endpoints {
+                if let Some(w) = dp.port_worker(&bridge, &ep.host_ifname) {
+                    endpoint_workers.insert((zone, ep.ip), w);
+                }
+            }
+        }
         zones.insert(
             zone,
             Zone {
@@ -193,12 +212,14 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
                 gateway_mac: mac_for(conf.pool.gateway),
                 endpoints: stations(name, conf, &state.services).into_iter().collect(),
                 worker,
+                everywhere,
                 local_port: dp.port_id(&bridge, GATEWAY_PORT).unwrap_or(0),
             },
         );
     }
     let zones = Arc::new(zones);
     let workers = Arc::new(workers);
+    let endpoint_workers = Arc::new(endpoint_workers);
     let rules = published(dp, all, &state.services);
     let pushed = dp
         .with_stage_each::<RouterStage, _>(UPLINK_BRIDGE, move |r, _| {
@@ -210,6 +231,7 @@ pub fn refresh(dp: &Datapath, state: &State, uplink: Option<&Uplink>) {
             dp.with_stage_each::<NatStage, _>(UPLINK_BRIDGE, move |n, _| {
                 let mut c = n.config().clone();
                 c.zone_workers = workers.clone();
+                c.endpoint_workers = endpoint_workers.clone();
                 n.set_config(c);
                 n.conntrack_mut().set_published(rules.clone());
             })

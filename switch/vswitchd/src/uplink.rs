@@ -211,6 +211,7 @@ fn chain(
         uplink_ip: conf.ip,
         partition,
         zone_workers: Arc::default(),
+        endpoint_workers: Arc::default(),
     };
     let router = RouterConfig {
         uplink_port: port,
