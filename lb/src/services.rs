@@ -37,16 +37,13 @@ impl WorkerServices {
     }
 
     fn rebuild_backends(&mut self) {
-        self.backends = self
+        let backends = self
             .services
             .values()
-            .flat_map(|b| {
-                b.table()
-                    .backends()
-                    .map(|(_, tb)| (tb.addr.ip(), tb.addr.port()))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|b| b.table().backends())
+            .map(|(_, tb)| (tb.addr.ip(), tb.addr.port()))
             .collect();
+        self.backends = backends;
     }
 
     /// Whether `ip:port` is a backend of any service here (its frames may be replies).

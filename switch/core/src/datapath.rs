@@ -604,7 +604,7 @@ impl Datapath {
         bridge: &str,
         name: &str,
         kernel_device: bool,
-    ) -> Result<(BridgeId, usize), DatapathError> {
+    ) -> Result<BridgeId, DatapathError> {
         let b = self.bridge(bridge)?;
         let taken = if b.ports.contains_key(name) {
             Some(bridge)
@@ -619,16 +619,26 @@ impl Datapath {
                 port: name.to_string(),
             });
         }
-        Ok((b.id, b.worker))
+        Ok(b.id)
     }
 
-    /// Records `port` (its `ofport` given here) on `bridge` under `iface`.
-    fn record_port(&mut self, bridge: &str, iface: &str, mut port: PortRec) {
+    /// Records a port its worker has just attached (its `ofport` given here) on `bridge`
+    /// under `iface`, and tells the other workers that run the bridge.
+    fn attached(
+        &mut self,
+        bridge: &str,
+        iface: &str,
+        mut port: PortRec,
+    ) -> Result<(), DatapathError> {
+        self.next_port += 1;
+        let id = port.id;
         if let Some(b) = self.bridges.get_mut(bridge) {
             port.ofport = b.next_ofport;
             b.next_ofport += 1;
             b.ports.insert(iface.to_string(), port);
         }
+        self.announce_port(self.bridge(bridge)?, id, true);
+        Ok(())
     }
 
     /// Opens `spec` and attaches it to `bridge` in access VLAN `vlan` (0 = untagged).
@@ -643,7 +653,7 @@ impl Datapath {
                 "VLAN {vlan} is out of range (1-4094)"
             )));
         }
-        let (bid, _) = self.check_new_port(bridge, &spec.iface, true)?;
+        let bid = self.check_new_port(bridge, &spec.iface, true)?;
         let worker = self.place_port(self.bridge(bridge)?, spec.port_type == PortType::Tap);
         let id = self.next_port;
         let counters = Arc::new(PortCounters::default());
@@ -657,8 +667,7 @@ impl Datapath {
             counters: c2,
             reply,
         })??;
-        self.next_port += 1;
-        self.record_port(
+        self.attached(
             bridge,
             &iface,
             PortRec {
@@ -669,8 +678,7 @@ impl Datapath {
                 info: info.clone(),
                 counters,
             },
-        );
-        self.announce_port(self.bridge(bridge)?, id, true);
+        )?;
         Ok(info)
     }
 
@@ -682,7 +690,7 @@ impl Datapath {
         io: Box<dyn PortIo>,
         vlan: u16,
     ) -> Result<BackendInfo, DatapathError> {
-        let (bid, _) = self.check_new_port(bridge, name, false)?;
+        let bid = self.check_new_port(bridge, name, false)?;
         let worker = self.place_port(self.bridge(bridge)?, io.remote_writer().is_some());
         let id = self.next_port;
         let counters = Arc::new(PortCounters::default());
@@ -695,8 +703,7 @@ impl Datapath {
             counters: c2,
             reply,
         })?;
-        self.next_port += 1;
-        self.record_port(
+        self.attached(
             bridge,
             name,
             PortRec {
@@ -707,8 +714,7 @@ impl Datapath {
                 info: info.clone(),
                 counters,
             },
-        );
-        self.announce_port(self.bridge(bridge)?, id, true);
+        )?;
         Ok(info)
     }
 
